@@ -1,0 +1,176 @@
+"""The one exception tree of the domain.
+
+Every refusal the service can give is a :class:`DelegationError` carrying a :class:`Reason`. The
+transport maps reasons to gRPC status codes in exactly one table
+(``delegation_service.transport.errors``); nothing else chooses a status code.
+
+Messages are fixed strings: they never contain a token value.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class Reason(enum.Enum):
+    """Why something was refused; the value is the seed's identifier (lower snake case)."""
+
+    # Seed 002 identifiers.
+    INVALID_SCOPE_STRUCTURE = "invalid_scope_structure"
+    INVALID_AUDIENCE = "invalid_audience"
+    INVALID_SCOPE_NAME = "invalid_scope_name"
+    UNAVAILABLE_SCOPE_FOR_BEARER_TYPE = "unavailable_scope_for_bearer_type"
+    DIFFERENT_BEARER_TYPES = "different_bearer_types"
+    SCOPE_WAS_NOT_GRANTED_IN_PARENT = "scope_was_not_granted_in_parent"
+    DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE = "delegation_access_token_cannot_delegate"
+    # Service identifiers, in the same style.
+    SCOPE_NOT_ALLOWED_FOR_CLIENT = "scope_not_allowed_for_client"
+    UNKNOWN_CLIENT = "unknown_client"
+    MISSING_DELEGATION_SCOPE = "missing_delegation_scope"
+    EXPIRES_AFTER_PARENT = "expires_after_parent"
+    INVALID_LIFETIME = "invalid_lifetime"
+    NO_GRANTABLE_SCOPES = "no_grantable_scopes"
+    SCOPES_REQUIRED = "scopes_required"
+    TOO_MANY_SCOPES = "too_many_scopes"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_PARENT_TOKEN = "invalid_parent_token"
+    CHAIN_NOT_FOUND = "chain_not_found"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+    @property
+    def identifier(self) -> str:
+        """The AIP-193 form of the reason: UPPER_SNAKE_CASE."""
+        return self.value.upper()
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One refused element of a request: which field, which value, why."""
+
+    field: str
+    value: str
+    reason: Reason
+    description: str
+
+
+class DelegationError(Exception):
+    """Base of every refusal; ``reason`` decides the status, ``violations`` name each culprit."""
+
+    reason: Reason = Reason.INVALID_REQUEST
+    message: str = "the request was refused"
+
+    def __init__(
+        self,
+        reason: Reason | None = None,
+        message: str | None = None,
+        violations: Sequence[Violation] = (),
+    ) -> None:
+        if reason is not None:
+            self.reason = reason
+        if message is not None:
+            self.message = message
+        self.violations: tuple[Violation, ...] = tuple(violations)
+        super().__init__(self.message)
+
+
+class InvalidRequest(DelegationError):
+    """Raised when a request field is missing or malformed (not a scope problem)."""
+
+    reason = Reason.INVALID_REQUEST
+    message = "the request is malformed"
+
+
+class ScopesRefused(DelegationError):
+    """Raised when one or more requested scopes fail; every failing scope is a violation."""
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        if not violations:
+            raise ValueError("ScopesRefused needs at least one violation")
+        first = _most_severe(violations)
+        super().__init__(
+            first.reason,
+            f"{len(violations)} requested scope(s) refused; first: {first.description}",
+            violations,
+        )
+
+
+class ParentRejected(DelegationError):
+    """Raised when the parent token is invalid, expired, untrusted, unknown or revoked.
+
+    The message is the same whatever the cause (SPEC §3.2); ``detail`` goes to the log only.
+    """
+
+    reason = Reason.INVALID_PARENT_TOKEN
+    message = "the parent token is not valid"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+
+class ParentCannotDelegate(DelegationError):
+    """Raised when the parent is itself a delegated token."""
+
+    reason = Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE
+    message = "a delegated access token cannot delegate"
+
+
+class MissingDelegationScope(DelegationError):
+    """Raised when the parent token does not hold the delegation scope."""
+
+    reason = Reason.MISSING_DELEGATION_SCOPE
+    message = "the parent token does not hold the delegation scope"
+
+
+class UnknownClient(DelegationError):
+    """Raised when the target client is not registered in the catalog."""
+
+    reason = Reason.UNKNOWN_CLIENT
+    message = "the target client is not registered"
+
+
+class LifetimeRefused(DelegationError):
+    """Raised when a requested lifetime is not positive or outlives the parent."""
+
+
+class NoGrantableScopes(DelegationError):
+    """Raised when nothing would be left to grant the child."""
+
+    reason = Reason.NO_GRANTABLE_SCOPES
+    message = "no scope of the parent can be granted to the target client"
+
+
+class ChainNotFound(DelegationError):
+    """Raised when an operator names a chain the service has no record of."""
+
+    reason = Reason.CHAIN_NOT_FOUND
+    message = "no such chain"
+
+
+class StoreUnavailable(DelegationError):
+    """Raised by a registry adapter when the store cannot be reached in time (fail closed)."""
+
+    reason = Reason.STORE_UNAVAILABLE
+    message = "the token store is unavailable"
+
+
+# Malformed-input reasons outrank refusals: a request with both is first of all malformed.
+_SEVERITY = (
+    Reason.INVALID_SCOPE_STRUCTURE,
+    Reason.INVALID_AUDIENCE,
+    Reason.INVALID_SCOPE_NAME,
+    Reason.DIFFERENT_BEARER_TYPES,
+    Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE,
+    Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE,
+    Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT,
+    Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT,
+)
+
+
+def _most_severe(violations: Sequence[Violation]) -> Violation:
+    def rank(v: Violation) -> int:
+        return _SEVERITY.index(v.reason) if v.reason in _SEVERITY else len(_SEVERITY)
+
+    return min(violations, key=rank)

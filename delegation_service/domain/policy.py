@@ -1,0 +1,190 @@
+"""The delegation policy (SPEC §3 rules 3–7 and 9): which scopes a child may get from a parent.
+
+A pure function of the catalog, the verified parent, the target client and the request. Revocation
+(rule 2) and lifetimes (rule 10) are checked by the use case, which owns the store and the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from delegation_service.domain.catalog import Catalog, Client
+from delegation_service.domain.errors import (
+    InvalidRequest,
+    MissingDelegationScope,
+    NoGrantableScopes,
+    ParentCannotDelegate,
+    Reason,
+    ScopesRefused,
+    UnknownClient,
+    Violation,
+)
+from delegation_service.domain.scopes import (
+    Bearer,
+    Permission,
+    Scope,
+    ScopeSyntaxError,
+    StructuredScope,
+    UrlScope,
+    parse_scope,
+    split_scopes,
+)
+from delegation_service.domain.tokens import TokenKind, VerifiedToken
+
+# Refusals that ``allow_partial`` may drop (SPEC §3.9); anything else still fails the call.
+DROPPABLE = frozenset(
+    {
+        Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE,
+        Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT,
+        Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT,
+    }
+)
+
+_DESCRIPTIONS = {
+    Reason.INVALID_SCOPE_STRUCTURE: "the scope does not match the scope grammar",
+    Reason.INVALID_AUDIENCE: "the audience does not exist",
+    Reason.INVALID_SCOPE_NAME: "the scope name does not exist for the audience",
+    Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE: "the delegation scope cannot be granted to a child",
+    Reason.DIFFERENT_BEARER_TYPES: "the scope names a bearer other than the parent's",
+    Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE: "the scope is not available for the bearer type",
+    Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT: "the scope was not granted in the parent token",
+    Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT: "the target client may not hold the scope",
+}
+
+
+@dataclass(frozen=True)
+class DelegationRequest:
+    """What a caller asks for, after transport decoding (scopes still raw, possibly space-separated)."""
+
+    client_id: str
+    scopes: Sequence[str] = ()
+    allow_partial: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the child would get, and each requested scope that was dropped (with ``allow_partial``)."""
+
+    granted: tuple[Scope, ...]
+    dropped: tuple[Violation, ...]
+
+
+@dataclass(frozen=True)
+class DelegationPolicy:
+    """The rules, configured once: the catalog, whether scopes must be explicit, the scope count cap."""
+
+    catalog: Catalog
+    require_explicit_scopes: bool = False
+    max_scopes: int = 100
+
+    def decide(self, parent: VerifiedToken, request: DelegationRequest) -> Decision:
+        """Decide the child's scopes, or raise the :class:`DelegationError` that explains the refusal."""
+        if parent.kind is TokenKind.DELEGATED:
+            raise ParentCannotDelegate()
+        grant = _parse_grant(parent.scopes)
+        if not any(self.catalog.delegation_scope.covers(s) for s in grant):
+            raise MissingDelegationScope()
+        if not request.client_id:
+            raise InvalidRequest(
+                violations=[Violation("client_id", "", Reason.INVALID_REQUEST, "client_id is required")]
+            )
+        client = self.catalog.clients.get(request.client_id)
+        if client is None:
+            raise UnknownClient(
+                violations=[
+                    Violation("client_id", request.client_id, Reason.UNKNOWN_CLIENT, "no such client")
+                ]
+            )
+        requested = split_scopes(request.scopes)
+        if len(requested) > self.max_scopes:
+            raise InvalidRequest(Reason.TOO_MANY_SCOPES, f"at most {self.max_scopes} scopes may be requested")
+        if not requested:
+            if self.require_explicit_scopes:
+                raise InvalidRequest(Reason.SCOPES_REQUIRED, "scopes must be requested explicitly")
+            return Decision(self._everything_for(client, parent.bearer, grant), ())
+        return self._explicit(client, parent.bearer, grant, requested, request.allow_partial)
+
+    def _explicit(
+        self,
+        client: Client,
+        bearer: Bearer,
+        grant: Sequence[Scope],
+        requested: Sequence[tuple[int, str]],
+        allow_partial: bool,
+    ) -> Decision:
+        granted: dict[Scope, None] = {}
+        violations: list[Violation] = []
+        for index, text in requested:
+            outcome = self._check(client, bearer, grant, text)
+            if isinstance(outcome, Reason):
+                violations.append(Violation(f"scopes[{index}]", text, outcome, _DESCRIPTIONS[outcome]))
+            else:
+                granted.setdefault(outcome, None)
+        fatal = [v for v in violations if not (allow_partial and v.reason in DROPPABLE)]
+        if fatal or not granted:
+            raise ScopesRefused(fatal or violations)
+        return Decision(tuple(granted), tuple(violations))
+
+    def _check(self, client: Client, bearer: Bearer, grant: Sequence[Scope], text: str) -> Scope | Reason:
+        """The granted form of one requested scope, or the first reason it fails."""
+        try:
+            scope = parse_scope(text)
+        except ScopeSyntaxError:
+            return Reason.INVALID_SCOPE_STRUCTURE
+        if self.catalog.is_delegation_scope(scope):
+            return Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE
+        if isinstance(scope, UrlScope):
+            if scope.url not in self.catalog.url_scopes:
+                return Reason.INVALID_SCOPE_NAME
+        else:
+            if scope.audience not in self.catalog.audiences:
+                return Reason.INVALID_AUDIENCE
+            if scope.key not in self.catalog.scopes:
+                return Reason.INVALID_SCOPE_NAME
+            if scope.bearer_type is not bearer.type or (
+                scope.bearer is not None and scope.bearer.id not in (None, bearer.id)
+            ):
+                return Reason.DIFFERENT_BEARER_TYPES
+            if bearer.type not in self.catalog.bearer_types(scope):
+                return Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE
+            scope = scope.without_bearer()
+        if not any(held.covers(scope) for held in grant):
+            return Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT
+        if not client.may_hold(scope):
+            return Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT
+        return scope
+
+    def _everything_for(self, client: Client, bearer: Bearer, grant: Sequence[Scope]) -> tuple[Scope, ...]:
+        """Rule 7: every parent scope the client may hold (at the highest permission it may hold)."""
+        granted: dict[Scope, None] = {}
+        for held in grant:
+            if self.catalog.is_delegation_scope(held):
+                continue
+            if isinstance(held, UrlScope):
+                if held.url in self.catalog.url_scopes and client.may_hold(held):
+                    granted.setdefault(held, None)
+                continue
+            if bearer.type not in self.catalog.bearer_types(held):
+                continue
+            for permission in (held.permission, Permission.READ):
+                candidate = held.with_permission(permission)
+                if held.permission.covers(permission) and client.may_hold(candidate):
+                    granted.setdefault(candidate, None)
+                    break
+        if not granted:
+            raise NoGrantableScopes()
+        return tuple(granted)
+
+
+def _parse_grant(scopes: Sequence[str]) -> list[Scope]:
+    """The parent's grant: its scopes that parse, without bearer parts; others are ignored."""
+    grant: list[Scope] = []
+    for text in scopes:
+        try:
+            scope = parse_scope(text)
+        except ScopeSyntaxError:
+            continue
+        grant.append(scope.without_bearer() if isinstance(scope, StructuredScope) else scope)
+    return grant
+

@@ -1,0 +1,152 @@
+"""The revocation model (SPEC §5), independent of any store.
+
+Chains are one level deep: an upstream token is the root, every child is minted from a root (a delegated
+token can never be a parent). So a token is inactive when any of these holds, each a constant-size read:
+
+* it is expired;
+* it is a delegated token the service has no record of;
+* its own revocation marker is set (revokes that token alone: nothing is minted from a child);
+* its chain's marker is set (revoking the root revokes everything minted from it);
+* a *horizon* ("everything issued at or before T") covers it: the subject's horizon against the chain's
+  root issue time, the holder client's horizon against its own issue time, and the root client's
+  horizon against the root's issue time.
+
+Revoking therefore writes one marker or one horizon, whatever the chain's size.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from delegation_service.domain.tokens import TokenKind
+
+
+class TokenState(enum.Enum):
+    """The state of a token as the service sees it."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+class HorizonKind(enum.Enum):
+    """What a horizon is set on."""
+
+    SUBJECT = "subject"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class HorizonKey:
+    """A subject or a client whose tokens issued at or before some time are revoked."""
+
+    kind: HorizonKind
+    value: str
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the store keeps of a token: enough to answer introspection and to list a chain."""
+
+    token_id: str
+    chain_id: str
+    kind: TokenKind
+    parent_token_id: str | None
+    subject: str
+    client_id: str
+    root_client_id: str
+    scopes: str
+    bearer: str
+    issued_at: int
+    root_issued_at: int
+    expires_at: int
+
+    def horizon_checks(self) -> tuple[tuple[HorizonKey, int], ...]:
+        """Each horizon that applies to this token, with the issue time it is compared against."""
+        checks = [(HorizonKey(HorizonKind.SUBJECT, self.subject), self.root_issued_at)]
+        if self.client_id:
+            checks.append((HorizonKey(HorizonKind.CLIENT, self.client_id), self.issued_at))
+        if self.root_client_id and self.root_client_id != self.client_id:
+            checks.append((HorizonKey(HorizonKind.CLIENT, self.root_client_id), self.root_issued_at))
+        return tuple(checks)
+
+    def horizon_keys(self) -> tuple[HorizonKey, ...]:
+        """The horizons a state check must read for this token."""
+        return tuple(key for key, _ in self.horizon_checks())
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """Everything one state check read from the store, in one round trip."""
+
+    record: TokenRecord | None
+    token_revoked: bool
+    chain_revoked: bool
+    horizons: Mapping[HorizonKey, int]
+
+
+def evaluate(expected: TokenRecord, snapshot: StateSnapshot, now: int) -> TokenState:
+    """The state of a token, given what its verified claims say (``expected``) and what the store holds.
+
+    A delegated token counts only if the store has its record: a valid signature alone never makes a
+    token active. An upstream root needs no record (it is recorded when it first delegates).
+    """
+    record = snapshot.record
+    if expected.kind is TokenKind.DELEGATED:
+        if (
+            record is None
+            or record.kind is not TokenKind.DELEGATED
+            or record.chain_id != expected.chain_id
+            or record.token_id != expected.token_id
+        ):
+            return TokenState.UNKNOWN
+    elif record is None:
+        record = expected
+    return state_of(record, snapshot, now)
+
+
+def state_of(record: TokenRecord, snapshot: StateSnapshot, now: int) -> TokenState:
+    """The state of a recorded token given its markers and the horizons read with it."""
+    if record.expires_at <= now:
+        return TokenState.EXPIRED
+    if snapshot.chain_revoked or snapshot.token_revoked:
+        return TokenState.REVOKED
+    for key, issued_at in record.horizon_checks():
+        horizon = snapshot.horizons.get(key)
+        if horizon is not None and issued_at <= horizon:
+            return TokenState.REVOKED
+    return TokenState.ACTIVE
+
+
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """A chain as the store holds it: its records, its markers and the horizons that touch it."""
+
+    chain_id: str
+    records: tuple[TokenRecord, ...]
+    chain_revoked: bool
+    revoked_token_ids: frozenset[str]
+    horizons: Mapping[HorizonKey, int]
+
+    def states(self, now: int) -> list[tuple[TokenRecord, TokenState]]:
+        """Each record with its state, roots first, then by issue time."""
+        ordered = sorted(self.records, key=lambda r: (r.kind is not TokenKind.UPSTREAM, r.issued_at, r.token_id))
+        return [
+            (
+                record,
+                state_of(
+                    record,
+                    StateSnapshot(
+                        record,
+                        record.token_id in self.revoked_token_ids,
+                        self.chain_revoked,
+                        self.horizons,
+                    ),
+                    now,
+                ),
+            )
+            for record in ordered
+        ]
