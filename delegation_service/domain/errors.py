@@ -36,6 +36,7 @@ class Reason(enum.Enum):
     TOO_MANY_SCOPES = "too_many_scopes"
     INVALID_REQUEST = "invalid_request"
     INVALID_PARENT_TOKEN = "invalid_parent_token"
+    OPERATOR_CREDENTIALS_REQUIRED = "operator_credentials_required"
     CHAIN_NOT_FOUND = "chain_not_found"
     STORE_UNAVAILABLE = "store_unavailable"
 
@@ -147,6 +148,13 @@ class ChainNotFound(DelegationError):
 
     reason = Reason.CHAIN_NOT_FOUND
     message = "no such chain"
+
+
+class OperatorCredentialsRequired(DelegationError):
+    """Raised when an operator call comes without valid operator credentials."""
+
+    reason = Reason.OPERATOR_CREDENTIALS_REQUIRED
+    message = "operator credentials are required"
 
 
 class StoreUnavailable(DelegationError):

@@ -20,7 +20,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from delegation_service.domain.tokens import TokenKind
+from delegation_service.domain.tokens import ChildToken, TokenKind, VerifiedToken
 
 
 class TokenState(enum.Enum):
@@ -150,3 +150,44 @@ class ChainSnapshot:
             )
             for record in ordered
         ]
+
+
+def record_of(token: VerifiedToken) -> TokenRecord:
+    """The record a verified token is expected to have.
+
+    For an upstream root this is the record to keep; for a delegated token it names the keys to read,
+    while the stored record stays authoritative (``root_issued_at`` is only known from it).
+    """
+    upstream = token.kind is TokenKind.UPSTREAM
+    return TokenRecord(
+        token_id=token.token_id,
+        chain_id=token.chain_id,
+        kind=token.kind,
+        parent_token_id=token.parent_token_id,
+        subject=token.subject,
+        client_id=token.client_id,
+        root_client_id=token.client_id if upstream else (token.actor_client_id or ""),
+        scopes=" ".join(token.scopes),
+        bearer=str(token.bearer),
+        issued_at=token.issued_at,
+        root_issued_at=token.issued_at,
+        expires_at=token.expires_at,
+    )
+
+
+def record_child(child: ChildToken, root: TokenRecord) -> TokenRecord:
+    """The record of a child about to be minted from ``root``."""
+    return TokenRecord(
+        token_id=child.token_id,
+        chain_id=child.chain_id,
+        kind=TokenKind.DELEGATED,
+        parent_token_id=child.parent_token_id,
+        subject=child.subject,
+        client_id=child.client_id,
+        root_client_id=root.client_id,
+        scopes=child.scope_claim,
+        bearer=str(child.bearer),
+        issued_at=child.issued_at,
+        root_issued_at=root.issued_at,
+        expires_at=child.expires_at,
+    )

@@ -1,0 +1,182 @@
+"""The composition root: the one place that builds clients and keys and wires adapters to use cases.
+
+Nothing is built at import time; everything is built once, at start-up, from a :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from delegation_service.adapters import jwt_codec
+from delegation_service.adapters.keys import KeySet, generate_signing_key, load_jwks_file, load_private_key_file
+from delegation_service.adapters.memory_registry import MemoryRegistry
+from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.config import Config, ConfigError
+from delegation_service.domain.catalog import Catalog, CatalogError
+from delegation_service.domain.policy import DelegationPolicy
+from delegation_service.domain.ports import Clock, TokenRegistry
+from delegation_service.domain.tokens import LifetimePolicy
+from delegation_service.service import DelegationService, SystemClock
+from delegation_service.transport.auth import OperatorAuthenticator
+from delegation_service.transport.server import RunningServer, ServerSettings, start_server
+
+log = logging.getLogger(__name__)
+
+EVENT_RETENTION_SECONDS = 24 * 3600
+
+
+@dataclass
+class Application:
+    """Everything the process runs, built from one configuration."""
+
+    config: Config
+    service: DelegationService
+    operators: OperatorAuthenticator
+    extra_trusted: Sequence[jwt_codec.TrustedIssuer] = field(default_factory=tuple)
+
+    def serve(self, listen: str | None = None, reuse_port: bool = False) -> RunningServer:
+        """Start the gRPC server."""
+        config = self.config
+        return start_server(
+            self.service,
+            ServerSettings(
+                listen=listen or config.listen,
+                max_workers=config.max_workers,
+                max_concurrent_rpcs=config.max_concurrent_rpcs,
+                reflection=config.reflection,
+                reuse_port=reuse_port,
+            ),
+            self.operators,
+        )
+
+
+def build(
+    config: Config,
+    *,
+    keys: KeySet | None = None,
+    registry: TokenRegistry | None = None,
+    extra_trusted: Sequence[jwt_codec.TrustedIssuer] = (),
+    catalog: Catalog | None = None,
+    clock: Clock | None = None,
+    open_operator_mode: bool = False,
+) -> Application:
+    """Wire the application. Keyword arguments replace what the config would build (dev server, tests)."""
+    clock = clock or SystemClock()
+    keys = keys or _signing_keys(config)
+    catalog = catalog or _catalog(config)
+    trusted = [*_trusted_issuers(config), *extra_trusted]
+    service = DelegationService(
+        issuer=config.issuer,
+        verifier=jwt_codec.JwtVerifier(
+            own_issuer=config.issuer,
+            own_keys=keys,
+            trusted=trusted,
+            leeway_seconds=config.leeway_seconds,
+            clock=clock,
+        ),
+        signer=jwt_codec.JwtSigner(keys),
+        registry=registry or build_registry(config, clock),
+        policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
+        lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
+        clock=clock,
+    )
+    return Application(config, service, OperatorAuthenticator(config.operator_token_sha256, open_operator_mode))
+
+
+def build_registry(config: Config, clock: Clock) -> TokenRegistry:
+    """The token store the configuration names."""
+    retention = max(config.max_parent_age_seconds, config.max_lifetime_seconds) + config.leeway_seconds
+    if config.store == "memory":
+        return MemoryRegistry(clock, horizon_retention_seconds=retention)
+    return RedisRegistry(
+        redis_client(config),
+        prefix=config.redis_key_prefix,
+        leeway_seconds=config.leeway_seconds,
+        horizon_retention_seconds=retention,
+        event_retention_seconds=EVENT_RETENTION_SECONDS,
+        cluster=config.redis_mode == "cluster",
+    )
+
+
+def redis_client(config: Config) -> redis.Redis | RedisCluster:
+    """A redis-py client with short timeouts and one quick retry, so a call fits inside a deadline.
+
+    redis-py's defaults retry with back-off for seconds; a token check must fail closed well before
+    the caller's deadline instead.
+    """
+    timeout = config.redis_timeout_ms / 1000
+    common = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+        "health_check_interval": 10,
+    }
+    if config.redis_mode == "cluster":
+        return RedisCluster.from_url(config.redis_url, **common)  # type: ignore[arg-type]
+    if config.redis_mode == "sentinel":
+        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in config.redis_url.split(",")]
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
+        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)
+        return master
+    return redis.Redis.from_url(config.redis_url, **common)  # type: ignore[arg-type]
+
+
+def _signing_keys(config: Config) -> KeySet:
+    if not config.signing_key_files:
+        raise ConfigError("issuer.signing_key_files", "at least one private key file is required")
+    loaded = []
+    for path in config.signing_key_files:
+        try:
+            loaded.append(load_private_key_file(path, config.signing_algorithm))
+        except (OSError, ValueError) as error:
+            raise ConfigError("issuer.signing_key_files", f"{path}: {error}") from None
+    return KeySet(loaded[0], loaded[1:])
+
+
+def _catalog(config: Config) -> Catalog:
+    if config.catalog_file is None:
+        raise ConfigError("catalog.file", "is required")
+    return load_catalog(config.catalog_file)
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate a catalog file."""
+    try:
+        return Catalog.from_mapping(tomllib.loads(path.read_text(encoding="utf-8")))
+    except OSError as error:
+        raise ConfigError("catalog.file", f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("catalog.file", f"{path} is not valid TOML: {error}") from None
+    except CatalogError as error:
+        raise ConfigError(f"catalog.file ({error.setting})", error.problem) from None
+
+
+def _trusted_issuers(config: Config) -> list[jwt_codec.TrustedIssuer]:
+    trusted = []
+    for index, entry in enumerate(config.trusted_issuers):
+        try:
+            keys = load_jwks_file(entry.jwks_file)
+        except (OSError, ValueError, json.JSONDecodeError) as error:
+            raise ConfigError(f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}") from None
+        trusted.append(
+            jwt_codec.TrustedIssuer(
+                issuer=entry.issuer, keys=keys, algorithms=entry.algorithms, audience=entry.audience
+            )
+        )
+    return trusted
+
+
+def ephemeral_keys(algorithm: str) -> KeySet:
+    """A key set with one freshly generated key (dev server)."""
+    return KeySet(generate_signing_key(algorithm))

@@ -1,0 +1,439 @@
+"""The ``delegation-service`` command: run the server, and call it as a client or an operator.
+
+Exit codes: 0 success, 1 the service refused the call, 2 bad usage or configuration, 3 the service or
+its store is unavailable (or the call timed out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+_UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    """Raised for a command line that cannot be carried out as given."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``delegation-service`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.RpcError as error:
+        return _report_rpc_error(error, args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# -- server commands --------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from delegation_service import app, config, logs
+
+    try:
+        settings = config.load(Path(args.config), os.environ)
+        logs.configure(settings.log_level)
+        application = app.build(settings)
+        running = application.serve()
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    _run_until_signal(running, settings.grace_seconds)
+    return EXIT_OK
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from delegation_service import dev, logs
+
+    logs.configure("INFO", human=True)
+    redis_url = os.environ.get("REDIS_URL") or None
+    application, upstream, operator_secret = dev.build_dev(args.port, redis_url)
+    try:
+        running = application.serve()
+    except RuntimeError as error:
+        print(f"cannot start: {error} (is another server on port {args.port}? try --port)", file=sys.stderr)
+        return EXIT_USAGE
+    parent = upstream.mint(
+        subject=dev.DEMO_SUBJECT,
+        scopes=dev.DEMO_SCOPES,
+        client_id=dev.DEMO_CLIENT,
+        lifetime_seconds=dev.DEMO_PARENT_LIFETIME,
+    )
+    dev.print_banner(
+        sys.stdout,
+        f"127.0.0.1:{running.port}",
+        "Redis" if redis_url else "in-memory store",
+        parent,
+        operator_secret,
+    )
+    _run_until_signal(running, application.config.grace_seconds)
+    return EXIT_OK
+
+
+def _run_until_signal(running: Any, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, finish in-flight RPCs, exit."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("draining", extra={"event": "shutdown", "grace_seconds": grace})
+    running.stop(grace)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"unhealthy: {error.code().name if isinstance(error, grpc.Call) else error}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    return EXIT_OK if response.status == health_pb2.HealthCheckResponse.SERVING else EXIT_UNAVAILABLE
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from delegation_service.config import reference_markdown
+
+    print(reference_markdown(), end="")
+    return EXIT_OK
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from delegation_service.adapters.keys import generate_signing_key
+
+    key = generate_signing_key(args.alg)
+    pem = key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists (use --force to overwrite)")
+    out.touch(mode=0o600, exist_ok=True)
+    out.write_bytes(pem)
+    print(json.dumps({"kid": key.kid, "alg": key.alg, "file": str(out)}))
+    return EXIT_OK
+
+
+# -- client commands ---------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from delegation_service.client import DelegationClient
+
+    return DelegationClient(args.address, timeout=args.timeout, operator_token=args.operator_token)
+
+
+def _delegate(args: argparse.Namespace) -> int:
+    if not args.parent_token:
+        raise UsageError("no parent token: pass --parent-token or set DELEGATION_PARENT_TOKEN")
+    with _client(args) as client:
+        response = client.delegate(
+            args.parent_token,
+            args.client_id,
+            args.scope or (),
+            lifetime_seconds=args.lifetime,
+            allow_partial=args.allow_partial,
+            validate_only=args.validate_only,
+        )
+    if args.print_token:
+        print(response.access_token)
+        return EXIT_OK
+    if args.output == "json":
+        return _print_json(response)
+    print(f"client      {response.client_id}")
+    print(f"scopes      {' '.join(response.scopes)}")
+    print(f"bearer      {_bearer_text(response.bearer)}")
+    print(f"expires     {response.expire_time.ToJsonString()}")
+    print(f"chain       {response.chain_id}")
+    for refused in response.refused_scopes:
+        print(f"dropped     {refused.scope}: {refused.reason}")
+    if response.access_token:
+        print(f"token id    {response.token_id}")
+        print(f"token       {response.access_token}")
+    else:
+        print("(validate only: nothing minted)")
+    return EXIT_OK
+
+
+def _introspect(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.introspect(args.token)
+    if args.output == "json":
+        _print_json(response)
+    elif not response.active:
+        print("active      false")
+    else:
+        print("active      true")
+        for label, value in (
+            ("kind", response.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[response.kind].name),
+            ("subject", response.subject),
+            ("client", response.client_id),
+            ("scopes", " ".join(response.scopes)),
+            ("bearer", _bearer_text(response.bearer)),
+            ("expires", response.expire_time.ToJsonString()),
+            ("token id", response.token_id),
+            ("chain", response.chain_id),
+        ):
+            print(f"{label:<11} {value}")
+    return EXIT_OK if response.active else EXIT_REFUSED
+
+
+def _revoke_token(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.revoke(args.token)
+    print("revoked")
+    return EXIT_OK
+
+
+def _revoke_chain(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        chain_id = _chain_id(client, args)
+        preview = client.revoke_chain(chain_id, args.token_id, dry_run=True)
+        if args.dry_run:
+            return _print_radius(preview, args, "would revoke")
+        what = f"token {args.token_id} of chain {chain_id}" if args.token_id else f"chain {chain_id}"
+        _confirm(args, f"Revoke {what}: {preview.revoked_token_count} live token(s)?")
+        response = client.revoke_chain(chain_id, args.token_id, justification=args.justification)
+    return _print_radius(response, args, "revoked")
+
+
+def _revoke_subject(args: argparse.Namespace) -> int:
+    _confirm(args, f"Revoke every token of subject {args.subject!r} issued up to now?")
+    with _client(args) as client:
+        response = client.revoke_subject(args.subject, args.justification)
+    return _print_horizon(response, args, f"subject {args.subject}")
+
+
+def _revoke_client(args: argparse.Namespace) -> int:
+    _confirm(args, f"Revoke every token of client {args.client_id!r} issued up to now?")
+    with _client(args) as client:
+        response = client.revoke_client(args.client_id, args.justification)
+    return _print_horizon(response, args, f"client {args.client_id}")
+
+
+def _chain_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.get_chain(_chain_id(client, args))
+    if args.output == "json":
+        return _print_json(response)
+    states = response.DESCRIPTOR.fields_by_name["tokens"].message_type.fields_by_name["state"].enum_type
+    print(f"chain {response.chain_id}{'  (revoked)' if response.revoked else ''}")
+    for index, token in enumerate(response.tokens):
+        branch = "" if not token.parent_token_id else ("└─ " if index == len(response.tokens) - 1 else "├─ ")
+        state = states.values_by_number[token.state].name.removeprefix("TOKEN_STATE_").lower()
+        print(
+            f"{branch}{token.token_id}  {state:<8} client={token.client_id or '-'}  "
+            f"expires={token.expire_time.ToJsonString()}  scopes={' '.join(token.scopes)}"
+        )
+    return EXIT_OK
+
+
+def _chain_id(client: Any, args: argparse.Namespace) -> str:
+    """The chain named on the command line, directly or through a token of it."""
+    if args.chain_id:
+        return str(args.chain_id)
+    if not args.token:
+        raise UsageError("name the chain with --chain-id or --token")
+    introspection = client.introspect(args.token)
+    if not introspection.active:
+        raise UsageError("the token is not active, so its chain cannot be found from it; use --chain-id")
+    return str(introspection.chain_id)
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to revoke without confirmation: pass --yes")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UsageError("not confirmed")
+
+
+def _print_radius(response: Any, args: argparse.Namespace, verb: str) -> int:
+    if args.output == "json":
+        return _print_json(response)
+    clients = ", ".join(response.client_ids) or "none"
+    print(f"{verb} {response.revoked_token_count} live token(s); clients: {clients}")
+    return EXIT_OK
+
+
+def _print_horizon(response: Any, args: argparse.Namespace, what: str) -> int:
+    if args.output == "json":
+        return _print_json(response)
+    print(f"revoked every token of {what} issued at or before {response.revoke_time.ToJsonString()}")
+    return EXIT_OK
+
+
+def _print_json(message: Message) -> int:
+    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    return EXIT_OK
+
+
+def _bearer_text(bearer: Any) -> str:
+    kind = {1: "Per", 2: "Org"}.get(bearer.type, "?")
+    return f"{kind}/{bearer.id}" if bearer.id else kind
+
+
+def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
+    from delegation_service.client import error_details
+
+    details = error_details(error)
+    if getattr(args, "output", "text") == "json":
+        print(
+            json.dumps(
+                {
+                    "code": details.code.name,
+                    "message": details.message,
+                    "reason": details.reason,
+                    "metadata": details.metadata,
+                    "violations": [{"field": f, "reason": r, "description": d} for f, r, d in details.violations],
+                },
+                indent=2,
+            ),
+            file=sys.stderr,
+        )
+    else:
+        print(f"error: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
+        for field, reason, description in details.violations:
+            print(f"  {field}: {reason}: {description}", file=sys.stderr)
+    return EXIT_UNAVAILABLE if details.code in _UNAVAILABLE_CODES else EXIT_REFUSED
+
+
+# -- argument parsing --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="delegation-service", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the production server from a config file")
+    serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.set_defaults(handler=_serve)
+
+    dev = commands.add_parser("dev", help="run a throw-away dev server on loopback with a demo token")
+    dev.add_argument("--port", type=int, default=50051, help="loopback port (default 50051; 0 picks one)")
+    dev.set_defaults(handler=_dev)
+
+    health = commands.add_parser("health", help="exit 0 when the server reports SERVING")
+    _add_address(health)
+    health.add_argument("--service", default="", help="service name to check (default: the server)")
+    health.set_defaults(handler=_health)
+
+    reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
+    reference.set_defaults(handler=_config_reference)
+
+    keys = commands.add_parser("keys", help="signing key tools").add_subparsers(required=True, metavar="ACTION")
+    generate = keys.add_parser("generate", help="write a new private signing key (PEM, mode 0600)")
+    generate.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    generate.add_argument("--out", required=True, help="file to write")
+    generate.add_argument("--force", action="store_true", help="overwrite an existing file")
+    generate.set_defaults(handler=_keys_generate)
+
+    delegate = commands.add_parser("delegate", help="mint a child token from a parent token")
+    _add_client_options(delegate)
+    delegate.add_argument("--parent-token", default=os.environ.get("DELEGATION_PARENT_TOKEN"),
+                          help="parent token (default: $DELEGATION_PARENT_TOKEN)")
+    delegate.add_argument("--client-id", required=True, help="target client (subsystem)")
+    delegate.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
+    delegate.add_argument("--lifetime", type=int, help="lifetime in seconds")
+    delegate.add_argument("--allow-partial", action="store_true", help="drop refused scopes instead of failing")
+    delegate.add_argument("--validate-only", action="store_true", help="check only; mint nothing")
+    delegate.add_argument("--print-token", action="store_true", help="print only the token")
+    delegate.set_defaults(handler=_delegate)
+
+    introspect = commands.add_parser("introspect", help="is a token active? (exit 1 when not)")
+    _add_client_options(introspect)
+    introspect.add_argument("token")
+    introspect.set_defaults(handler=_introspect)
+
+    revoke = commands.add_parser("revoke", help="revoke a token, a chain, a subject or a client")
+    kinds = revoke.add_subparsers(required=True, metavar="WHAT")
+    token = kinds.add_parser("token", help="revoke a token you hold (RFC 7009)")
+    _add_client_options(token)
+    token.add_argument("token")
+    token.set_defaults(handler=_revoke_token)
+    chain = kinds.add_parser("chain", help="operator: revoke a chain, or a token of it, and all below")
+    _add_operator_options(chain)
+    _add_chain_selector(chain)
+    chain.add_argument("--token-id", default="", help="revoke only this token of the chain and all below it")
+    chain.add_argument("--dry-run", action="store_true", help="show the blast radius; revoke nothing")
+    chain.set_defaults(handler=_revoke_chain)
+    subject = kinds.add_parser("subject", help="operator: revoke every token of a subject")
+    _add_operator_options(subject)
+    subject.add_argument("subject")
+    subject.set_defaults(handler=_revoke_subject)
+    client = kinds.add_parser("client", help="operator: revoke every token of a client")
+    _add_operator_options(client)
+    client.add_argument("client_id")
+    client.set_defaults(handler=_revoke_client)
+
+    chain_cmd = commands.add_parser("chain", help="inspect chains").add_subparsers(required=True, metavar="ACTION")
+    show = chain_cmd.add_parser("show", help="operator: a chain's tokens and their states")
+    _add_operator_options(show, confirm=False)
+    _add_chain_selector(show)
+    show.set_defaults(handler=_chain_show)
+    return parser
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=os.environ.get("DELEGATION_ADDRESS", DEFAULT_ADDRESS),
+                        help="server host:port (default: $DELEGATION_ADDRESS or 127.0.0.1:50051)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    _add_address(parser)
+    parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    parser.set_defaults(operator_token=None)
+
+
+def _add_operator_options(parser: argparse.ArgumentParser, confirm: bool = True) -> None:
+    _add_client_options(parser)
+    parser.add_argument("--operator-token", default=os.environ.get("DELEGATION_OPERATOR_TOKEN"),
+                        help="operator secret (default: $DELEGATION_OPERATOR_TOKEN)")
+    if confirm:
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--justification", default="", help="why; recorded in the audit log")
+
+
+def _add_chain_selector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chain-id", help="the chain")
+    parser.add_argument("--token", help="an active token of the chain (its chain is looked up)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

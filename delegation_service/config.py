@@ -1,0 +1,238 @@
+"""Configuration: one settings model, read from a TOML file and overridden by environment variables.
+
+Every setting is declared once, below, with its TOML path, default and help text; the loader, the
+environment overrides (``DELEGATION_<SECTION>_<KEY>``) and the README's reference table
+(``delegation-service config-reference``) are all derived from that declaration, so they cannot drift.
+Bad configuration fails at start-up with a :class:`ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+REDIS_MODES = ("standalone", "sentinel", "cluster")
+STORES = ("redis", "memory")
+ENV_PREFIX = "DELEGATION_"
+
+
+class ConfigError(ValueError):
+    """Raised when a setting is missing, malformed or inconsistent; ``setting`` names it."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"setting {setting!r}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def _setting(path: str, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"path": path, "help": help})
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table)."""
+
+    issuer: str
+    jwks_file: Path
+    audience: str | None = None
+    algorithms: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the service. Paths are resolved against the config file's folder."""
+
+    listen: str = _setting("server.listen", "127.0.0.1:50051", "gRPC listen address, host:port.")
+    max_workers: int = _setting("server.max_workers", 8, "Threads serving RPCs in one process.")
+    max_concurrent_rpcs: int = _setting(
+        "server.max_concurrent_rpcs", 256, "RPCs in flight before new ones get RESOURCE_EXHAUSTED."
+    )
+    reflection: bool = _setting("server.reflection", True, "Serve gRPC server reflection.")
+    grace_seconds: float = _setting("server.grace_seconds", 10.0, "Drain time for in-flight RPCs on SIGTERM.")
+    log_level: str = _setting("server.log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    issuer: str = _setting("issuer.name", "", "The `iss` of child tokens (required).")
+    signing_key_files: tuple[Path, ...] = _setting(
+        "issuer.signing_key_files", (), "PEM private keys; the first signs, the others still verify."
+    )
+    signing_algorithm: str = _setting("issuer.signing_algorithm", "ES256", "ES256, EdDSA or RS256.")
+
+    default_lifetime_seconds: int = _setting(
+        "tokens.default_lifetime_seconds", 900, "Child lifetime when the request names none."
+    )
+    max_lifetime_seconds: int = _setting("tokens.max_lifetime_seconds", 3600, "Longest child lifetime.")
+    leeway_seconds: int = _setting("tokens.leeway_seconds", 30, "Clock leeway for exp/nbf/iat (at most 300).")
+    require_explicit_scopes: bool = _setting(
+        "tokens.require_explicit_scopes", False, "Refuse requests without scopes instead of granting all."
+    )
+    max_scopes: int = _setting("tokens.max_scopes", 100, "Most scopes one request may name.")
+    max_parent_age_seconds: int = _setting(
+        "tokens.max_parent_age_seconds", 86400, "Longest upstream token life; subject/client horizons last this long."
+    )
+
+    catalog_file: Path | None = _setting("catalog.file", None, "The scope catalog (TOML) (required).")
+    trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
+        "trusted_issuers", (), "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms."
+    )
+
+    store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
+    redis_url: str = _setting("redis.url", "redis://127.0.0.1:6379/0", "Redis URL (rediss:// for TLS).")
+    redis_mode: str = _setting("redis.mode", "standalone", "standalone, sentinel or cluster.")
+    redis_sentinel_service: str = _setting("redis.sentinel_service", "mymaster", "Sentinel master name.")
+    redis_timeout_ms: int = _setting("redis.timeout_ms", 250, "Socket connect and read timeout per Redis call.")
+    redis_key_prefix: str = _setting("redis.key_prefix", "ds", "Prefix of every key the service writes.")
+
+    operator_token_sha256: tuple[str, ...] = _setting(
+        "operators.token_sha256", (), "SHA-256 (hex) of operator bearer secrets for the admin service."
+    )
+
+    def validate(self) -> Config:
+        """Check cross-setting rules; return ``self`` so loading reads as one expression."""
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError("server.listen", f"{self.listen!r} is not host:port")
+        if not self.issuer:
+            raise ConfigError("issuer.name", "is required")
+        if self.signing_algorithm not in SIGNING_ALGORITHMS:
+            raise ConfigError("issuer.signing_algorithm", f"must be one of {', '.join(SIGNING_ALGORITHMS)}")
+        if not 0 < self.default_lifetime_seconds <= self.max_lifetime_seconds:
+            raise ConfigError("tokens.default_lifetime_seconds", "must be positive and <= max_lifetime_seconds")
+        if not 0 <= self.leeway_seconds <= 300:
+            raise ConfigError("tokens.leeway_seconds", "must be between 0 and 300")
+        if self.store not in STORES:
+            raise ConfigError("store.backend", f"must be one of {', '.join(STORES)}")
+        if self.redis_mode not in REDIS_MODES:
+            raise ConfigError("redis.mode", f"must be one of {', '.join(REDIS_MODES)}")
+        if self.redis_timeout_ms <= 0:
+            raise ConfigError("redis.timeout_ms", "must be positive")
+        for digest in self.operator_token_sha256:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError("operators.token_sha256", "entries must be 64 lower-case hex digits")
+        for index, trusted in enumerate(self.trusted_issuers):
+            if trusted.issuer == self.issuer:
+                raise ConfigError(f"trusted_issuers[{index}].issuer", "must differ from issuer.name")
+        return self
+
+
+def settings() -> list[dataclasses.Field[Any]]:
+    """The declared settings, in declaration order."""
+    return list(dataclasses.fields(Config))
+
+
+def env_name(setting: dataclasses.Field[Any]) -> str | None:
+    """The environment variable that overrides a setting (``None`` for tables)."""
+    path: str = setting.metadata["path"]
+    return None if "." not in path else ENV_PREFIX + path.replace(".", "_").upper()
+
+
+def load(path: Path | None, environ: Mapping[str, str]) -> Config:
+    """Read the TOML file (if any), apply environment overrides, convert, validate."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError("--config", f"cannot read {path}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError("--config", f"{path} is not valid TOML: {error}") from None
+        base = path.parent
+    hints = typing.get_type_hints(Config)
+    values: dict[str, Any] = {}
+    for setting in settings():
+        name = env_name(setting)
+        raw = environ[name] if name is not None and name in environ else _lookup(data, setting.metadata["path"])
+        if raw is not _MISSING:
+            values[setting.name] = _convert(raw, hints[setting.name], setting.metadata["path"], base)
+    return Config(**values).validate()
+
+
+_MISSING = object()
+
+
+def _lookup(data: Mapping[str, Any], path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:  # noqa: PLR0911 - one branch per type
+    """Convert a TOML value or an environment string to the setting's declared type."""
+    from_env = isinstance(raw, str)
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        inner = next(a for a in typing.get_args(kind) if a is not type(None))
+        return None if raw in ("", None) else _convert(raw, inner, path, base)
+    if kind is bool:
+        if from_env and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return raw.lower() in ("true", "1", "yes")
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(path, "must be true or false")
+    if kind in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(path, f"must be a{'n integer' if kind is int else ' number'}")
+        try:
+            return kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(path, f"must be a{'n integer' if kind is int else ' number'}") from None
+    if kind is str:
+        if not isinstance(raw, str):
+            raise ConfigError(path, "must be a string")
+        return raw
+    if kind is Path:
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(path, "must be a file path")
+        return base / raw
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        items = [p for p in raw.split(",") if p] if from_env else raw
+        if not isinstance(items, list):
+            raise ConfigError(path, "must be a list")
+        if item is TrustedIssuer:
+            return tuple(_trusted_issuer(t, f"{path}[{i}]", base) for i, t in enumerate(items))
+        return tuple(_convert(v, item, path, base) for v in items)
+    raise ConfigError(path, f"unsupported type {kind}")  # a bug in the declaration, not in the input
+
+
+def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, "must be a table with issuer and jwks_file")
+    unknown = set(table) - {"issuer", "jwks_file", "audience", "algorithms"}
+    if unknown:
+        raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
+    if not isinstance(table.get("issuer"), str) or not table["issuer"]:
+        raise ConfigError(f"{path}.issuer", "is required")
+    algorithms = table.get("algorithms", list(TrustedIssuer.__dataclass_fields__["algorithms"].default))
+    if not isinstance(algorithms, list) or not algorithms or any(
+        a not in ("ES256", "ES384", "EdDSA", "RS256", "PS256") for a in algorithms
+    ):
+        raise ConfigError(f"{path}.algorithms", "must list asymmetric algorithms (ES256, ES384, EdDSA, RS256, PS256)")
+    return TrustedIssuer(
+        issuer=table["issuer"],
+        jwks_file=_convert(table.get("jwks_file", ""), Path, f"{path}.jwks_file", base),
+        audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
+        algorithms=tuple(algorithms),
+    )
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table (the README embeds it)."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for setting in settings():
+        default = setting.default
+        shown = "" if default in ((), None, "") else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        env = env_name(setting)
+        rows.append(f"| `{setting.metadata['path']}` | {f'`{env}`' if env else ''} | {shown} | {setting.metadata['help']} |")
+    return "\n".join(rows) + "\n"

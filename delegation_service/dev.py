@@ -1,0 +1,98 @@
+"""``delegation-service dev``: a self-contained server for trying the service (like ``vault server -dev``).
+
+Loopback only, an in-memory store (or Redis when ``REDIS_URL`` is set), an ephemeral signing key, the
+demo catalog, an ephemeral upstream issuer that signs a demo parent token, and a fresh operator secret.
+Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
+from delegation_service.app import Application, build, ephemeral_keys, load_catalog
+from delegation_service.config import Config
+from delegation_service.transport.auth import operator_secret_digest
+
+DEV_ISSUER = "https://delegation.dev.localhost"
+DEMO_SUBJECT = "demo-user"
+DEMO_CLIENT = "gateway"
+DEMO_SCOPES = (
+    "directory.delegations.rw",
+    "directory.person.rw",
+    "warehouse.items.rw",
+    "https://api.publiq.be/auth/uitpas",
+)
+DEMO_PARENT_LIFETIME = 8 * 3600
+
+
+def demo_catalog_path() -> Path:
+    """The packaged demo catalog."""
+    return Path(str(resources.files("delegation_service") / "demo" / "catalog.toml"))
+
+
+def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstreamIssuer, str]:
+    """The dev application, its upstream issuer and the operator secret."""
+    operator_secret = secrets.token_urlsafe(24)
+    config = Config(
+        listen=f"127.0.0.1:{port}",
+        issuer=DEV_ISSUER,
+        store="redis" if redis_url else "memory",
+        redis_url=redis_url or Config.redis_url,
+        operator_token_sha256=(operator_secret_digest(operator_secret),),
+        max_parent_age_seconds=DEMO_PARENT_LIFETIME,
+        log_level="INFO",
+    ).validate()
+    upstream = DevUpstreamIssuer()
+    app = build(
+        config,
+        keys=ephemeral_keys(config.signing_algorithm),
+        catalog=load_catalog(demo_catalog_path()),
+        extra_trusted=[upstream.trusted_issuer()],
+    )
+    return app, upstream, operator_secret
+
+
+def print_banner(out: TextIO, address: str, store: str, parent: str, operator_secret: str) -> None:
+    """Tell the user what runs and give commands that work as pasted."""
+    cli = _cli_name()
+    lines = [
+        f"delegation-service dev server listening on {address} ({store}; keys and tokens vanish on exit)",
+        "",
+        f"Demo parent token: subject {DEMO_SUBJECT}, client {DEMO_CLIENT}, scopes {' '.join(DEMO_SCOPES)}",
+        "Paste these into another shell:",
+        "",
+        f"  export DELEGATION_ADDRESS={address}",
+        f"  export DELEGATION_PARENT_TOKEN={parent}",
+        f"  export DELEGATION_OPERATOR_TOKEN={operator_secret}",
+        "",
+        "  # a child token for the billing subsystem, then look at it and at its chain",
+        f"  CHILD=$({cli} delegate --client-id billing --scope warehouse.items.r --print-token)",
+        f'  {cli} introspect "$CHILD"',
+        f"  {cli} delegate --client-id billing --scope 'Org.warehouse.items.r directory.person.rw'"
+        "   # refused, with reasons",
+        f"  {cli} chain show --token \"$DELEGATION_PARENT_TOKEN\"",
+        f"  {cli} revoke chain --token \"$DELEGATION_PARENT_TOKEN\" --yes",
+        f'  {cli} introspect "$CHILD"   # now inactive',
+        "",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _cli_name() -> str:
+    """How the user can call this CLI from a shell: by name when on PATH, else by its path."""
+    if shutil.which("delegation-service"):
+        return "delegation-service"
+    path = Path(sys.argv[0])
+    try:
+        return shlex.quote(os.path.relpath(path))
+    except ValueError:
+        return shlex.quote(str(path))

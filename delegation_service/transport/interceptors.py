@@ -1,0 +1,93 @@
+"""One server interceptor around every method of ``delegation.v1``.
+
+It authenticates operator calls, records the caller for the audit log, and turns every exception into a
+status: domain errors through the one table in :mod:`.errors`, anything unexpected into a bare INTERNAL
+(the traceback goes to the log, never to the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from delegation_service.domain.errors import DelegationError
+from delegation_service.transport.auth import OperatorAuthenticator, set_caller
+from delegation_service.transport.errors import internal_status, status_for
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "/delegation.v1."
+ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
+
+
+class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each ``delegation.v1`` handler; health and reflection pass through untouched."""
+
+    def __init__(self, operators: OperatorAuthenticator) -> None:
+        self._operators = operators
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Return the method's handler with its behaviour wrapped."""
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(PACKAGE_PREFIX):
+            return handler
+        admin = method.startswith(ADMIN_PREFIX)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, admin),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method, admin),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _enter(self, context: grpc.ServicerContext, admin: bool) -> None:
+        if admin:
+            set_caller(self._operators.authenticate(context.invocation_metadata()))
+        else:
+            set_caller(str(context.peer()))
+
+    def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str, admin: bool) -> Any:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                self._enter(context, admin)
+                return behavior(request, context)
+            except DelegationError as error:
+                status = status_for(error)
+            except Exception:
+                log.exception("unexpected failure in %s", method)
+                status = internal_status()
+            context.abort_with_status(status)
+            return None  # unreachable: abort_with_status raises
+
+        return handle
+
+    def _stream(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, admin: bool
+    ) -> Any:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                self._enter(context, admin)
+                yield from behavior(request, context)
+                return
+            except DelegationError as error:
+                status = status_for(error)
+            except Exception:
+                log.exception("unexpected failure in %s", method)
+                status = internal_status()
+            context.abort_with_status(status)
+
+        return handle
