@@ -83,7 +83,9 @@ class DelegationPolicy:
         if parent.kind is TokenKind.DELEGATED:
             raise ParentCannotDelegate()
         grant = _parse_grant(parent.scopes)
-        if not any(self.catalog.delegation_scope.covers(s) for s in grant):
+        # The parent's scope must cover the delegation scope, not the reverse: `directory.delegations.r`
+        # does not hold `directory.delegations.rw`.
+        if not any(held.covers(self.catalog.delegation_scope) for held in grant):
             raise MissingDelegationScope()
         if not request.client_id:
             raise InvalidRequest(
