@@ -88,11 +88,17 @@ def print_banner(out: TextIO, address: str, store: str, parent: str, operator_se
 
 
 def _cli_name() -> str:
-    """How the user can call this CLI from a shell: by name when on PATH, else by its path."""
+    """How the user can call this CLI from a shell: by name when on PATH, else by the path it ran from."""
     if shutil.which("delegation-service"):
         return "delegation-service"
-    path = Path(sys.argv[0])
+    if Path(sys.argv[0]).name == "delegation-service":
+        return shlex.quote(_relative(sys.argv[0]))
+    return f"{shlex.quote(_relative(sys.executable))} -m delegation_service.cli"
+
+
+def _relative(path: str) -> str:
     try:
-        return shlex.quote(os.path.relpath(path))
-    except ValueError:
-        return shlex.quote(str(path))
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return relative if relative.startswith("..") or "/" in relative else f"./{relative}"

@@ -125,7 +125,7 @@ class DelegationPolicy:
                 granted.setdefault(outcome, None)
         fatal = [v for v in violations if not (allow_partial and v.reason in DROPPABLE)]
         if fatal or not granted:
-            raise ScopesRefused(fatal or violations)
+            raise ScopesRefused(violations)  # every failing scope, even the droppable ones
         return Decision(tuple(granted), tuple(violations))
 
     def _check(self, client: Client, bearer: Bearer, grant: Sequence[Scope], text: str) -> Scope | Reason:

@@ -13,7 +13,7 @@ import pytest
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.client import DelegationClient, ErrorDetails, error_details
 from delegation_service.domain.scopes import Bearer, BearerType
-from tests.integration.conftest import DELEGATION_SCOPE, SERVICE_ISSUER, Harness
+from tests.integration.harness import DELEGATION_SCOPE, SERVICE_ISSUER, Harness
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 DENIED = grpc.StatusCode.PERMISSION_DENIED
