@@ -1,0 +1,183 @@
+# delegation-service build, lint and test entry points. GNU make; works from a fresh clone:
+# `make test` creates .venv, generates the gRPC stubs, installs the project and runs the suite.
+# `make` alone lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# Extra arguments for every pytest run, e.g. `make unit-tests PYTEST_ARGS='-x -k scopes'`.
+PYTEST_ARGS ?=
+# Examples per Hypothesis property for `make fuzz`.
+FUZZ_EXAMPLES ?= 10000
+
+PROTO_DIR := protos/delegation/v1
+PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
+
+# Stamps record that a step is done and what it depends on. The venv ones live in the venv (removing
+# it redoes them); the stub stamp lives in the generated, git-ignored package.
+CODEGEN_STAMP := $(VENV)/.stamp-codegen
+INSTALL_STAMP := $(VENV)/.stamp-install
+STUBS_STAMP := delegation/.stamp-generated
+
+# ---------------------------------------------------------------------------------------------------
+##@ Setup
+
+.PHONY: help
+help: ## Show this list of targets
+	@awk 'BEGIN { FS = ":.*## " } \
+		/^##@/ { printf "\n%s\n", substr($$0, 5); next } \
+		/^[a-zA-Z0-9_-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: PYTHON=$(PYTHON) (3.11+, makes the venv)  PYTEST_ARGS=...  FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
+
+.PHONY: venv
+venv: $(PY) ## Create .venv with PYTHON (default python3; must be 3.11+)
+
+.PHONY: install
+install: $(INSTALL_STAMP) ## Create .venv and pip install -e '.[dev]' (generates the stubs first)
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "error: '$(PYTHON)' not found; set PYTHON=/path/to/python3.11+" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: delegation-service needs Python 3.11+, but $(PYTHON) is $$($(PYTHON) -V 2>&1); set PYTHON=..." >&2; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# The stub generator is installed on its own first: the stubs must exist before the editable install,
+# because setuptools' editable finder only maps the top-level packages present at install time (a
+# `delegation` package generated later would not be importable from outside the repo root).
+$(CODEGEN_STAMP): pyproject.toml scripts/pyproject_requirements.py | $(PY)
+	$(PY) scripts/pyproject_requirements.py --extra dev --only grpcio-tools mypy-protobuf >$(VENV)/codegen-requirements.txt
+	$(PIP) install -r $(VENV)/codegen-requirements.txt
+	@touch $@
+
+$(INSTALL_STAMP): pyproject.toml $(CODEGEN_STAMP) | $(STUBS_STAMP)
+	$(PIP) install -e '.[dev]'
+	@touch $@
+
+# ---------------------------------------------------------------------------------------------------
+##@ Code generation
+
+.PHONY: proto
+proto: $(STUBS_STAMP) ## Generate delegation/v1/ stubs from protos/ (only when a .proto changed)
+
+# Depending on the directory too catches an added, removed or renamed .proto.
+$(STUBS_STAMP): $(PROTOS) $(PROTO_DIR) scripts/gen-protos $(CODEGEN_STAMP)
+	scripts/gen-protos $(PY)
+	@touch $@
+
+# ---------------------------------------------------------------------------------------------------
+##@ Quality
+
+.PHONY: lint
+lint: lint-python typecheck lint-proto lint-docker ## All linters (`make -k lint` reports every failure)
+
+.PHONY: lint-python
+lint-python: $(INSTALL_STAMP) ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: $(INSTALL_STAMP) ## Apply ruff's fixes and formatting, and buf format, in place
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/buf format -w
+
+.PHONY: typecheck
+typecheck: $(INSTALL_STAMP) $(STUBS_STAMP) ## mypy --strict (configured in pyproject.toml)
+	$(BIN)/mypy
+
+.PHONY: lint-proto
+lint-proto: $(INSTALL_STAMP) ## buf lint, buf format check, buf breaking against main (off main only)
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	@$(MAKE) --no-print-directory proto-breaking
+
+# Compares with the local main branch, and only where that comparison means something: on a branch
+# other than main, in a git checkout whose main has protos. Anything else skips with a reason.
+.PHONY: proto-breaking
+proto-breaking: $(INSTALL_STAMP)
+	@if ! git rev-parse --git-dir >/dev/null 2>&1; then \
+		echo "buf breaking: skipped (not a git checkout)"; \
+	elif ! git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
+		echo "buf breaking: skipped (no local main branch)"; \
+	elif [[ "$$(git symbolic-ref --quiet --short HEAD || true)" == main ]]; then \
+		echo "buf breaking: skipped (on main itself)"; \
+	elif ! git ls-tree -r --name-only main -- protos | grep -q '\.proto$$'; then \
+		echo "buf breaking: skipped (main has no protos yet)"; \
+	else \
+		echo "$(BIN)/buf breaking --against '.git#branch=main'"; \
+		$(BIN)/buf breaking --against '.git#branch=main'; \
+	fi
+
+.PHONY: lint-docker
+lint-docker: $(INSTALL_STAMP) ## hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile
+
+# ---------------------------------------------------------------------------------------------------
+##@ Tests
+
+TEST_DEPS := $(INSTALL_STAMP) $(STUBS_STAMP)
+
+.PHONY: test
+test: $(TEST_DEPS) ## The whole suite in one pytest run (needs redis-server for integration tests)
+	scripts/run-pytest tests $(PYTEST_ARGS)
+
+.PHONY: unit-tests
+unit-tests: $(TEST_DEPS) ## tests/unit: pure domain and service logic
+	scripts/run-pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: contract-tests
+contract-tests: $(TEST_DEPS) ## tests/contract: the shared suite every port implementation passes
+	scripts/run-pytest tests/contract $(PYTEST_ARGS)
+
+.PHONY: integration-tests
+integration-tests: $(TEST_DEPS) ## tests/integration: real server and a real redis-server
+	scripts/run-pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: e2e-tests
+e2e-tests: $(TEST_DEPS) ## tests/e2e: the service end to end through the generated stubs
+	scripts/run-pytest tests/e2e $(PYTEST_ARGS)
+
+.PHONY: fuzz
+fuzz: $(TEST_DEPS) ## Hypothesis properties only, FUZZ_EXAMPLES examples each, no per-test timeout
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PYTHONPATH=scripts \
+		scripts/run-pytest tests -p hypothesis_fuzz --hypothesis-profile=fuzz -m hypothesis --timeout=0 $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------------
+##@ Run
+
+.PHONY: run
+run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
+	$(BIN)/delegation-service dev
+
+.PHONY: bench
+bench: $(TEST_DEPS) ## Run the benchmarks (python -m bench, or bench/run.py), if there are any yet
+	@if [[ -f bench/__main__.py ]]; then \
+		echo "$(PY) -m bench"; $(PY) -m bench; \
+	elif [[ -f bench/run.py ]]; then \
+		echo "$(PY) -m bench.run"; $(PY) -m bench.run; \
+	else \
+		echo "bench: nothing to run yet (no bench/__main__.py or bench/run.py)"; \
+	fi
+
+# ---------------------------------------------------------------------------------------------------
+##@ Cleaning
+
+.PHONY: clean
+clean: ## Remove generated stubs, caches and build output (keeps .venv)
+	rm -rf delegation build dist .mypy_cache .ruff_cache .pytest_cache
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+		| xargs -0 rm -rf
+
+.PHONY: distclean
+distclean: clean ## clean, and remove .venv and .hypothesis too
+	rm -rf $(VENV) .hypothesis
