@@ -1,0 +1,482 @@
+"""JWT adapters: :class:`JwtSigner` (``TokenSigner``) and :class:`JwtVerifier` (``TokenVerifier``).
+
+The verifier treats every input as hostile (RFC 8725). It reads nothing it has not bounded first, parses
+both JSON segments itself (refusing duplicate members, so what it checks is exactly what was signed),
+lets the token choose nothing: the unverified ``iss`` selects an issuer by exact string equality, the
+``kid`` selects a key *of that issuer only*, and the key, not the header, fixes the algorithm. PyJWT then
+checks the signature with the already-parsed key object, and the claims are checked here with the
+injected clock, so every time rule is testable and applied the same way to upstream and own tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NoReturn, TypeGuard
+
+from jwt.api_jws import PyJWS
+from jwt.exceptions import PyJWTError
+
+from delegation_service.adapters.keys import (
+    ASYMMETRIC_ALGORITHMS,
+    KeySet,
+    VerificationKey,
+    distinct_keys,
+)
+from delegation_service.domain.errors import ParentRejected
+from delegation_service.domain.ports import Clock
+from delegation_service.domain.scopes import Bearer, BearerType
+from delegation_service.domain.tokens import (
+    ChildToken,
+    TokenKind,
+    VerifiedToken,
+    root_chain_id,
+    token_fingerprint,
+)
+
+ACCESS_TOKEN_TYP = "at+jwt"
+"""RFC 9068 §2.1: the ``typ`` of a JWT access token."""
+
+DEFAULT_UPSTREAM_ALGORITHMS: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
+"""What a trusted issuer may sign with unless configured otherwise: asymmetric algorithms only."""
+
+FORBIDDEN_HEADERS: frozenset[str] = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
+"""Headers that would let a token name its own key (``jku``, ``x5u``, ``jwk``, ``x5c``), demand
+extensions we do not implement (``crit``) or change what is signed (``b64``, RFC 7797). Never followed:
+a token carrying one is refused outright."""
+
+# Upstream tokens may be untyped or typed as a (access) JWT; any other explicit type (ID token,
+# logout token, DPoP proof, SET...) is another kind of JWT and must not pass for an access token
+# (RFC 8725 §3.11). ``typ`` is a media type, hence compared case-insensitively (RFC 7515 §4.1.9).
+_UPSTREAM_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
+
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of objects and arrays a token's JSON may have (RFC 8693 ``act`` may nest)."""
+
+MAX_NUMERIC_DATE = 253_402_300_799
+"""9999-12-31T23:59:59Z: larger "times" are garbage, and would overflow stores downstream."""
+
+MAX_IDENTIFIER_LENGTH = 1024
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class SystemClock:
+    """The wall clock, in whole seconds (the default :class:`~delegation_service.domain.ports.Clock`)."""
+
+    def now(self) -> int:
+        """The current time."""
+        return int(time.time())
+
+
+class JwtSigner:
+    """Signs child tokens with the active key of a :class:`KeySet` (RFC 9068 profile, SPEC §4)."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = keys
+        self._jws = PyJWS()
+
+    @property
+    def keys(self) -> KeySet:
+        """The key set this signer signs with."""
+        return self._keys
+
+    def sign(self, child: ChildToken) -> str:
+        """The compact JWS of ``child``'s claims, with ``typ: at+jwt`` and the active ``kid``."""
+        active = self._keys.active
+        payload = json.dumps(child.claims(), separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return self._jws.encode(
+            payload,
+            active.private_key,
+            algorithm=active.alg,
+            headers={"typ": ACCESS_TOKEN_TYP, "kid": active.kid, "alg": active.alg},
+        )
+
+    def jwks(self) -> Mapping[str, object]:
+        """The public JWK Set of every key in the set (never any private member)."""
+        return self._keys.jwks()
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An upstream issuer whose access tokens may be parents: its exact ``iss``, keys and rules."""
+
+    issuer: str
+    keys: Mapping[str, VerificationKey] = field(repr=False)
+    algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
+    audience: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ValueError("a trusted issuer needs a non-empty issuer string")
+        if not self.keys:
+            raise ValueError(f"trusted issuer {self.issuer!r} has no keys")
+        algorithms = tuple(self.algorithms)
+        refused = set(algorithms) - ASYMMETRIC_ALGORITHMS
+        if refused or not algorithms:
+            raise ValueError(f"trusted issuer {self.issuer!r}: only asymmetric algorithms may be allowed")
+        if self.audience is not None and not self.audience:
+            raise ValueError("a required audience must be non-empty")
+        for kid, key in self.keys.items():
+            if kid != key.kid:
+                raise ValueError(f"trusted issuer {self.issuer!r}: key map and kid disagree")
+        # Frozen: normalise once so nobody can mutate the issuer's rules behind the verifier's back.
+        object.__setattr__(self, "algorithms", algorithms)
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+
+@dataclass(frozen=True)
+class _IssuerRules:
+    """What the verifier needs to know about one issuer, resolved at construction."""
+
+    issuer: str
+    kind: TokenKind
+    keys: Mapping[str, VerificationKey]
+    algorithms: frozenset[str]
+    audience: str | None
+
+
+class JwtVerifier:
+    """Verifies upstream parent tokens and this service's own child tokens (SPEC §3 rule 1).
+
+    Every failure, whatever the input, is a :class:`ParentRejected` whose ``detail`` (for the log) is a
+    fixed phrase: it never repeats any part of the token.
+    """
+
+    def __init__(
+        self,
+        own_issuer: str,
+        own_keys: KeySet,
+        trusted: Sequence[TrustedIssuer],
+        leeway_seconds: int,
+        max_token_bytes: int = 16384,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        if not own_issuer:
+            raise ValueError("own_issuer must be non-empty")
+        if leeway_seconds < 0:
+            raise ValueError("leeway_seconds must not be negative")
+        if max_token_bytes <= 0:
+            raise ValueError("max_token_bytes must be positive")
+        own_verification_keys = list(own_keys.verification_keys().values())
+        rules: dict[str, _IssuerRules] = {
+            own_issuer: _IssuerRules(
+                issuer=own_issuer,
+                kind=TokenKind.DELEGATED,
+                keys=own_keys.verification_keys(),
+                algorithms=frozenset(key.alg for key in own_verification_keys),
+                audience=None,
+            )
+        }
+        for issuer in trusted:
+            if issuer.issuer in rules:
+                # Our own issuer upstream would let a child pass for a root; a duplicate is ambiguous.
+                raise ValueError(f"issuer {issuer.issuer!r} is ours or listed twice")
+            if not distinct_keys(own_verification_keys, list(issuer.keys.values())):
+                # A token signed by our key must never verify as an upstream (root) token.
+                raise ValueError(f"trusted issuer {issuer.issuer!r} lists one of our own signing keys")
+            rules[issuer.issuer] = _IssuerRules(
+                issuer=issuer.issuer,
+                kind=TokenKind.UPSTREAM,
+                keys=issuer.keys,
+                algorithms=frozenset(issuer.algorithms),
+                audience=issuer.audience,
+            )
+        self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
+        self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
+        self._leeway = leeway_seconds
+        self._max_token_bytes = max_token_bytes
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._jws = PyJWS()
+
+    def verify(self, raw_token: str) -> VerifiedToken:
+        """Verify signature, algorithm, issuer, audience and times; raise ``ParentRejected`` otherwise."""
+        try:
+            return self._verify(raw_token)
+        except ParentRejected:
+            raise
+        except (PyJWTError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            # ``from None``: library messages may quote parts of the token; the type is enough.
+            raise ParentRejected(f"malformed token ({type(exc).__name__})") from None
+        except Exception as exc:
+            # Fail closed: whatever slipped through is a refusal, never an escape or a 500. The type is
+            # in the detail so that a bug here still shows in the logs.
+            raise ParentRejected(f"unexpected verification error ({type(exc).__name__})") from None
+
+    def _verify(self, raw_token: str) -> VerifiedToken:
+        # 1. Bound the work before parsing anything.
+        if not isinstance(raw_token, str):
+            _reject("token is not a string")
+        if len(raw_token) > self._max_token_bytes:
+            _reject("token too large")
+        if not raw_token.isascii():
+            _reject("token is not ASCII")  # so from here on, characters are bytes
+        segments = raw_token.split(".")
+        if len(segments) != 3:
+            _reject("not a compact JWS (three segments)")
+        header_segment, payload_segment, signature_segment = segments
+        if not signature_segment:
+            _reject("unsigned token")
+        header = _decode_segment(header_segment, "header")
+
+        # 2. The header may choose nothing dangerous.
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            _reject("algorithm not allowed")
+        if FORBIDDEN_HEADERS & header.keys():
+            _reject("forbidden header parameter")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            _reject("missing kid")
+        typ = header.get("typ")
+        if typ is not None and not isinstance(typ, str):
+            _reject("malformed typ")
+
+        # 3. The unverified iss selects the issuer (exact equality); the signature proves it below.
+        payload = _decode_segment(payload_segment, "payload")
+        iss = payload.get("iss")
+        if not isinstance(iss, str):
+            _reject("missing iss")
+        rules = self._issuers.get(iss)
+        if rules is None:
+            _reject("untrusted issuer")
+        if alg not in rules.algorithms:
+            _reject("algorithm not allowed for the issuer")
+        key = rules.keys.get(kid)
+        if key is None:
+            _reject("unknown kid")
+        if key.alg != alg:
+            _reject("algorithm does not match the key")
+        if rules.kind is TokenKind.DELEGATED:
+            if typ != ACCESS_TOKEN_TYP:
+                _reject("own token without typ at+jwt")
+        elif typ is not None and typ.lower() not in _UPSTREAM_TYPS:
+            _reject("upstream token is not an access token (typ)")
+
+        # 4. Signature, with the key object parsed at start-up and the key's own algorithm only.
+        try:
+            self._jws.decode_complete(
+                raw_token,
+                key.key,
+                algorithms=[key.alg],
+                options={"verify_signature": True, "enforce_minimum_key_length": True},
+            )
+        except PyJWTError:
+            _reject("bad signature")
+
+        # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
+        return self._claims(raw_token, rules, payload)
+
+    def _claims(self, raw_token: str, rules: _IssuerRules, payload: Mapping[str, Any]) -> VerifiedToken:
+        now = self._clock.now()
+        expires_at = _numeric_date(payload, "exp")
+        issued_at = _numeric_date(payload, "iat")
+        not_before = _numeric_date(payload, "nbf")
+        if expires_at is None or issued_at is None:
+            _reject("missing exp or iat")
+        if expires_at <= now - self._leeway:
+            _reject("token expired")
+        if not_before is not None and not_before > now + self._leeway:
+            _reject("token not yet valid (nbf)")
+        if issued_at > now + self._leeway:
+            _reject("token issued in the future (iat)")
+        if expires_at <= issued_at:
+            _reject("token expires before it was issued")
+        subject = _required_str(payload, "sub")
+        audiences = _audiences(payload)
+        if rules.audience is not None and rules.audience not in audiences:
+            _reject("audience mismatch")
+        scopes = _scopes(payload)
+        bearer = _bearer(payload)
+
+        if rules.kind is TokenKind.DELEGATED:
+            actor = payload.get("act")
+            if not isinstance(actor, dict):
+                _reject("own token without act")
+            if bearer is None:
+                _reject("own token without bearer")
+            if "scope" not in payload:
+                _reject("own token without scope")
+            return VerifiedToken(
+                kind=TokenKind.DELEGATED,
+                token_id=_required_str(payload, "jti"),
+                chain_id=_required_str(payload, "chain_id"),
+                issuer=rules.issuer,
+                subject=subject,
+                client_id=_required_str(payload, "client_id"),
+                audiences=audiences,
+                scopes=scopes,
+                bearer=bearer,
+                issued_at=issued_at,
+                expires_at=expires_at,
+                parent_token_id=_required_str(payload, "parent_jti"),
+                actor_client_id=_required_str(actor, "sub"),
+            )
+
+        jti = _optional_str(payload, "jti")
+        token_id = jti if jti is not None else token_fingerprint(raw_token)
+        client_id = _optional_str(payload, "client_id")
+        if client_id is None:
+            client_id = _optional_str(payload, "azp")
+        return VerifiedToken(
+            kind=TokenKind.UPSTREAM,
+            token_id=token_id,
+            chain_id=root_chain_id(rules.issuer, token_id),
+            issuer=rules.issuer,
+            subject=subject,
+            client_id=client_id or "",
+            audiences=audiences,
+            scopes=scopes,
+            bearer=bearer if bearer is not None else Bearer(BearerType.PERSON, subject),
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+
+
+def _reject(detail: str) -> NoReturn:
+    raise ParentRejected(detail)
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate members; other parsers keep the first. A token whose
+    # meaning depends on the parser is refused (RFC 7515 §5.2, RFC 8725 §3.1 spirit).
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ParentRejected("duplicate JSON member")
+    return result
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ParentRejected("non-standard JSON constant")  # NaN, Infinity: not JSON (RFC 8259)
+
+
+def _decode_segment(segment: str, name: str) -> dict[str, Any]:
+    """Decode one base64url JSON segment strictly: canonical base64url, UTF-8, one object, no duplicates."""
+    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        _reject(f"{name}: not base64url")
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        _reject(f"{name}: not base64url")
+    # Non-canonical encodings (stray low bits) would give one token many spellings, and many ids.
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
+        _reject(f"{name}: non-canonical base64url")
+    try:
+        text = data.decode("utf-8")  # explicit: json.loads(bytes) would also accept UTF-16 and UTF-32
+    except UnicodeDecodeError:
+        _reject(f"{name}: not UTF-8")
+    try:
+        value = json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+    except RecursionError:
+        _reject(f"{name}: JSON nested too deeply")
+    except ValueError:
+        _reject(f"{name}: not JSON")
+    if not isinstance(value, dict):
+        _reject(f"{name}: not a JSON object")
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        _reject(f"{name}: JSON nested too deeply")
+    return value
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of parsed JSON, without recursion (the input is hostile)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: list[object] = list(node.values())
+        elif isinstance(node, list):
+            children = list(node)
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _numeric_date(payload: Mapping[str, Any], name: str) -> int | None:
+    """An integer NumericDate claim, or ``None`` when absent. Bools, strings and floats are refused."""
+    if name not in payload:
+        return None
+    value = payload[name]
+    # type() rather than isinstance(): bool is a subclass of int, and True is not a time.
+    if type(value) is not int or not 0 <= value <= MAX_NUMERIC_DATE:
+        _reject(f"{name} is not an integer time")
+    return value
+
+
+def _is_identifier(value: object) -> TypeGuard[str]:
+    # Printable excludes control characters (log injection) and lone surrogates (cannot be encoded,
+    # so hashing the value for a chain id or a Redis key would fail later).
+    return isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER_LENGTH and value.isprintable()
+
+
+def _required_str(claims: Mapping[str, Any], name: str) -> str:
+    """A non-empty printable string claim that must be present."""
+    value = _optional_str(claims, name)
+    if value is None:
+        _reject(f"missing {name}")
+    return value
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    """A non-empty printable string claim, or ``None`` when absent."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if not _is_identifier(value):
+        _reject(f"malformed {name}")
+    return value
+
+
+def _audiences(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """``aud`` as a tuple: absent, one string, or a list of strings (RFC 7519 §4.1.3)."""
+    if "aud" not in payload:
+        return ()
+    aud = payload["aud"]
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not all(_is_identifier(v) for v in values):
+        _reject("malformed aud")
+    return tuple(values)
+
+
+def _scopes(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """Scopes from ``scope`` (space-separated string, RFC 9068) or else ``scp`` (a list of strings)."""
+    if "scope" in payload:
+        scope = payload["scope"]
+        if not isinstance(scope, str) or not scope.isprintable():
+            _reject("malformed scope")
+        return tuple(dict.fromkeys(piece for piece in scope.split(" ") if piece))
+    if "scp" in payload:
+        scp = payload["scp"]
+        if not isinstance(scp, list) or not all(_is_identifier(s) for s in scp):
+            _reject("malformed scp")
+        return tuple(dict.fromkeys(scp))
+    return ()
+
+
+def _bearer(payload: Mapping[str, Any]) -> Bearer | None:
+    """The ``bearer`` claim ``{"type": "Per"|"Org", "id": ...}``, or ``None`` when absent."""
+    if "bearer" not in payload:
+        return None
+    claim = payload["bearer"]
+    if not isinstance(claim, dict):
+        _reject("malformed bearer")
+    try:
+        bearer_type = BearerType(claim.get("type"))
+    except ValueError:
+        _reject("malformed bearer type")
+    bearer_id = claim.get("id")
+    if bearer_id is not None and not _is_identifier(bearer_id):
+        _reject("malformed bearer id")
+    return Bearer(bearer_type, bearer_id)
