@@ -90,6 +90,7 @@ def build(
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,
+        max_parent_age_seconds=config.max_parent_age_seconds,
     )
     return Application(config, service, OperatorAuthenticator(config.operator_token_sha256, open_operator_mode))
 

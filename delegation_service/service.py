@@ -116,6 +116,7 @@ class DelegationService:
         policy: DelegationPolicy,
         lifetimes: LifetimePolicy,
         clock: Clock,
+        max_parent_age_seconds: int,
         token_ids: Callable[[], str] = new_token_id,
     ) -> None:
         self._issuer = issuer
@@ -126,6 +127,7 @@ class DelegationService:
         self._lifetimes = lifetimes
         self._clock = clock
         self._token_ids = token_ids
+        self._max_parent_age = max_parent_age_seconds
 
     # -- DelegationService ------------------------------------------------------------------------
 
@@ -152,7 +154,7 @@ class DelegationService:
         return result
 
     def _delegate(self, command: DelegateCommand) -> DelegateResult:
-        parent = self._verifier.verify(command.parent_token)
+        parent = self._verify(command.parent_token)
         root = self._active_record(parent)
         if parent.kind is TokenKind.DELEGATED:
             # Decided from our own record (rule 4): the token is tracked as a child of some chain.
@@ -191,7 +193,7 @@ class DelegationService:
         An unverifiable token is simply inactive; an unreachable store is an error (fail closed).
         """
         try:
-            token = self._verifier.verify(raw_token)
+            token = self._verify(raw_token)
         except ParentRejected:
             return Introspection(None)
         state = evaluate(record_of(token), self._registry.snapshot(record_of(token)), self._clock.now())
@@ -284,6 +286,17 @@ class DelegationService:
         return self._registry.ping()
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _verify(self, raw_token: str) -> VerifiedToken:
+        """Verify a presented token; an upstream token may not live longer than the horizons last.
+
+        Subject and client horizons are kept for ``max_parent_age_seconds``: a longer-lived upstream
+        token could outlive the horizon that revoked it, so it is refused outright.
+        """
+        token = self._verifier.verify(raw_token)
+        if token.kind is TokenKind.UPSTREAM and token.expires_at - token.issued_at > self._max_parent_age:
+            raise ParentRejected("upstream token lives longer than tokens.max_parent_age_seconds")
+        return token
 
     def _active_record(self, token: VerifiedToken) -> TokenRecord:
         """The token's record, when it is active; otherwise the (uniform) parent refusal."""

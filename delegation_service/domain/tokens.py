@@ -107,8 +107,11 @@ class LifetimePolicy:
     def child_expiry(self, now: int, parent_expires_at: int, requested_seconds: int | None) -> int:
         """``min(now + requested-or-default, parent exp, now + maximum)`` (SPEC §3.10).
 
-        A requested lifetime that outlives the parent is refused, never silently cut.
+        A requested lifetime that outlives the parent is refused, never silently cut; so is any child of
+        a parent with no life left (accepted within the clock leeway), which would be born expired.
         """
+        if parent_expires_at <= now:
+            raise LifetimeRefused(Reason.EXPIRES_AFTER_PARENT, "the parent token has no lifetime left")
         if requested_seconds is not None:
             if requested_seconds <= 0:
                 raise LifetimeRefused(Reason.INVALID_LIFETIME, "the requested lifetime must be positive")
