@@ -19,7 +19,12 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from delegation_service.adapters import jwt_codec
-from delegation_service.adapters.keys import KeySet, generate_signing_key, load_jwks_file, load_private_key_file
+from delegation_service.adapters.keys import (
+    KeySet,
+    generate_signing_key,
+    load_jwks_file,
+    load_private_key_file,
+)
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry
 from delegation_service.config import Config, ConfigError
@@ -92,7 +97,9 @@ def build(
         clock=clock,
         max_parent_age_seconds=config.max_parent_age_seconds,
     )
-    return Application(config, service, OperatorAuthenticator(config.operator_token_sha256, open_operator_mode))
+    return Application(
+        config, service, OperatorAuthenticator(config.operator_token_sha256, open_operator_mode)
+    )
 
 
 def build_registry(config: Config, clock: Clock) -> TokenRegistry:
@@ -124,13 +131,14 @@ def redis_client(config: Config) -> redis.Redis | RedisCluster:
         "health_check_interval": 10,
     }
     if config.redis_mode == "cluster":
-        return RedisCluster.from_url(config.redis_url, **common)  # type: ignore[arg-type]
+        return RedisCluster.from_url(config.redis_url, **common)
     if config.redis_mode == "sentinel":
         hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in config.redis_url.split(",")]
-        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
-        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)
+        # redis-py leaves Sentinel untyped.
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call]
         return master
-    return redis.Redis.from_url(config.redis_url, **common)  # type: ignore[arg-type]
+    return redis.Redis.from_url(config.redis_url, **common)
 
 
 def _signing_keys(config: Config) -> KeySet:

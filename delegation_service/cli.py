@@ -112,11 +112,12 @@ def _health(args: argparse.Namespace) -> int:
 
     with grpc.insecure_channel(args.address) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-            )
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub omits the RPC methods
+            response = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
         except grpc.RpcError as error:
-            print(f"unhealthy: {error.code().name if isinstance(error, grpc.Call) else error}", file=sys.stderr)
+            print(
+                f"unhealthy: {error.code().name if isinstance(error, grpc.Call) else error}", file=sys.stderr
+            )
             return EXIT_UNAVAILABLE
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(status)
@@ -199,7 +200,10 @@ def _introspect(args: argparse.Namespace) -> int:
     else:
         print("active      true")
         for label, value in (
-            ("kind", response.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[response.kind].name),
+            (
+                "kind",
+                response.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[response.kind].name,
+            ),
             ("subject", response.subject),
             ("client", response.client_id),
             ("scopes", " ".join(response.scopes)),
@@ -320,7 +324,9 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
                     "message": details.message,
                     "reason": details.reason,
                     "metadata": details.metadata,
-                    "violations": [{"field": f, "reason": r, "description": d} for f, r, d in details.violations],
+                    "violations": [
+                        {"field": f, "reason": r, "description": d} for f, r, d in details.violations
+                    ],
                 },
                 indent=2,
             ),
@@ -339,7 +345,13 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="delegation-service", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_server_commands(commands)
+    revoke_kinds = _add_client_commands(commands)
+    _add_operator_commands(commands, revoke_kinds)
+    return parser
 
+
+def _add_server_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the production server from a config file")
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.set_defaults(handler=_serve)
@@ -356,21 +368,31 @@ def _parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
     reference.set_defaults(handler=_config_reference)
 
-    keys = commands.add_parser("keys", help="signing key tools").add_subparsers(required=True, metavar="ACTION")
+    keys = commands.add_parser("keys", help="signing key tools").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     generate = keys.add_parser("generate", help="write a new private signing key (PEM, mode 0600)")
     generate.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
     generate.add_argument("--out", required=True, help="file to write")
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
 
+
+def _add_client_commands(commands: Any) -> Any:
+    """The commands any holder may run; returns the ``revoke`` sub-commands for the operator's."""
     delegate = commands.add_parser("delegate", help="mint a child token from a parent token")
     _add_client_options(delegate)
-    delegate.add_argument("--parent-token", default=os.environ.get("DELEGATION_PARENT_TOKEN"),
-                          help="parent token (default: $DELEGATION_PARENT_TOKEN)")
+    delegate.add_argument(
+        "--parent-token",
+        default=os.environ.get("DELEGATION_PARENT_TOKEN"),
+        help="parent token (default: $DELEGATION_PARENT_TOKEN)",
+    )
     delegate.add_argument("--client-id", required=True, help="target client (subsystem)")
     delegate.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
     delegate.add_argument("--lifetime", type=int, help="lifetime in seconds")
-    delegate.add_argument("--allow-partial", action="store_true", help="drop refused scopes instead of failing")
+    delegate.add_argument(
+        "--allow-partial", action="store_true", help="drop refused scopes instead of failing"
+    )
     delegate.add_argument("--validate-only", action="store_true", help="check only; mint nothing")
     delegate.add_argument("--print-token", action="store_true", help="print only the token")
     delegate.set_defaults(handler=_delegate)
@@ -386,6 +408,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_client_options(token)
     token.add_argument("token")
     token.set_defaults(handler=_revoke_token)
+    return kinds
+
+
+def _add_operator_commands(commands: Any, kinds: Any) -> None:
     chain = kinds.add_parser("chain", help="operator: revoke a chain, or a token of it, and all below")
     _add_operator_options(chain)
     _add_chain_selector(chain)
@@ -401,17 +427,21 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("client_id")
     client.set_defaults(handler=_revoke_client)
 
-    chain_cmd = commands.add_parser("chain", help="inspect chains").add_subparsers(required=True, metavar="ACTION")
+    chain_cmd = commands.add_parser("chain", help="inspect chains").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     show = chain_cmd.add_parser("show", help="operator: a chain's tokens and their states")
     _add_operator_options(show, confirm=False)
     _add_chain_selector(show)
     show.set_defaults(handler=_chain_show)
-    return parser
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=os.environ.get("DELEGATION_ADDRESS", DEFAULT_ADDRESS),
-                        help="server host:port (default: $DELEGATION_ADDRESS or 127.0.0.1:50051)")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("DELEGATION_ADDRESS", DEFAULT_ADDRESS),
+        help="server host:port (default: $DELEGATION_ADDRESS or 127.0.0.1:50051)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
 
 
@@ -423,8 +453,11 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_operator_options(parser: argparse.ArgumentParser, confirm: bool = True) -> None:
     _add_client_options(parser)
-    parser.add_argument("--operator-token", default=os.environ.get("DELEGATION_OPERATOR_TOKEN"),
-                        help="operator secret (default: $DELEGATION_OPERATOR_TOKEN)")
+    parser.add_argument(
+        "--operator-token",
+        default=os.environ.get("DELEGATION_OPERATOR_TOKEN"),
+        help="operator secret (default: $DELEGATION_OPERATOR_TOKEN)",
+    )
     if confirm:
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         parser.add_argument("--justification", default="", help="why; recorded in the audit log")

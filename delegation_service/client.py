@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -35,8 +36,11 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     message = (call.details() if call is not None else "") or ""
     status = rpc_status.from_call(call) if call is not None else None
-    reason, domain, metadata, violations = "", "", {}, []
-    for detail in status.details if status is not None else ():
+    reason, domain = "", ""
+    metadata: dict[str, str] = {}
+    violations: list[tuple[str, str, str]] = []
+    details: list[Any] = list(status.details) if status is not None else []
+    for detail in details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
@@ -83,6 +87,7 @@ class DelegationClient:
         parent_token: str,
         client_id: str,
         scopes: Sequence[str] = (),
+        *,
         lifetime_seconds: int | None = None,
         allow_partial: bool = False,
         validate_only: bool = False,
@@ -152,6 +157,8 @@ class DelegationClient:
     def get_chain(self, chain_id: str) -> admin_pb2.GetChainResponse:
         """Operator: the tokens of a chain with their states."""
         response: admin_pb2.GetChainResponse = self.admin.GetChain(
-            admin_pb2.GetChainRequest(chain_id=chain_id), timeout=self._timeout, metadata=self._operator_metadata
+            admin_pb2.GetChainRequest(chain_id=chain_id),
+            timeout=self._timeout,
+            metadata=self._operator_metadata,
         )
         return response

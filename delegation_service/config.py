@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ENV_PREFIX = "DELEGATION_"
@@ -43,7 +44,7 @@ class TrustedIssuer:
     issuer: str
     jwks_file: Path
     audience: str | None = None
-    algorithms: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
+    algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ class Config:
     )
     max_scopes: int = _setting("tokens.max_scopes", 100, "Most scopes one request may name.")
     max_parent_age_seconds: int = _setting(
-        "tokens.max_parent_age_seconds", 86400, "Longest upstream token life; subject/client horizons last this long."
+        "tokens.max_parent_age_seconds",
+        86400,
+        "Longest upstream token life; subject/client horizons last this long.",
     )
 
     catalog_file: Path | None = _setting("catalog.file", None, "The scope catalog (TOML) (required).")
@@ -87,7 +90,9 @@ class Config:
     redis_url: str = _setting("redis.url", "redis://127.0.0.1:6379/0", "Redis URL (rediss:// for TLS).")
     redis_mode: str = _setting("redis.mode", "standalone", "standalone, sentinel or cluster.")
     redis_sentinel_service: str = _setting("redis.sentinel_service", "mymaster", "Sentinel master name.")
-    redis_timeout_ms: int = _setting("redis.timeout_ms", 250, "Socket connect and read timeout per Redis call.")
+    redis_timeout_ms: int = _setting(
+        "redis.timeout_ms", 250, "Socket connect and read timeout per Redis call."
+    )
     redis_key_prefix: str = _setting("redis.key_prefix", "ds", "Prefix of every key the service writes.")
 
     operator_token_sha256: tuple[str, ...] = _setting(
@@ -104,7 +109,9 @@ class Config:
         if self.signing_algorithm not in SIGNING_ALGORITHMS:
             raise ConfigError("issuer.signing_algorithm", f"must be one of {', '.join(SIGNING_ALGORITHMS)}")
         if not 0 < self.default_lifetime_seconds <= self.max_lifetime_seconds:
-            raise ConfigError("tokens.default_lifetime_seconds", "must be positive and <= max_lifetime_seconds")
+            raise ConfigError(
+                "tokens.default_lifetime_seconds", "must be positive and <= max_lifetime_seconds"
+            )
         if not 0 <= self.leeway_seconds <= 300:
             raise ConfigError("tokens.leeway_seconds", "must be between 0 and 300")
         if self.store not in STORES:
@@ -149,7 +156,9 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
     values: dict[str, Any] = {}
     for setting in settings():
         name = env_name(setting)
-        raw = environ[name] if name is not None and name in environ else _lookup(data, setting.metadata["path"])
+        raw = (
+            environ[name] if name is not None and name in environ else _lookup(data, setting.metadata["path"])
+        )
         if raw is not _MISSING:
             values[setting.name] = _convert(raw, hints[setting.name], setting.metadata["path"], base)
     return Config(**values).validate()
@@ -167,7 +176,7 @@ def _lookup(data: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:  # noqa: PLR0911 - one branch per type
+def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
     """Convert a TOML value or an environment string to the setting's declared type."""
     from_env = isinstance(raw, str)
     origin = typing.get_origin(kind)
@@ -214,11 +223,15 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
     if not isinstance(table.get("issuer"), str) or not table["issuer"]:
         raise ConfigError(f"{path}.issuer", "is required")
-    algorithms = table.get("algorithms", list(TrustedIssuer.__dataclass_fields__["algorithms"].default))
-    if not isinstance(algorithms, list) or not algorithms or any(
-        a not in ("ES256", "ES384", "EdDSA", "RS256", "PS256") for a in algorithms
+    algorithms = table.get("algorithms", list(DEFAULT_UPSTREAM_ALGORITHMS))
+    if (
+        not isinstance(algorithms, list)
+        or not algorithms
+        or any(a not in ("ES256", "ES384", "EdDSA", "RS256", "PS256") for a in algorithms)
     ):
-        raise ConfigError(f"{path}.algorithms", "must list asymmetric algorithms (ES256, ES384, EdDSA, RS256, PS256)")
+        raise ConfigError(
+            f"{path}.algorithms", "must list asymmetric algorithms (ES256, ES384, EdDSA, RS256, PS256)"
+        )
     return TrustedIssuer(
         issuer=table["issuer"],
         jwks_file=_convert(table.get("jwks_file", ""), Path, f"{path}.jwks_file", base),
@@ -232,7 +245,11 @@ def reference_markdown() -> str:
     rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
     for setting in settings():
         default = setting.default
-        shown = "" if default in ((), None, "") else f"`{str(default).lower() if isinstance(default, bool) else default}`"
-        env = env_name(setting)
-        rows.append(f"| `{setting.metadata['path']}` | {f'`{env}`' if env else ''} | {shown} | {setting.metadata['help']} |")
+        shown = (
+            ""
+            if default in ((), None, "")
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
+        env = f"`{env_name(setting)}`" if env_name(setting) else ""
+        rows.append(f"| `{setting.metadata['path']}` | {env} | {shown} | {setting.metadata['help']} |")
     return "\n".join(rows) + "\n"

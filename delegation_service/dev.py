@@ -78,8 +78,8 @@ def print_banner(out: TextIO, address: str, store: str, parent: str, operator_se
         f'  {cli} introspect "$CHILD"',
         f"  {cli} delegate --client-id billing --scope 'Org.warehouse.items.r directory.person.rw'"
         "   # refused, with reasons",
-        f"  {cli} chain show --token \"$DELEGATION_PARENT_TOKEN\"",
-        f"  {cli} revoke chain --token \"$DELEGATION_PARENT_TOKEN\" --yes",
+        f'  {cli} chain show --token "$DELEGATION_PARENT_TOKEN"',
+        f'  {cli} revoke chain --token "$DELEGATION_PARENT_TOKEN" --yes',
         f'  {cli} introspect "$CHILD"   # now inactive',
         "",
     ]

@@ -138,18 +138,31 @@ class DelegationService:
         except DelegationError as refused:
             audit.info(
                 "delegate denied",
-                extra={"event": "delegate", "outcome": "denied", "reason": refused.reason.identifier,
-                       "detail": getattr(refused, "detail", ""), "client_id": command.client_id,
-                       "caller": caller},
+                extra={
+                    "event": "delegate",
+                    "outcome": "denied",
+                    "reason": refused.reason.identifier,
+                    "detail": getattr(refused, "detail", ""),
+                    "client_id": command.client_id,
+                    "caller": caller,
+                },
             )
             raise
         child = result.child
         audit.info(
             "delegate validated" if result.access_token is None else "delegate minted",
-            extra={"event": "delegate", "outcome": "validated" if result.access_token is None else "minted",
-                   "jti": child.token_id, "chain_id": child.chain_id, "client_id": child.client_id,
-                   "actor": child.actor_client_id, "bearer": str(child.bearer), "scope": child.scope_claim,
-                   "exp": child.expires_at, "caller": caller},
+            extra={
+                "event": "delegate",
+                "outcome": "validated" if result.access_token is None else "minted",
+                "jti": child.token_id,
+                "chain_id": child.chain_id,
+                "client_id": child.client_id,
+                "actor": child.actor_client_id,
+                "bearer": str(child.bearer),
+                "scope": child.scope_claim,
+                "exp": child.expires_at,
+                "caller": caller,
+            },
         )
         return result
 
@@ -234,7 +247,11 @@ class DelegationService:
     # -- DelegationAdminService -------------------------------------------------------------------
 
     def revoke_chain(
-        self, chain_id: str, token_id: str = "", dry_run: bool = False, justification: str = "",
+        self,
+        chain_id: str,
+        token_id: str = "",
+        dry_run: bool = False,
+        justification: str = "",
         caller: str = "",
     ) -> BlastRadius:
         """Revoke a chain, or one token of it with everything minted from it; report the blast radius."""
@@ -251,10 +268,14 @@ class DelegationService:
         whole_chain = not token_id or token_id in root_ids
         targets = [(r, s) for r, s in states if whole_chain or r.token_id == token_id]
         if not targets:
-            raise ChainNotFound("no such token in the chain")
+            raise ChainNotFound(message="no such token in the chain")
         live = [r for r, s in targets if s is TokenState.ACTIVE]
-        radius = BlastRadius(len(live), tuple(sorted({r.client_id for r in live if r.client_id})), dry_run,
-                             None if dry_run else now)
+        radius = BlastRadius(
+            len(live),
+            tuple(sorted({r.client_id for r in live if r.client_id})),
+            dry_run,
+            None if dry_run else now,
+        )
         if dry_run:
             return radius
         expires_at = max(r.expires_at for r, _ in targets)
@@ -267,12 +288,15 @@ class DelegationService:
 
     def revoke_subject(self, subject: str, justification: str = "", caller: str = "") -> int:
         """Revoke every token of ``subject`` issued up to now; returns the horizon."""
-        return self._revoke_horizon(HorizonKey(HorizonKind.SUBJECT, subject), "subject", justification, caller)
+        return self._revoke_horizon(
+            HorizonKey(HorizonKind.SUBJECT, subject), "subject", justification, caller
+        )
 
     def revoke_client(self, client_id: str, justification: str = "", caller: str = "") -> int:
         """Revoke every token held or delegated by ``client_id`` issued up to now; returns the horizon."""
-        return self._revoke_horizon(HorizonKey(HorizonKind.CLIENT, client_id), "client_id", justification,
-                                    caller)
+        return self._revoke_horizon(
+            HorizonKey(HorizonKind.CLIENT, client_id), "client_id", justification, caller
+        )
 
     def get_chain(self, chain_id: str) -> ChainView:
         """The tokens of a chain with their states."""
@@ -309,7 +333,9 @@ class DelegationService:
 
     def _revoke_horizon(self, key: HorizonKey, field: str, justification: str, caller: str) -> int:
         if not key.value:
-            raise InvalidRequest(violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")])
+            raise InvalidRequest(
+                violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
+            )
         now = self._clock.now()
         event = self._registry.revoke_horizon(key, now, now)
         self._audit_revocation(event, caller, "operator", justification)
@@ -321,10 +347,20 @@ class DelegationService:
     ) -> None:
         audit.info(
             "revoke",
-            extra={"event": "revoke", "outcome": "revoked", "kind": event.kind, "chain_id": event.chain_id,
-                   "jti": event.token_id, "subject": event.subject, "client_id": event.client_id,
-                   "actor": actor, "caller": caller, "justification": justification,
-                   "revoked_token_count": count, "cursor": event.cursor},
+            extra={
+                "event": "revoke",
+                "outcome": "revoked",
+                "kind": event.kind,
+                "chain_id": event.chain_id,
+                "jti": event.token_id,
+                "subject": event.subject,
+                "client_id": event.client_id,
+                "actor": actor,
+                "caller": caller,
+                "justification": justification,
+                "revoked_token_count": count,
+                "cursor": event.cursor,
+            },
         )
 
 

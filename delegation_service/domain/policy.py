@@ -1,4 +1,4 @@
-"""The delegation policy (SPEC §3 rules 3–7 and 9): which scopes a child may get from a parent.
+"""The delegation policy (SPEC §3 rules 3 to 7 and 9): which scopes a child may get from a parent.
 
 A pure function of the catalog, the verified parent, the target client and the request. Revocation
 (rule 2) and lifetimes (rule 10) are checked by the use case, which owns the store and the clock.
@@ -189,4 +189,3 @@ def _parse_grant(scopes: Sequence[str]) -> list[Scope]:
             continue
         grant.append(scope.without_bearer() if isinstance(scope, StructuredScope) else scope)
     return grant
-

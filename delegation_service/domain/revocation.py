@@ -133,7 +133,9 @@ class ChainSnapshot:
 
     def states(self, now: int) -> list[tuple[TokenRecord, TokenState]]:
         """Each record with its state, roots first, then by issue time."""
-        ordered = sorted(self.records, key=lambda r: (r.kind is not TokenKind.UPSTREAM, r.issued_at, r.token_id))
+        ordered = sorted(
+            self.records, key=lambda r: (r.kind is not TokenKind.UPSTREAM, r.issued_at, r.token_id)
+        )
         return [
             (
                 record,

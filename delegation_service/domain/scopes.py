@@ -134,11 +134,7 @@ def parse_scope(text: str) -> Scope:
     if match is None:
         raise ScopeSyntaxError(text)
     bearer_type = match.group("bearer_type")
-    bearer = (
-        None
-        if bearer_type is None
-        else Bearer(BearerType(bearer_type), match.group("bearer_id"))
-    )
+    bearer = None if bearer_type is None else Bearer(BearerType(bearer_type), match.group("bearer_id"))
     return StructuredScope(
         audience=match.group("audience"),
         name=match.group("name"),

@@ -27,7 +27,7 @@ class OperatorAuthenticator:
         """The operator's identity (a digest prefix, never the secret), or raise."""
         for key, value in metadata:
             if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER_PREFIX):
-                digest = hashlib.sha256(value[len(_BEARER_PREFIX):].strip().encode()).digest()
+                digest = hashlib.sha256(value[len(_BEARER_PREFIX) :].strip().encode()).digest()
                 # Compare against every digest, without an early exit, so timing says nothing.
                 matches = [hmac.compare_digest(digest, known) for known in self._digests]
                 if any(matches):

@@ -23,7 +23,7 @@ PACKAGE_PREFIX = "/delegation.v1."
 ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
 
 
-class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
     """Wraps each ``delegation.v1`` handler; health and reflection pass through untouched."""
 
     def __init__(self, operators: OperatorAuthenticator) -> None:
@@ -31,9 +31,9 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Return the method's handler with its behaviour wrapped."""
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method

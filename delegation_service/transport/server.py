@@ -74,9 +74,11 @@ class HealthMonitor:
         except Exception:
             ok = False
         if not self._draining:
-            self._set(health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._set(
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
 
-    def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    def _set(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
             self._servicer.set(name, status)
 
@@ -120,7 +122,9 @@ def start_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
     try:
         if settings.credentials is None:
             port = server.add_insecure_port(settings.listen)

@@ -146,7 +146,10 @@ class DelegationAdminServicer(admin_pb2_grpc.DelegationAdminServiceServicer):
     ) -> admin_pb2.RevokeChainResponse:
         """Revoke a chain or a token and everything minted from it."""
         radius = self._service.revoke_chain(
-            request.chain_id, request.token_id, request.dry_run, request.justification,
+            request.chain_id,
+            request.token_id,
+            request.dry_run,
+            request.justification,
             caller=current_caller(),
         )
         response = admin_pb2.RevokeChainResponse(

@@ -58,7 +58,9 @@ def start_dev(extra_env: dict[str, str] | None = None) -> DevServer:
             break
     banner = "".join(lines)
     exports = dict(re.findall(r"^\s+export (\w+)=(\S+)$", banner, re.MULTILINE))
-    assert {"DELEGATION_ADDRESS", "DELEGATION_PARENT_TOKEN", "DELEGATION_OPERATOR_TOKEN"} <= set(exports), banner
+    assert {"DELEGATION_ADDRESS", "DELEGATION_PARENT_TOKEN", "DELEGATION_OPERATOR_TOKEN"} <= set(exports), (
+        banner
+    )
     # Keep reading the server's log so a full pipe never blocks it.
     drain = threading.Thread(target=process.stdout.read, daemon=True)
     drain.start()
@@ -79,7 +81,9 @@ def printed_commands(banner: str) -> list[str]:
 
 
 def test_dev_server_prints_a_token_that_delegates(dev_server: DevServer) -> None:
-    result = dev_server.run("delegate", "--client-id", "billing", "--scope", "warehouse.items.r", "--print-token")
+    result = dev_server.run(
+        "delegate", "--client-id", "billing", "--scope", "warehouse.items.r", "--print-token"
+    )
     assert result.returncode == 0, result.stderr
     child = result.stdout.strip()
     assert child.count(".") == 2
@@ -124,6 +128,9 @@ def test_refused_call_exit_code_and_json_error(dev_server: DevServer) -> None:
 def test_unreachable_server_exits_3() -> None:
     result = subprocess.run(
         [*CLI, "introspect", "x", "--address", "127.0.0.1:9", "--timeout", "1"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 3

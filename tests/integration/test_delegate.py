@@ -59,7 +59,9 @@ def test_space_separated_scopes_and_duplicates_collapse(harness: Harness, client
 
 
 def test_returned_scopes_drop_the_bearer_prefix(harness: Harness, client: DelegationClient) -> None:
-    response = client.delegate(harness.parent(), "billing", ["Per.warehouse.items.r", "Per/alice.directory.person.r"])
+    response = client.delegate(
+        harness.parent(), "billing", ["Per.warehouse.items.r", "Per/alice.directory.person.r"]
+    )
     assert list(response.scopes) == ["warehouse.items.r", "directory.person.r"]
     assert claims_of(response.access_token)["bearer"] == {"type": "Per", "id": "alice"}
 
@@ -72,9 +74,7 @@ def test_rw_in_parent_covers_r_but_r_does_not_cover_rw(harness: Harness, client:
     assert details.code == DENIED
     assert details.reason == "SCOPE_WAS_NOT_GRANTED_IN_PARENT"
     assert details.metadata["scope"] == "warehouse.items.rw"
-    assert details.violations == (
-        ("scopes[0]", "SCOPE_WAS_NOT_GRANTED_IN_PARENT", details.violations[0][2]),
-    )
+    assert details.violations == (("scopes[0]", "SCOPE_WAS_NOT_GRANTED_IN_PARENT", details.violations[0][2]),)
 
 
 def test_url_form_scope_is_matched_exactly(harness: Harness, client: DelegationClient) -> None:
@@ -91,7 +91,13 @@ def test_every_failing_scope_is_reported_in_one_error(harness: Harness, client: 
         lambda: client.delegate(
             harness.parent(),
             "billing",
-            ["warehouse.items.r", "a.b.rwx", "nowhere.items.r", "warehouse.nothing.r", "Org.warehouse.items.r"],
+            [
+                "warehouse.items.r",
+                "a.b.rwx",
+                "nowhere.items.r",
+                "warehouse.nothing.r",
+                "Org.warehouse.items.r",
+            ],
         )
     )
     assert details.code == INVALID
@@ -145,7 +151,9 @@ def test_organisation_bearer_must_be_named(harness: Harness, client: DelegationC
     org = Bearer(BearerType.ORGANIZATION, "b1475f65-236c-58b8-96e1-e1778b43beb7")
     parent = harness.parent(scopes=(DELEGATION_SCOPE, "warehouse.items.rw"), bearer=org)
 
-    response = client.delegate(parent, "billing", [f"Org/{org.id}.warehouse.items.r", "Org.warehouse.items.rw"])
+    response = client.delegate(
+        parent, "billing", [f"Org/{org.id}.warehouse.items.r", "Org.warehouse.items.rw"]
+    )
     assert list(response.scopes) == ["warehouse.items.r", "warehouse.items.rw"]
     assert response.bearer.type == 2 and response.bearer.id == org.id
 
@@ -153,7 +161,9 @@ def test_organisation_bearer_must_be_named(harness: Harness, client: DelegationC
     assert (details.code, details.reason) == (INVALID, "DIFFERENT_BEARER_TYPES")
 
 
-def test_parent_without_the_delegation_scope_cannot_delegate(harness: Harness, client: DelegationClient) -> None:
+def test_parent_without_the_delegation_scope_cannot_delegate(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent(scopes=("warehouse.items.rw",))
     details = refused(lambda: client.delegate(parent, "billing", ["warehouse.items.r"]))
     assert (details.code, details.reason) == (DENIED, "MISSING_DELEGATION_SCOPE")
@@ -192,7 +202,9 @@ def test_expired_parent_is_unauthenticated(harness: Harness, client: DelegationC
     assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_PARENT_TOKEN")
 
 
-def test_revoked_parent_is_unauthenticated_with_the_same_message(harness: Harness, client: DelegationClient) -> None:
+def test_revoked_parent_is_unauthenticated_with_the_same_message(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent()
     client.delegate(parent, "billing", ["warehouse.items.r"])
     client.revoke(parent)
@@ -202,14 +214,18 @@ def test_revoked_parent_is_unauthenticated_with_the_same_message(harness: Harnes
     assert (revoked.reason, revoked.message) == (garbage.reason, garbage.message)
 
 
-def test_omitted_scopes_grant_everything_the_client_may_hold(harness: Harness, client: DelegationClient) -> None:
+def test_omitted_scopes_grant_everything_the_client_may_hold(
+    harness: Harness, client: DelegationClient
+) -> None:
     response = client.delegate(harness.parent(), "billing", [])
     # billing may hold directory.person.r (parent has rw: downgraded) and warehouse.items.rw;
     # never the delegation scope.
     assert sorted(response.scopes) == ["directory.person.r", "warehouse.items.rw"]
 
 
-def test_omitted_scopes_with_nothing_grantable_is_an_error(harness: Harness, client: DelegationClient) -> None:
+def test_omitted_scopes_with_nothing_grantable_is_an_error(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent(scopes=(DELEGATION_SCOPE, "https://api.publiq.be/auth/uitpas"))
     details = refused(lambda: client.delegate(parent, "search", []))
     assert (details.code, details.reason) == (DENIED, "NO_GRANTABLE_SCOPES")
@@ -228,7 +244,9 @@ def test_validate_only_mints_and_records_nothing(harness: Harness, client: Deleg
     assert failing.reason == "INVALID_SCOPE_STRUCTURE"
 
 
-def test_allow_partial_drops_grant_refusals_and_lists_them(harness: Harness, client: DelegationClient) -> None:
+def test_allow_partial_drops_grant_refusals_and_lists_them(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent(scopes=(DELEGATION_SCOPE, "warehouse.items.r", "directory.person.rw"))
     response = client.delegate(
         parent,
@@ -251,7 +269,9 @@ def test_allow_partial_still_fails_on_structural_errors(harness: Harness, client
     assert (details.code, details.reason) == (INVALID, "INVALID_SCOPE_STRUCTURE")
 
 
-def test_allow_partial_with_nothing_left_fails_with_the_reasons(harness: Harness, client: DelegationClient) -> None:
+def test_allow_partial_with_nothing_left_fails_with_the_reasons(
+    harness: Harness, client: DelegationClient
+) -> None:
     details = refused(
         lambda: client.delegate(harness.parent(), "billing", ["directory.person.rw"], allow_partial=True)
     )

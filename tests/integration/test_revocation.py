@@ -39,7 +39,9 @@ def test_an_inactive_token_answers_only_active_false(client: DelegationClient) -
     assert answer == type(answer)(active=False)
 
 
-def test_revoking_a_parent_makes_every_child_inactive_at_once(harness: Harness, client: DelegationClient) -> None:
+def test_revoking_a_parent_makes_every_child_inactive_at_once(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent()
     children = mint_children(harness, client, parent, 25)
     assert all(client.introspect(c).active for c in children)
@@ -50,7 +52,9 @@ def test_revoking_a_parent_makes_every_child_inactive_at_once(harness: Harness, 
     assert not any(client.introspect(c).active for c in children)
 
 
-def test_revoking_a_child_leaves_parent_and_siblings_active(harness: Harness, client: DelegationClient) -> None:
+def test_revoking_a_child_leaves_parent_and_siblings_active(
+    harness: Harness, client: DelegationClient
+) -> None:
     parent = harness.parent()
     first, second, third = mint_children(harness, client, parent, 3)
 
@@ -79,7 +83,11 @@ def test_operator_revoke_chain_reports_the_blast_radius(harness: Harness, client
     chain = client.introspect(parent).chain_id
 
     dry = client.revoke_chain(chain, dry_run=True)
-    assert (dry.revoked_token_count, list(dry.client_ids), dry.dry_run) == (6, ["billing", "gateway", "search"], True)
+    assert (dry.revoked_token_count, list(dry.client_ids), dry.dry_run) == (
+        6,
+        ["billing", "gateway", "search"],
+        True,
+    )
     assert all(client.introspect(c).active for c in children)
 
     done = client.revoke_chain(chain, justification="test")
@@ -134,11 +142,13 @@ def test_subject_and_client_horizons(harness: Harness, client: DelegationClient)
 
 
 def test_operator_calls_require_operator_credentials(harness: Harness) -> None:
-    with harness.client(operator=False) as anonymous:
-        with pytest.raises(grpc.RpcError) as info:
-            anonymous.get_chain("anything")
+    with harness.client(operator=False) as anonymous, pytest.raises(grpc.RpcError) as info:
+        anonymous.get_chain("anything")
     details = error_details(info.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "OPERATOR_CREDENTIALS_REQUIRED")
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "OPERATOR_CREDENTIALS_REQUIRED",
+    )
 
 
 def test_unknown_chain_is_not_found(client: DelegationClient) -> None:
@@ -180,9 +190,7 @@ def test_watch_revocations_streams_in_order_and_resumes_from_a_cursor(
     chains = [client.introspect(p).chain_id for p in parents]
 
     received: list[tuple[str, str]] = []
-    stream = client.public.WatchRevocations(
-        delegation_pb2.WatchRevocationsRequest(), timeout=10
-    )
+    stream = client.public.WatchRevocations(delegation_pb2.WatchRevocationsRequest(), timeout=10)
     ready = threading.Event()
 
     def follow() -> None:

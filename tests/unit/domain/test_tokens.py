@@ -82,11 +82,14 @@ def test_child_never_outlives_its_parent_or_the_maximum(
     policy = LifetimePolicy(default_seconds=default, maximum_seconds=default + extra_maximum)
     parent_expires_at = now + parent_remaining
 
-    if parent_remaining <= 0 or (requested is not None and (requested <= 0 or now + requested > parent_expires_at)):
+    if parent_remaining <= 0 or (
+        requested is not None and (requested <= 0 or now + requested > parent_expires_at)
+    ):
         with pytest.raises(LifetimeRefused) as caught:
             policy.child_expiry(now, parent_expires_at, requested)
         assert caught.value.reason is (
-            Reason.EXPIRES_AFTER_PARENT if parent_remaining <= 0 or requested is None or requested > 0
+            Reason.EXPIRES_AFTER_PARENT
+            if parent_remaining <= 0 or requested is None or requested > 0
             else Reason.INVALID_LIFETIME
         )
         return
