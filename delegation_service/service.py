@@ -339,7 +339,7 @@ class DelegationService:
         now = self._clock.now()
         event = self._registry.revoke_horizon(key, now, now)
         self._audit_revocation(event, caller, "operator", justification)
-        return now
+        return event.revoked_at  # the horizon in force: a later one may already have been set
 
     @staticmethod
     def _audit_revocation(

@@ -95,17 +95,26 @@ def evaluate(expected: TokenRecord, snapshot: StateSnapshot, now: int) -> TokenS
     token active. An upstream root needs no record (it is recorded when it first delegates).
     """
     record = snapshot.record
-    if expected.kind is TokenKind.DELEGATED:
-        if (
-            record is None
-            or record.kind is not TokenKind.DELEGATED
-            or record.chain_id != expected.chain_id
-            or record.token_id != expected.token_id
-        ):
+    if record is None:
+        if expected.kind is TokenKind.DELEGATED:
             return TokenState.UNKNOWN
-    elif record is None:
         record = expected
+    elif not _same_token(record, expected):
+        # The horizons read were chosen from the claims; a record about anyone else would make the
+        # check consult the wrong horizons, so it is no record of this token at all.
+        return TokenState.UNKNOWN
     return state_of(record, snapshot, now)
+
+
+def _same_token(record: TokenRecord, expected: TokenRecord) -> bool:
+    return (
+        record.kind is expected.kind
+        and record.chain_id == expected.chain_id
+        and record.token_id == expected.token_id
+        and record.subject == expected.subject
+        and record.client_id == expected.client_id
+        and record.root_client_id == expected.root_client_id
+    )
 
 
 def state_of(record: TokenRecord, snapshot: StateSnapshot, now: int) -> TokenState:

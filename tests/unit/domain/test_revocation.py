@@ -90,6 +90,25 @@ def test_delegated_token_without_its_own_record_is_unknown(stored: TokenRecord |
     assert evaluate(CHILD, snapshot(stored), NOW) is TokenState.UNKNOWN
 
 
+@pytest.mark.parametrize(
+    ("claimed", "stored"),
+    [
+        (CHILD, dataclasses.replace(CHILD, subject="someone-else")),
+        (CHILD, dataclasses.replace(CHILD, client_id="search")),
+        (CHILD, dataclasses.replace(CHILD, root_client_id="other-gateway")),
+        (ROOT, dataclasses.replace(ROOT, subject="someone-else")),
+        (ROOT, dataclasses.replace(ROOT, client_id="search", root_client_id="search")),
+    ],
+    ids=["child-subject", "child-client", "child-root-client", "root-subject", "root-client"],
+)
+def test_record_about_another_subject_or_client_is_no_record_of_this_token(
+    claimed: TokenRecord, stored: TokenRecord
+) -> None:
+    # The horizons were read for the claimed subject and clients; a record naming others would make
+    # the check consult the wrong horizons and call a revoked token active.
+    assert evaluate(claimed, snapshot(stored), NOW) is TokenState.UNKNOWN
+
+
 def test_unknown_wins_over_every_other_state_for_a_delegated_token() -> None:
     state = evaluate(CHILD, snapshot(None, token_revoked=True, chain_revoked=True), CHILD.expires_at + 1)
 
