@@ -19,6 +19,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from delegation_service.adapters import jwt_codec
+from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     KeySet,
     generate_signing_key,
@@ -32,7 +33,7 @@ from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
 from delegation_service.domain.ports import Clock, TokenRegistry
 from delegation_service.domain.tokens import LifetimePolicy
-from delegation_service.service import DelegationService, SystemClock
+from delegation_service.service import DelegationService
 from delegation_service.transport.auth import OperatorAuthenticator
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 

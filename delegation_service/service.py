@@ -90,14 +90,6 @@ class ChainView:
     tokens: tuple[tuple[TokenRecord, TokenState], ...]
 
 
-class SystemClock:
-    """The wall clock, in whole seconds."""
-
-    def now(self) -> int:
-        """The current time."""
-        return int(time.time())
-
-
 def new_token_id() -> str:
     """A fresh, unguessable token id (128 bits)."""
     return secrets.token_urlsafe(16)

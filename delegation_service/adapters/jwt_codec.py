@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,6 +22,7 @@ from typing import Any, NoReturn, TypeGuard
 from jwt.api_jws import PyJWS
 from jwt.exceptions import PyJWTError
 
+from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
@@ -65,14 +65,6 @@ MAX_NUMERIC_DATE = 253_402_300_799
 MAX_IDENTIFIER_LENGTH = 1024
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class SystemClock:
-    """The wall clock, in whole seconds (the default :class:`~delegation_service.domain.ports.Clock`)."""
-
-    def now(self) -> int:
-        """The current time."""
-        return int(time.time())
 
 
 class JwtSigner:

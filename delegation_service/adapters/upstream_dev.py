@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from jwt.api_jws import PyJWS
 
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, SystemClock, TrustedIssuer
+from delegation_service.adapters.clock import SystemClock
+from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer
 from delegation_service.adapters.keys import SigningKey, generate_signing_key, load_jwks
 from delegation_service.domain.ports import Clock
 from delegation_service.domain.scopes import Bearer, BearerType
