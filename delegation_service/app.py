@@ -20,6 +20,7 @@ from redis.sentinel import Sentinel
 
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
+from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.adapters.keys import (
     KeySet,
     generate_signing_key,
@@ -31,7 +32,7 @@ from delegation_service.adapters.redis_registry import RedisRegistry
 from delegation_service.config import Config, ConfigError
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import Clock, TokenRegistry
+from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import OperatorAuthenticator
@@ -82,15 +83,18 @@ def build(
     keys = keys or _signing_keys(config)
     catalog = catalog or _catalog(config)
     trusted = [*_trusted_issuers(config), *extra_trusted]
+    verifier: TokenVerifier = jwt_codec.JwtVerifier(
+        own_issuer=config.issuer,
+        own_keys=keys,
+        trusted=trusted,
+        leeway_seconds=config.leeway_seconds,
+        clock=clock,
+    )
+    if config.verified_cache_size > 0:
+        verifier = CachingVerifier(verifier, clock, config.verified_cache_size)
     service = DelegationService(
         issuer=config.issuer,
-        verifier=jwt_codec.JwtVerifier(
-            own_issuer=config.issuer,
-            own_keys=keys,
-            trusted=trusted,
-            leeway_seconds=config.leeway_seconds,
-            clock=clock,
-        ),
+        verifier=verifier,
         signer=jwt_codec.JwtSigner(keys),
         registry=registry or build_registry(config, clock),
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),

@@ -80,6 +80,11 @@ class Config:
         86400,
         "Longest upstream token life; subject/client horizons last this long.",
     )
+    verified_cache_size: int = _setting(
+        "tokens.verified_cache_size",
+        10000,
+        "Verified tokens kept per process (by hash, until exp; revocation is still checked); 0 = off.",
+    )
 
     catalog_file: Path | None = _setting("catalog.file", None, "The scope catalog (TOML) (required).")
     trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
@@ -114,6 +119,8 @@ class Config:
             )
         if not 0 <= self.leeway_seconds <= 300:
             raise ConfigError("tokens.leeway_seconds", "must be between 0 and 300")
+        if self.verified_cache_size < 0:
+            raise ConfigError("tokens.verified_cache_size", "must be 0 (off) or positive")
         if self.store not in STORES:
             raise ConfigError("store.backend", f"must be one of {', '.join(STORES)}")
         if self.redis_mode not in REDIS_MODES:
