@@ -20,7 +20,6 @@ from redis.sentinel import Sentinel
 
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.adapters.keys import (
     KeySet,
     generate_signing_key,
@@ -29,6 +28,7 @@ from delegation_service.adapters.keys import (
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.config import Config, ConfigError
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy

@@ -7,6 +7,7 @@ its store is unavailable (or the call timed out).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -52,13 +53,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from delegation_service import config, logs, workers
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    try:
+        settings = config.load(Path(args.config), os.environ)
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers == 1:
+        return _serve_worker(args.config, reuse_port=False)
+    if settings.listen.endswith(":0"):
+        raise UsageError("--workers needs a fixed port in server.listen (the workers share it)")
+    logs.configure(settings.log_level)
+    return workers.supervise(
+        args.workers, functools.partial(_serve_worker_of, args.config), settings.grace_seconds
+    )
+
+
+def _serve_worker_of(config_path: str, index: int) -> int:
+    return _serve_worker(config_path, reuse_port=True)
+
+
+def _serve_worker(config_path: str, reuse_port: bool) -> int:
+    """One server process: load, build, serve until a signal, drain."""
     from delegation_service import app, config, logs
 
     try:
-        settings = config.load(Path(args.config), os.environ)
+        settings = config.load(Path(config_path), os.environ)
         logs.configure(settings.log_level)
         application = app.build(settings)
-        running = application.serve()
+        running = application.serve(reuse_port=reuse_port)
     except config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -354,6 +380,9 @@ def _parser() -> argparse.ArgumentParser:
 def _add_server_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the production server from a config file")
     serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
+    )
     serve.set_defaults(handler=_serve)
 
     dev = commands.add_parser("dev", help="run a throw-away dev server on loopback with a demo token")
