@@ -5,6 +5,7 @@ Nothing is built at import time; everything is built once, at start-up, from a :
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tomllib
@@ -27,6 +28,7 @@ from delegation_service.adapters.keys import (
     load_private_key_file,
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
+from delegation_service.adapters.metered_registry import MeteredRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.config import Config, ConfigError
@@ -36,6 +38,8 @@ from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import OperatorAuthenticator
+from delegation_service.transport.http import AdminHttpServer, AdminSettings
+from delegation_service.transport.metrics import MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,39 @@ class Application:
     service: DelegationService
     operators: OperatorAuthenticator
     extra_trusted: Sequence[jwt_codec.TrustedIssuer] = field(default_factory=tuple)
+    metrics: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(process_metrics=False))
 
-    def serve(self, listen: str | None = None, reuse_port: bool = False) -> RunningServer:
-        """Start the gRPC server."""
+    def serve(
+        self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
+    ) -> RunningServer:
+        """Start the gRPC server; with ``admin``, the admin HTTP port (``admin.listen``) too.
+
+        The commands (`serve`, `dev`) ask for the admin port; tests and benchmarks that run several
+        servers in one process or on one host leave it off, so they never fight over its port.
+        """
+        config = self.config
+        running = self._serve_grpc(listen, reuse_port)
+        if not admin or not config.admin_listen:
+            return running
+        try:
+            http = AdminHttpServer(
+                AdminSettings(
+                    listen=config.admin_listen,
+                    issuer=config.issuer,
+                    jwks=self.service.jwks(),
+                    public_url=config.admin_public_url,
+                    jwks_max_age_seconds=config.jwks_max_age_seconds,
+                ),
+                self.metrics.registry,
+                ready=lambda: running.health.serving,
+            )
+        except RuntimeError:
+            running.stop(0)
+            raise
+        fields = {f.name: getattr(running, f.name) for f in dataclasses.fields(running)}
+        return RunningApplication(**fields, admin=http.start())
+
+    def _serve_grpc(self, listen: str | None, reuse_port: bool) -> RunningServer:
         config = self.config
         return start_server(
             self.service,
@@ -65,7 +99,21 @@ class Application:
                 reuse_port=reuse_port,
             ),
             self.operators,
+            outer_interceptors=[MetricsInterceptor(self.metrics)],
         )
+
+
+@dataclass
+class RunningApplication(RunningServer):
+    """The running gRPC server and the admin HTTP port beside it."""
+
+    admin: AdminHttpServer | None = None
+
+    def stop(self, grace: float) -> None:
+        """Drain gRPC (readiness turns 503 with health), then close the admin port."""
+        super().stop(grace)
+        if self.admin is not None:
+            self.admin.stop()
 
 
 def build(
@@ -80,6 +128,7 @@ def build(
 ) -> Application:
     """Wire the application. Keyword arguments replace what the config would build (dev server, tests)."""
     clock = clock or SystemClock()
+    metrics = ServiceMetrics()
     keys = keys or _signing_keys(config)
     catalog = catalog or _catalog(config)
     trusted = [*_trusted_issuers(config), *extra_trusted]
@@ -96,14 +145,28 @@ def build(
         issuer=config.issuer,
         verifier=verifier,
         signer=jwt_codec.JwtSigner(keys),
-        registry=registry or build_registry(config, clock),
+        registry=metered(registry or build_registry(config, clock), metrics),
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,
         max_parent_age_seconds=config.max_parent_age_seconds,
     )
+    metrics.describe_keys(keys.active.kid, keys.active.alg, service.jwks())
     return Application(
-        config, service, OperatorAuthenticator(config.operator_token_sha256, open_operator_mode)
+        config,
+        service,
+        OperatorAuthenticator(config.operator_token_sha256, open_operator_mode),
+        metrics=metrics,
+    )
+
+
+def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:
+    """``registry`` with its latency, errors and revocations counted in ``metrics``."""
+    return MeteredRegistry(
+        registry,
+        latency=metrics.store_seconds,
+        errors=metrics.store_errors,
+        revocations=metrics.revocations,
     )
 
 

@@ -73,10 +73,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_worker_of(config_path: str, index: int) -> int:
-    return _serve_worker(config_path, reuse_port=True)
+    # One admin port per host: the first worker opens it (its metrics are that worker's own).
+    return _serve_worker(config_path, reuse_port=True, admin=index == 0)
 
 
-def _serve_worker(config_path: str, reuse_port: bool) -> int:
+def _serve_worker(config_path: str, reuse_port: bool, admin: bool = True) -> int:
     """One server process: load, build, serve until a signal, drain."""
     from delegation_service import app, config, logs
 
@@ -84,7 +85,7 @@ def _serve_worker(config_path: str, reuse_port: bool) -> int:
         settings = config.load(Path(config_path), os.environ)
         logs.configure(settings.log_level)
         application = app.build(settings)
-        running = application.serve(reuse_port=reuse_port)
+        running = application.serve(reuse_port=reuse_port, admin=admin)
     except config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -102,7 +103,7 @@ def _dev(args: argparse.Namespace) -> int:
     redis_url = os.environ.get("REDIS_URL") or None
     application, upstream, operator_secret = dev.build_dev(args.port, redis_url)
     try:
-        running = application.serve()
+        running = application.serve(admin=True)
     except RuntimeError as error:
         print(f"cannot start: {error} (is another server on port {args.port}? try --port)", file=sys.stderr)
         return EXIT_USAGE
@@ -118,9 +119,16 @@ def _dev(args: argparse.Namespace) -> int:
         "Redis" if redis_url else "in-memory store",
         parent,
         operator_secret,
+        admin_url=_admin_url(running),
     )
     _run_until_signal(running, application.config.grace_seconds)
     return EXIT_OK
+
+
+def _admin_url(running: Any) -> str:
+    """The admin HTTP port's URL on loopback, or empty when it is off."""
+    admin = getattr(running, "admin", None)
+    return f"http://127.0.0.1:{admin.port}" if admin is not None else ""
 
 
 def _run_until_signal(running: Any, grace: float) -> None:

@@ -100,6 +100,21 @@ class Config:
     )
     redis_key_prefix: str = _setting("redis.key_prefix", "ds", "Prefix of every key the service writes.")
 
+    admin_listen: str = _setting(
+        "admin.listen",
+        "127.0.0.1:8080",
+        "Admin HTTP address, host:port (/metrics, JWKS, metadata, /livez, /readyz); empty turns it off.",
+    )
+    admin_public_url: str = _setting(
+        "admin.public_url",
+        "",
+        "Base URL gateways fetch the JWKS from (jwks_uri); default http://<admin.listen>, "
+        "or issuer.name when listening on a wildcard address.",
+    )
+    jwks_max_age_seconds: int = _setting(
+        "admin.jwks_max_age_seconds", 300, "Cache-Control max-age of the JWKS and metadata documents."
+    )
+
     operator_token_sha256: tuple[str, ...] = _setting(
         "operators.token_sha256", (), "SHA-256 (hex) of operator bearer secrets for the admin service."
     )
@@ -109,6 +124,12 @@ class Config:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError("server.listen", f"{self.listen!r} is not host:port")
+        if self.admin_listen:
+            admin_host, _, admin_port = self.admin_listen.rpartition(":")
+            if not admin_host or not admin_port.isdigit() or not 0 <= int(admin_port) < 65536:
+                raise ConfigError("admin.listen", f"{self.admin_listen!r} is not host:port")
+        if self.jwks_max_age_seconds < 0:
+            raise ConfigError("admin.jwks_max_age_seconds", "must not be negative")
         if not self.issuer:
             raise ConfigError("issuer.name", "is required")
         if self.signing_algorithm not in SIGNING_ALGORITHMS:

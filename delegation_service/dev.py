@@ -43,6 +43,8 @@ def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstrea
     operator_secret = secrets.token_urlsafe(24)
     config = Config(
         listen=f"127.0.0.1:{port}",
+        # Any free loopback port: the banner prints it (DELEGATION_ADMIN_URL).
+        admin_listen="127.0.0.1:0",
         issuer=DEV_ISSUER,
         store="redis" if redis_url else "memory",
         redis_url=redis_url or Config.redis_url,
@@ -60,11 +62,18 @@ def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstrea
     return app, upstream, operator_secret
 
 
-def print_banner(out: TextIO, address: str, store: str, parent: str, operator_secret: str) -> None:
+def print_banner(
+    out: TextIO, address: str, store: str, parent: str, operator_secret: str, *, admin_url: str = ""
+) -> None:
     """Tell the user what runs and give commands that work as pasted."""
     cli = _cli_name()
     lines = [
         f"delegation-service dev server listening on {address} ({store}; keys and tokens vanish on exit)",
+        *(
+            [f"Admin HTTP on {admin_url}: /metrics /.well-known/jwks.json /livez /readyz"]
+            if admin_url
+            else []
+        ),
         "",
         f"Demo parent token: subject {DEMO_SUBJECT}, client {DEMO_CLIENT}, scopes {' '.join(DEMO_SCOPES)}",
         "Paste these into another shell:",
@@ -72,6 +81,7 @@ def print_banner(out: TextIO, address: str, store: str, parent: str, operator_se
         f"  export DELEGATION_ADDRESS={address}",
         f"  export DELEGATION_PARENT_TOKEN={parent}",
         f"  export DELEGATION_OPERATOR_TOKEN={operator_secret}",
+        *([f"  export DELEGATION_ADMIN_URL={admin_url}"] if admin_url else []),
         "",
         "  # a child token for the billing subsystem, then look at it and at its chain",
         f"  CHILD=$({cli} delegate --client-id billing --scope warehouse.items.r --print-token)",

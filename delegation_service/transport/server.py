@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -51,6 +51,7 @@ class HealthMonitor:
         self._interval = interval
         self._stop = threading.Event()
         self._draining = False
+        self._status: int = health_pb2.HealthCheckResponse.UNKNOWN
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
 
     def start(self) -> None:
@@ -78,7 +79,13 @@ class HealthMonitor:
                 health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             )
 
+    @property
+    def serving(self) -> bool:
+        """Whether the server reports SERVING right now (the store answers and it is not draining)."""
+        return self._status == health_pb2.HealthCheckResponse.SERVING and not self._draining
+
     def _set(self, status: int) -> None:
+        self._status = status
         for name in ("", *SERVICE_NAMES):
             self._servicer.set(name, status)
 
@@ -102,12 +109,19 @@ class RunningServer:
 
 
 def start_server(
-    service: DelegationService, settings: ServerSettings, operators: OperatorAuthenticator
+    service: DelegationService,
+    settings: ServerSettings,
+    operators: OperatorAuthenticator,
+    outer_interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> RunningServer:
-    """Build, bind and start the server; raise ``RuntimeError`` when the address cannot be bound."""
+    """Build, bind and start the server; raise ``RuntimeError`` when the address cannot be bound.
+
+    ``outer_interceptors`` run before (around) the service's own, e.g. metrics and the access log,
+    which must see the final status of every call.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorAndAuthInterceptor(operators)],
+        interceptors=[*outer_interceptors, ErrorAndAuthInterceptor(operators)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             # Off unless asked for: a second server must fail loudly on a busy port, not share it.

@@ -1,0 +1,299 @@
+"""Prometheus metrics and the per-RPC access log: one more server interceptor, outside the others.
+
+The gRPC server metrics follow py-grpc-prometheus (itself after go-grpc-prometheus), so the dashboards
+and alerts platform teams already have work unchanged:
+
+- ``grpc_server_started_total{grpc_type,grpc_service,grpc_method}``
+- ``grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}``
+- ``grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`` (histogram)
+
+``grpc_code`` is the status name (``OK``, ``PERMISSION_DENIED``, ...). The domain metrics are derived
+here and in :mod:`delegation_service.adapters.metered_registry` from what crosses the edges (responses,
+statuses, store calls), so ``domain/`` and the use cases know nothing of Prometheus.
+
+Each :class:`ServiceMetrics` owns its :class:`~prometheus_client.CollectorRegistry` instead of using the
+process-wide default: several applications can then live in one process (tests) without clashing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from importlib import metadata
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+
+access_log = logging.getLogger("delegation_service.access")
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+DELEGATE_METHOD = "/delegation.v1.DelegationService/Delegate"
+QUIET_SERVICE_PREFIX = "/grpc.health.v1.Health/"
+"""Probes call Health every few seconds: their access lines go to DEBUG, their metrics are kept."""
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds. A Delegate call is a signature check, one or two Redis round trips and one signature."""
+
+UNARY, SERVER_STREAMING, CLIENT_STREAMING, BIDI_STREAMING = (
+    "UNARY",
+    "SERVER_STREAMING",
+    "CLIENT_STREAMING",
+    "BIDI_STREAMING",
+)
+
+
+class ServiceMetrics:
+    """Every metric the service exports, registered in one registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process_metrics: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        if process_metrics:
+            # The default collectors of prometheus-client (process_*, python_info, python_gc_*), which
+            # only register themselves in the global registry.
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                self.registry.register(collector)
+        rpc_labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = Counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            rpc_labels,
+            registry=self.registry,
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*rpc_labels, "grpc_code"),
+            registry=self.registry,
+        )
+        self.handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled "
+            "by the server.",
+            rpc_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens_issued = Counter(
+            "delegation_tokens_issued_total",
+            "Child tokens minted, by target client.",
+            ("client_id",),
+            registry=self.registry,
+        )
+        self.delegations_validated = Counter(
+            "delegation_delegations_validated_total",
+            "Delegate calls with validate_only that passed every check (nothing minted).",
+            registry=self.registry,
+        )
+        self.tokens_denied = Counter(
+            "delegation_tokens_denied_total",
+            "Delegate calls refused, by ErrorInfo reason (INVALID_PARENT_TOKEN, "
+            "SCOPE_WAS_NOT_GRANTED_IN_PARENT, ...).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "delegation_revocations_total",
+            "Revocations written, by kind: token, chain, subject or client.",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "delegation_store_errors_total",
+            "Token store (Redis) calls that failed, by operation.",
+            ("operation",),
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "delegation_store_operation_duration_seconds",
+            "Latency of token store (Redis) calls, by operation.",
+            ("operation",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.signing_key = Info(
+            "delegation_signing_key",
+            "The active signing key: its kid (RFC 7638 thumbprint) and algorithm.",
+            registry=self.registry,
+        )
+        self.verification_keys = Gauge(
+            "delegation_verification_keys",
+            "Keys published in the JWKS (the active one and those kept for rotation).",
+            registry=self.registry,
+        )
+        self.build = Info("delegation_build", "The running version.", registry=self.registry)
+        self.build.info({"version": _version()})
+
+    def describe_keys(self, active_kid: str, active_alg: str, jwks: Mapping[str, object]) -> None:
+        """Record the active signing key and how many keys the published JWKS holds."""
+        keys = jwks.get("keys")
+        self.verification_keys.set(len(keys) if isinstance(keys, list) else 0)
+        self.signing_key.info({"kid": active_kid, "alg": active_alg})
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times every RPC (health and reflection included) and writes one access log line each.
+
+    Install it first (outermost), so it sees the final status the inner interceptors set, including
+    refusals of operator credentials. The access line names the method, the status code, the duration,
+    the peer and, when the response carries them, the token and chain ids; never a token or a request.
+    """
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Return the method's handler wrapped with timing, counting and logging."""
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method, SERVER_STREAMING),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method, CLIENT_STREAMING),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, method, BIDI_STREAMING),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str, kind: str = UNARY
+    ) -> Any:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            call = _Call(self._metrics, method, kind, context)
+            response = None
+            try:
+                response = behavior(request, context)
+                return response
+            except BaseException:
+                call.failed()
+                raise
+            finally:
+                call.finish(response)
+
+        return handle
+
+    def _streaming(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, kind: str
+    ) -> Any:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = _Call(self._metrics, method, kind, context)
+            try:
+                yield from behavior(request, context)
+            except GeneratorExit:
+                call.cancelled()  # the caller went away, or the server stopped the stream
+                raise
+            except BaseException:
+                call.failed()
+                raise
+            finally:
+                call.finish(None)
+
+        return handle
+
+
+class _Call:
+    """One RPC being measured."""
+
+    def __init__(self, metrics: ServiceMetrics, method: str, kind: str, context: grpc.ServicerContext):
+        self._metrics = metrics
+        self._method = method
+        self._context = context
+        self._service, _, self._name = method.lstrip("/").rpartition("/")
+        self._labels = (kind, self._service, self._name)
+        self._fallback_code: grpc.StatusCode | None = None
+        self._start = time.perf_counter()
+        metrics.started.labels(*self._labels).inc()
+
+    def failed(self) -> None:
+        """The handler raised: an abort has set the code; anything else reaches the caller as UNKNOWN."""
+        self._fallback_code = grpc.StatusCode.UNKNOWN
+
+    def cancelled(self) -> None:
+        """The stream was closed before it ended by itself."""
+        self._fallback_code = grpc.StatusCode.CANCELLED
+
+    def finish(self, response: Any) -> None:
+        """Count, time and log the RPC."""
+        elapsed = time.perf_counter() - self._start
+        # grpcio's ServicerContext has code() at run time; the type stubs leave it out.
+        code = getattr(self._context, "code", lambda: None)() or self._fallback_code or grpc.StatusCode.OK
+        metrics = self._metrics
+        metrics.handled.labels(*self._labels, code.name).inc()
+        metrics.handling_seconds.labels(*self._labels).observe(elapsed)
+        reason = _error_reason(self._context) if code is not grpc.StatusCode.OK else ""
+        if self._method == DELEGATE_METHOD:
+            if code is not grpc.StatusCode.OK:
+                metrics.tokens_denied.labels(reason or code.name).inc()
+            elif response is not None and response.access_token:
+                metrics.tokens_issued.labels(response.client_id).inc()
+            elif response is not None:
+                metrics.delegations_validated.inc()
+        fields: dict[str, object] = {
+            "event": "rpc",
+            "method": self._method,
+            "code": code.name,
+            "duration_ms": round(elapsed * 1000, 3),
+            "peer": self._context.peer(),
+            "reason": reason,
+        }
+        for name in ("token_id", "chain_id"):
+            value = getattr(response, name, "")
+            if isinstance(value, str) and value:
+                fields["jti" if name == "token_id" else name] = value
+        level = logging.DEBUG if self._method.startswith(QUIET_SERVICE_PREFIX) else logging.INFO
+        access_log.log(level, "rpc %s %s", self._name, code.name, extra=fields)
+
+
+def _error_reason(context: grpc.ServicerContext) -> str:
+    """The ``ErrorInfo.reason`` of the status the handler set, if it set a rich one."""
+    for key, value in context.trailing_metadata() or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.reason)
+    return ""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("delegation-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
