@@ -180,6 +180,7 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
         except tomllib.TOMLDecodeError as error:
             raise ConfigError("--config", f"{path} is not valid TOML: {error}") from None
         base = path.parent
+    _refuse_unknown_keys(data)
     hints = typing.get_type_hints(Config)
     values: dict[str, Any] = {}
     for setting in settings():
@@ -193,6 +194,24 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
 
 
 _MISSING = object()
+
+
+def _refuse_unknown_keys(data: Mapping[str, Any]) -> None:
+    """A misspelt setting must fail loudly, not leave a default silently in force."""
+    known = {setting.metadata["path"] for setting in settings()}
+    sections = {path.split(".")[0] for path in known if "." in path}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if path in known:
+                continue
+            if isinstance(value, Mapping) and path in sections:
+                walk(value, f"{path}.")
+            else:
+                raise ConfigError(path, "is not a known setting (see `delegation-service config-reference`)")
+
+    walk(data, "")
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> Any:

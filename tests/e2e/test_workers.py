@@ -48,8 +48,6 @@ issuer = "{upstream.issuer}"
 jwks_file = "upstream-jwks.json"
 [redis]
 url = "{redis_url}"
-[admin]
-listen = ""
 """
     )
     return config
@@ -58,7 +56,8 @@ listen = ""
 def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_server: object) -> None:
     upstream = DevUpstreamIssuer("https://idp.workers.invalid")
     config = write_config(tmp_path, redis_server.url, upstream)  # type: ignore[attr-defined]
-    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true"}
+    # The test Redis keeps nothing on disk; and no admin HTTP port is needed here.
+    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true", "DELEGATION_ADMIN_LISTEN": ""}
     process = subprocess.Popen(
         [sys.executable, "-m", "delegation_service.cli", "serve", "--config", str(config), "--workers", "2"],
         env=env,
