@@ -9,6 +9,7 @@ Bad configuration fails at start-up with a :class:`ConfigError` naming the setti
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
@@ -21,6 +22,10 @@ SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
+ACCESS_MODES = ("authenticated", "open")
+MAX_SCOPES_LIMIT = 1000
+"""A ceiling on ``tokens.max_scopes``: checking a scope costs a regex and a few lookups, and the count
+bounds that work per request."""
 ENV_PREFIX = "DELEGATION_"
 
 
@@ -59,12 +64,32 @@ class Config:
     reflection: bool = _setting("server.reflection", True, "Serve gRPC server reflection.")
     grace_seconds: float = _setting("server.grace_seconds", 10.0, "Drain time for in-flight RPCs on SIGTERM.")
     log_level: str = _setting("server.log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    handshake_timeout_seconds: float = _setting(
+        "server.handshake_timeout_seconds",
+        5.0,
+        "A connection that has not finished its TLS and HTTP/2 handshake by then is dropped.",
+    )
+
+    tls_cert_file: Path | None = _setting(
+        "tls.cert_file", None, "PEM certificate chain of the gRPC port; with key_file, turns TLS on."
+    )
+    tls_key_file: Path | None = _setting("tls.key_file", None, "PEM private key of tls.cert_file.")
+    tls_client_ca_file: Path | None = _setting(
+        "tls.client_ca_file",
+        None,
+        "PEM CA(s) for client certificates; when set, every client must present one (mTLS).",
+    )
 
     issuer: str = _setting("issuer.name", "", "The `iss` of child tokens (required).")
     signing_key_files: tuple[Path, ...] = _setting(
         "issuer.signing_key_files", (), "PEM private keys; the first signs, the others still verify."
     )
     signing_algorithm: str = _setting("issuer.signing_algorithm", "ES256", "ES256, EdDSA or RS256.")
+    next_signing_key_files: tuple[Path, ...] = _setting(
+        "issuer.next_signing_key_files",
+        (),
+        "PEM private keys published in the JWKS but not signing yet (the next rotation).",
+    )
 
     default_lifetime_seconds: int = _setting(
         "tokens.default_lifetime_seconds", 900, "Child lifetime when the request names none."
@@ -125,6 +150,28 @@ class Config:
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError("server.listen", f"{self.listen!r} is not host:port")
         if self.admin_listen:
+    access_mode: str = _setting(
+        "access.mode",
+        "authenticated",
+        "authenticated, or open: anyone may introspect (loopback listen address only; dev).",
+    )
+    operator_identities: tuple[str, ...] = _setting(
+        "access.operator_identities", (), "Client certificate subject CNs or SANs of operators (mTLS)."
+    )
+    introspection_identities: tuple[str, ...] = _setting(
+        "access.introspection_identities",
+        (),
+        "Client certificate CNs or SANs that may call Introspect and WatchRevocations (mTLS).",
+    )
+    operator_scope: str = _setting(
+        "access.operator_scope", "", "Scope that makes a trusted issuer's bearer JWT an operator."
+    )
+    introspection_scope: str = _setting(
+        "access.introspection_scope",
+        "",
+        "Scope that lets a trusted issuer's bearer JWT introspect and follow revocations.",
+    )
+
             admin_host, _, admin_port = self.admin_listen.rpartition(":")
             if not admin_host or not admin_port.isdigit() or not 0 <= int(admin_port) < 65536:
                 raise ConfigError("admin.listen", f"{self.admin_listen!r} is not host:port")
@@ -160,7 +207,50 @@ class Config:
 def settings() -> list[dataclasses.Field[Any]]:
     """The declared settings, in declaration order."""
     return list(dataclasses.fields(Config))
+        self._validate_security()
 
+
+    def _validate_security(self) -> None:
+        """Rules of the TLS, access and limit settings (issue 4)."""
+        if not 0 < self.handshake_timeout_seconds <= 120:
+            raise ConfigError("server.handshake_timeout_seconds", "must be in (0, 120]")
+        if self.max_concurrent_rpcs <= 0:
+            raise ConfigError("server.max_concurrent_rpcs", "must be positive")
+        if not 0 < self.max_scopes <= MAX_SCOPES_LIMIT:
+            raise ConfigError("tokens.max_scopes", f"must be between 1 and {MAX_SCOPES_LIMIT}")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls.cert_file", "tls.cert_file and tls.key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls.client_ca_file", "needs tls.cert_file and tls.key_file (mTLS is TLS)")
+        if self.access_mode not in ACCESS_MODES:
+            raise ConfigError("access.mode", f"must be one of {', '.join(ACCESS_MODES)}")
+        if self.access_mode == "open" and not is_loopback_listen(self.listen):
+            raise ConfigError("access.mode", "open is only allowed when server.listen is a loopback address")
+        for path, names in (
+            ("access.operator_identities", self.operator_identities),
+            ("access.introspection_identities", self.introspection_identities),
+        ):
+            if names and self.tls_client_ca_file is None:
+                raise ConfigError(path, "certificate identities need tls.client_ca_file (mTLS)")
+            if any(not name or not name.isprintable() for name in names):
+                raise ConfigError(path, "entries must be non-empty printable strings")
+        for path, scope in (
+            ("access.operator_scope", self.operator_scope),
+            ("access.introspection_scope", self.introspection_scope),
+        ):
+            if scope and (" " in scope or not scope.isprintable()):
+                raise ConfigError(path, "must be one scope (printable, no spaces)")
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Whether a ``host:port`` listen address binds loopback only (``localhost``, 127.0.0.0/8, ``[::1]``)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 def env_name(setting: dataclasses.Field[Any]) -> str | None:
     """The environment variable that overrides a setting (``None`` for tables)."""

@@ -5,14 +5,17 @@ Plain Python over the domain and its ports: no gRPC, no Redis, no JWT library he
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from delegation_service.audit import record as audit_event
 from delegation_service.domain.errors import (
     ChainNotFound,
+    DeadlineTooShort,
     DelegationError,
     InvalidRequest,
     ParentCannotDelegate,
@@ -34,8 +37,16 @@ from delegation_service.domain.revocation import (
 from delegation_service.domain.scopes import StructuredScope, UrlScope
 from delegation_service.domain.tokens import ChildToken, LifetimePolicy, TokenKind, VerifiedToken
 
-audit = logging.getLogger("delegation_service.audit")
 log = logging.getLogger(__name__)
+
+MINT_MARGIN_SECONDS = 0.005
+"""Least time that must be left before the caller's deadline to start minting: recording and signing
+take about a millisecond, and a token minted for a caller that has already given up would be recorded
+for nobody. With less left, the call answers DEADLINE_EXCEEDED and mints nothing."""
+
+TimeLeft = Callable[[], float | None]
+"""Seconds left before the caller's deadline, ``None`` when the call has none (gRPC's
+``context.time_remaining``)."""
 
 
 @dataclass(frozen=True)
@@ -123,43 +134,60 @@ class DelegationService:
 
     # -- DelegationService ------------------------------------------------------------------------
 
-    def delegate(self, command: DelegateCommand, caller: str = "") -> DelegateResult:
-        """Mint a child token (SPEC §3), or raise the :class:`DelegationError` that explains why not."""
+    def delegate(
+        self, command: DelegateCommand, caller: str = "", time_left: TimeLeft | None = None
+    ) -> DelegateResult:
+        """Mint a child token (SPEC §3), or raise the :class:`DelegationError` that explains why not.
+
+        ``time_left`` reports what is left of the caller's deadline; with less than
+        :data:`MINT_MARGIN_SECONDS` left, nothing is minted (:class:`DeadlineTooShort`).
+        """
+        parent: list[VerifiedToken] = []  # filled once the parent verifies, for the audit event
         try:
-            result = self._delegate(command)
+            result = self._delegate(command, parent, time_left)
         except DelegationError as refused:
-            audit.info(
+            known = parent[0] if parent else None
+            audit_event(
                 "delegate denied",
-                extra={
-                    "event": "delegate",
-                    "outcome": "denied",
-                    "reason": refused.reason.identifier,
-                    "detail": getattr(refused, "detail", ""),
-                    "client_id": command.client_id,
-                    "caller": caller,
-                },
+                event="delegate",
+                outcome=_outcome(refused),
+                reason=refused.reason.identifier,
+                chain_id=known.chain_id if known else "",
+                client_id=command.client_id,
+                bearer=str(known.bearer) if known else "",
+                caller=caller,
+                parent_jti=known.token_id if known else "",
+                subject=known.subject if known else "",
+                detail=getattr(refused, "detail", ""),
+                # Which fields failed and why; never the values (a scope may be anything).
+                violations=[f"{v.field}:{v.reason.identifier}" for v in refused.violations],
             )
             raise
         child = result.child
-        audit.info(
+        audit_event(
             "delegate validated" if result.access_token is None else "delegate minted",
-            extra={
-                "event": "delegate",
-                "outcome": "validated" if result.access_token is None else "minted",
-                "jti": child.token_id,
-                "chain_id": child.chain_id,
-                "client_id": child.client_id,
-                "actor": child.actor_client_id,
-                "bearer": str(child.bearer),
-                "scope": child.scope_claim,
-                "exp": child.expires_at,
-                "caller": caller,
-            },
+            event="delegate",
+            outcome="validated" if result.access_token is None else "minted",
+            jti=child.token_id,
+            chain_id=child.chain_id,
+            client_id=child.client_id,
+            bearer=str(child.bearer),
+            caller=caller,
+            parent_jti=child.parent_token_id,
+            subject=child.subject,
+            actor=child.actor_client_id,
+            scope=child.scope_claim,
+            exp=child.expires_at,
+            dropped=[f"{v.field}:{v.reason.identifier}" for v in result.dropped],
         )
         return result
 
-    def _delegate(self, command: DelegateCommand) -> DelegateResult:
+    def _delegate(
+        self, command: DelegateCommand, verified: list[VerifiedToken], time_left: TimeLeft | None
+    ) -> DelegateResult:
+        _check_deadline(time_left)
         parent = self._verify(command.parent_token)
+        verified.append(parent)
         root = self._active_record(parent)
         if parent.kind is TokenKind.DELEGATED:
             # Decided from our own record (rule 4): the token is tracked as a child of some chain.
@@ -186,6 +214,7 @@ class DelegationService:
         )
         if command.validate_only:
             return DelegateResult(child, None, decision.dropped)
+        _check_deadline(time_left)
         # Record first, sign second: a crash in between leaves a record of a token nobody holds,
         # never a token the service cannot revoke.
         if not self._registry.record_child(root, record_child(child, root)):
@@ -211,7 +240,16 @@ class DelegationService:
         """
         try:
             token = self._verifier.verify(raw_token)
-        except ParentRejected:
+        except ParentRejected as refused:
+            audit_event(
+                "revoke ignored",
+                event="revoke",
+                outcome="ignored",
+                reason=refused.reason.identifier,
+                caller=caller,
+                actor="holder",
+                detail=refused.detail,
+            )
             return
         now = self._clock.now()
         if token.kind is TokenKind.UPSTREAM:
@@ -219,6 +257,19 @@ class DelegationService:
         else:
             event = self._registry.revoke_token(token.chain_id, token.token_id, token.expires_at, now)
         self._audit_revocation(event, caller, "holder")
+
+    def authenticate_caller(self, raw_token: str) -> VerifiedToken:
+        """The verified, active upstream token a caller presents as its own credential (bearer JWT).
+
+        Only a trusted issuer's token counts, and only while it is active (not expired, not revoked by
+        chain, subject or client): the service's own children are for the APIs downstream, never a
+        credential for calling the service. Raises :class:`ParentRejected` otherwise.
+        """
+        token = self._verify(raw_token)
+        if token.kind is not TokenKind.UPSTREAM:
+            raise ParentRejected("a delegated token is not a caller credential")
+        self._active_record(token)
+        return token
 
     def jwks(self) -> Mapping[str, object]:
         """The public keys that verify child tokens."""
@@ -247,36 +298,46 @@ class DelegationService:
         caller: str = "",
     ) -> BlastRadius:
         """Revoke a chain, or one token of it with everything minted from it; report the blast radius."""
-        if not chain_id:
-            raise InvalidRequest(
-                violations=[Violation("chain_id", "", Reason.INVALID_REQUEST, "chain_id is required")]
+        with _operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
+            if not chain_id:
+                raise InvalidRequest(
+                    violations=[Violation("chain_id", "", Reason.INVALID_REQUEST, "chain_id is required")]
+                )
+            chain = self._registry.chain(chain_id)
+            if chain is None:
+                raise ChainNotFound()
+            now = self._clock.now()
+            states = chain.states(now)
+            root_ids = {r.token_id for r, _ in states if r.kind is TokenKind.UPSTREAM}
+            whole_chain = not token_id or token_id in root_ids
+            targets = [(r, s) for r, s in states if whole_chain or r.token_id == token_id]
+            if not targets:
+                raise ChainNotFound(message="no such token in the chain")
+            live = [r for r, s in targets if s is TokenState.ACTIVE]
+            radius = BlastRadius(
+                len(live),
+                tuple(sorted({r.client_id for r in live if r.client_id})),
+                dry_run,
+                None if dry_run else now,
             )
-        chain = self._registry.chain(chain_id)
-        if chain is None:
-            raise ChainNotFound()
-        now = self._clock.now()
-        states = chain.states(now)
-        root_ids = {r.token_id for r, _ in states if r.kind is TokenKind.UPSTREAM}
-        whole_chain = not token_id or token_id in root_ids
-        targets = [(r, s) for r, s in states if whole_chain or r.token_id == token_id]
-        if not targets:
-            raise ChainNotFound(message="no such token in the chain")
-        live = [r for r, s in targets if s is TokenState.ACTIVE]
-        radius = BlastRadius(
-            len(live),
-            tuple(sorted({r.client_id for r in live if r.client_id})),
-            dry_run,
-            None if dry_run else now,
-        )
-        if dry_run:
+            if dry_run:
+                audit_event(
+                    "revoke_chain dry run",
+                    event="revoke_chain",
+                    outcome="dry_run",
+                    chain_id=chain_id,
+                    caller=caller,
+                    token_id=token_id,
+                    revoked_token_count=radius.revoked_token_count,
+                )
+                return radius
+            expires_at = max(r.expires_at for r, _ in targets)
+            if whole_chain:
+                event = self._registry.revoke_chain(chain_id, expires_at, now)
+            else:
+                event = self._registry.revoke_token(chain_id, token_id, expires_at, now)
+            self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
             return radius
-        expires_at = max(r.expires_at for r, _ in targets)
-        if whole_chain:
-            event = self._registry.revoke_chain(chain_id, expires_at, now)
-        else:
-            event = self._registry.revoke_token(chain_id, token_id, expires_at, now)
-        self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
-        return radius
 
     def revoke_subject(self, subject: str, justification: str = "", caller: str = "") -> int:
         """Revoke every token of ``subject`` issued up to now; returns the horizon."""
@@ -290,11 +351,13 @@ class DelegationService:
             HorizonKey(HorizonKind.CLIENT, client_id), "client_id", justification, caller
         )
 
-    def get_chain(self, chain_id: str) -> ChainView:
+    def get_chain(self, chain_id: str, caller: str = "") -> ChainView:
         """The tokens of a chain with their states."""
-        chain = self._registry.chain(chain_id) if chain_id else None
-        if chain is None:
-            raise ChainNotFound()
+        with _operator_action("get_chain", caller, chain_id=chain_id):
+            chain = self._registry.chain(chain_id) if chain_id else None
+            if chain is None:
+                raise ChainNotFound()
+        audit_event("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
         return ChainView(chain_id, chain.chain_revoked, tuple(chain.states(self._clock.now())))
 
     def ready(self) -> bool:
@@ -324,12 +387,13 @@ class DelegationService:
         return snapshot.record or expected
 
     def _revoke_horizon(self, key: HorizonKey, field: str, justification: str, caller: str) -> int:
-        if not key.value:
-            raise InvalidRequest(
-                violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
-            )
-        now = self._clock.now()
-        event = self._registry.revoke_horizon(key, now, now)
+        with _operator_action(f"revoke_{key.kind.value}", caller, **{field: key.value}):
+            if not key.value:
+                raise InvalidRequest(
+                    violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
+                )
+            now = self._clock.now()
+            event = self._registry.revoke_horizon(key, now, now)
         self._audit_revocation(event, caller, "operator", justification)
         return event.revoked_at  # the horizon in force: a later one may already have been set
 
@@ -337,23 +401,50 @@ class DelegationService:
     def _audit_revocation(
         event: RevocationEvent, caller: str, actor: str, justification: str = "", count: int | None = None
     ) -> None:
-        audit.info(
+        audit_event(
             "revoke",
-            extra={
-                "event": "revoke",
-                "outcome": "revoked",
-                "kind": event.kind,
-                "chain_id": event.chain_id,
-                "jti": event.token_id,
-                "subject": event.subject,
-                "client_id": event.client_id,
-                "actor": actor,
-                "caller": caller,
-                "justification": justification,
-                "revoked_token_count": count,
-                "cursor": event.cursor,
-            },
+            event="revoke",
+            outcome="revoked",
+            jti=event.token_id,
+            chain_id=event.chain_id,
+            client_id=event.client_id,
+            caller=caller,
+            kind=event.kind,
+            subject=event.subject,
+            actor=actor,
+            justification=justification,
+            revoked_token_count=count,
+            cursor=event.cursor,
         )
+
+
+def _check_deadline(time_left: TimeLeft | None) -> None:
+    """Refuse to go on when the caller's deadline leaves no time to mint."""
+    remaining = time_left() if time_left is not None else None
+    if remaining is not None and remaining < MINT_MARGIN_SECONDS:
+        raise DeadlineTooShort()
+
+
+def _outcome(refused: DelegationError) -> str:
+    """``error`` when the service could not decide (store down, deadline), ``denied`` otherwise."""
+    return "error" if refused.reason in (Reason.STORE_UNAVAILABLE, Reason.DEADLINE_TOO_SHORT) else "denied"
+
+
+@contextlib.contextmanager
+def _operator_action(action: str, caller: str, **facts: str) -> Iterator[None]:
+    """Audit an operator action that is refused or fails (success is audited by the action itself)."""
+    try:
+        yield
+    except DelegationError as refused:
+        audit_event(
+            f"{action} {_outcome(refused)}",
+            event=action,
+            outcome=_outcome(refused),
+            reason=refused.reason.identifier,
+            caller=caller,
+            **facts,
+        )
+        raise
 
 
 def _audiences(scopes: Sequence[StructuredScope | UrlScope]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ loaded, and a JWKS can never hold two different keys under one id.
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -222,18 +223,44 @@ def generate_signing_key(alg: str = "ES256") -> SigningKey:
     return SigningKey(alg=alg, private_key=private_key)
 
 
-class KeySet:
-    """This service's signing keys: exactly one active (it signs), older ones kept to verify (rotation).
+class KeyRole(enum.Enum):
+    """The part a key plays in a :class:`KeySet`."""
 
-    Rotation with overlap: build ``active.rotate(new_key)``; tokens signed by the previous key keep
-    verifying until it is dropped from the set, after the longest child lifetime has passed.
+    ACTIVE = "active"
+    """Signs new tokens (exactly one)."""
+    NEXT = "next"
+    """Published in the JWKS, verifies, but does not sign yet: relying parties learn it before the
+    rotation makes it active, so no token ever carries a kid their cached JWKS lacks."""
+    PREVIOUS = "previous"
+    """Signed earlier; kept to verify (and published) until every token it signed has expired."""
+
+
+class KeySet:
+    """This service's signing keys: exactly one active (it signs), next ones published ahead of use,
+    previous ones kept to verify (rotation with overlap).
+
+    Rotation: publish the new key as *next* (it appears in the JWKS), wait for relying parties' JWKS
+    caches to refresh, then ``rotate(new_key)`` (it signs; the old active key becomes *previous*), and
+    drop the previous key once the longest child lifetime has passed.
     """
 
-    def __init__(self, active: SigningKey, previous: Iterable[SigningKey] = ()) -> None:
-        ordered = [active, *previous]
+    def __init__(
+        self,
+        active: SigningKey,
+        previous: Iterable[SigningKey] = (),
+        next_keys: Iterable[SigningKey] = (),
+    ) -> None:
+        previous = tuple(previous)
+        upcoming = tuple(next_keys)
+        ordered = [active, *upcoming, *previous]
         kids = [key.kid for key in ordered]
         if len(set(kids)) != len(kids):
             raise ValueError("a key set cannot hold the same key twice")
+        self._roles: tuple[tuple[SigningKey, KeyRole], ...] = (
+            (active, KeyRole.ACTIVE),
+            *((key, KeyRole.NEXT) for key in upcoming),
+            *((key, KeyRole.PREVIOUS) for key in previous),
+        )
         self._keys: tuple[SigningKey, ...] = tuple(ordered)
         self._by_kid: Mapping[str, SigningKey] = MappingProxyType({key.kid: key for key in ordered})
         self._verification_keys: Mapping[str, VerificationKey] = MappingProxyType(
@@ -247,8 +274,22 @@ class KeySet:
 
     @property
     def keys(self) -> tuple[SigningKey, ...]:
-        """Every key, the active one first."""
+        """Every key, the active one first, then the next ones, then the previous ones."""
         return self._keys
+
+    def roles(self) -> tuple[tuple[SigningKey, KeyRole], ...]:
+        """Every key with its role, in the order of :attr:`keys`."""
+        return self._roles
+
+    @property
+    def next_keys(self) -> tuple[SigningKey, ...]:
+        """The keys published ahead of their use."""
+        return tuple(key for key, role in self._roles if role is KeyRole.NEXT)
+
+    @property
+    def previous_keys(self) -> tuple[SigningKey, ...]:
+        """The keys kept to verify what they signed before the last rotation."""
+        return tuple(key for key, role in self._roles if role is KeyRole.PREVIOUS)
 
     def get(self, kid: str) -> SigningKey | None:
         """The key with id ``kid``, if the set holds it."""
@@ -259,10 +300,11 @@ class KeySet:
 
         ``keep_previous`` caps how many older keys are kept (newest first); ``None`` keeps them all.
         """
-        older = [key for key in self._keys if key.kid != new_active.kid]
+        older = [self.active, *self.previous_keys]
+        older = [key for key in older if key.kid != new_active.kid]
         if keep_previous is not None:
             older = older[:keep_previous]
-        return KeySet(new_active, older)
+        return KeySet(new_active, older, [k for k in self.next_keys if k.kid != new_active.kid])
 
     def verification_keys(self) -> Mapping[str, VerificationKey]:
         """Every key's public half by kid: tokens signed by any key of the set verify."""

@@ -37,6 +37,10 @@ class Reason(enum.Enum):
     INVALID_REQUEST = "invalid_request"
     INVALID_PARENT_TOKEN = "invalid_parent_token"
     OPERATOR_CREDENTIALS_REQUIRED = "operator_credentials_required"
+    CALLER_CREDENTIALS_REQUIRED = "caller_credentials_required"
+    OPERATOR_ROLE_REQUIRED = "operator_role_required"
+    CALLER_NOT_AUTHORIZED = "caller_not_authorized"
+    DEADLINE_TOO_SHORT = "deadline_too_short"
     CHAIN_NOT_FOUND = "chain_not_found"
     STORE_UNAVAILABLE = "store_unavailable"
 
@@ -155,6 +159,34 @@ class OperatorCredentialsRequired(DelegationError):
 
     reason = Reason.OPERATOR_CREDENTIALS_REQUIRED
     message = "operator credentials are required"
+
+
+class CallerCredentialsRequired(DelegationError):
+    """Raised when an RPC that needs an authorised caller comes without valid caller credentials."""
+
+    reason = Reason.CALLER_CREDENTIALS_REQUIRED
+    message = "caller credentials are required"
+
+
+class OperatorRoleRequired(DelegationError):
+    """Raised when an authenticated caller that is not an operator calls an operator RPC."""
+
+    reason = Reason.OPERATOR_ROLE_REQUIRED
+    message = "the caller is not an operator"
+
+
+class CallerNotAuthorized(DelegationError):
+    """Raised when an authenticated caller may not introspect or follow revocations."""
+
+    reason = Reason.CALLER_NOT_AUTHORIZED
+    message = "the caller may not make this call"
+
+
+class DeadlineTooShort(DelegationError):
+    """Raised when too little of the caller's deadline is left to mint (nothing is minted)."""
+
+    reason = Reason.DEADLINE_TOO_SHORT
+    message = "the deadline leaves no time to mint a token"
 
 
 class StoreUnavailable(DelegationError):

@@ -6,10 +6,22 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Protocol
+
+import grpc
 
 from delegation_service.domain.errors import OperatorCredentialsRequired
 
 _BEARER_PREFIX = "bearer "
+_ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
+
+
+class CallerGate(Protocol):
+    """Decides, per call, who is calling and whether they may (``transport.authz.AccessGate``)."""
+
+    def admit(self, method: str, context: grpc.ServicerContext) -> str:
+        """The caller's identity for the audit log; raise a ``DelegationError`` to refuse the call."""
+        ...
 
 
 class OperatorAuthenticator:
@@ -35,6 +47,13 @@ class OperatorAuthenticator:
         if self._open_mode:
             return "operator:dev-open-mode"
         raise OperatorCredentialsRequired()
+
+    def admit(self, method: str, context: grpc.ServicerContext) -> str:
+        """Operator secrets for the admin service only; every other call is open (the :class:`CallerGate`
+        of a server built without :class:`~delegation_service.transport.authz.AccessGate`)."""
+        if method.startswith(_ADMIN_PREFIX):
+            return self.authenticate(context.invocation_metadata() or ())
+        return str(context.peer())
 
 
 def operator_secret_digest(secret: str) -> str:

@@ -38,9 +38,13 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     # Who is asking.
     Reason.INVALID_PARENT_TOKEN: grpc.StatusCode.UNAUTHENTICATED,
     Reason.OPERATOR_CREDENTIALS_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.CALLER_CREDENTIALS_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.OPERATOR_ROLE_REQUIRED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.CALLER_NOT_AUTHORIZED: grpc.StatusCode.PERMISSION_DENIED,
     # Everything else.
     Reason.CHAIN_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

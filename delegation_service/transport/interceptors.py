@@ -1,6 +1,7 @@
 """One server interceptor around every method of ``delegation.v1``.
 
-It authenticates operator calls, records the caller for the audit log, and turns every exception into a
+It admits each call through the caller gate (:mod:`.authz`: who is calling, may they make this call),
+records the caller for the audit log, and turns every exception into a
 status: domain errors through the one table in :mod:`.errors`, anything unexpected into a bare INTERNAL
 (the traceback goes to the log, never to the caller).
 """
@@ -14,7 +15,7 @@ from typing import Any
 import grpc
 
 from delegation_service.domain.errors import DelegationError
-from delegation_service.transport.auth import OperatorAuthenticator, set_caller
+from delegation_service.transport.auth import CallerGate, set_caller
 from delegation_service.transport.errors import internal_status, status_for
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
 class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
     """Wraps each ``delegation.v1`` handler; health and reflection pass through untouched."""
 
-    def __init__(self, operators: OperatorAuthenticator) -> None:
-        self._operators = operators
+    def __init__(self, gate: CallerGate) -> None:
+        self._gate = gate
 
     def intercept_service(
         self,
@@ -54,16 +55,13 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
             )
         return handler
 
-    def _enter(self, context: grpc.ServicerContext, admin: bool) -> None:
-        if admin:
-            set_caller(self._operators.authenticate(context.invocation_metadata()))
-        else:
-            set_caller(str(context.peer()))
+    def _enter(self, context: grpc.ServicerContext, method: str) -> None:
+        set_caller(self._gate.admit(method, context))
 
     def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str, admin: bool) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                self._enter(context, admin)
+                self._enter(context, method)
                 return behavior(request, context)
             except DelegationError as error:
                 status = status_for(error)
@@ -80,7 +78,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
     ) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                self._enter(context, admin)
+                self._enter(context, method)
                 yield from behavior(request, context)
                 return
             except DelegationError as error:

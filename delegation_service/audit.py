@@ -1,0 +1,81 @@
+"""The audit trail: one structured event per mint, refusal, revocation and operator action.
+
+Events go to the ``delegation_service.audit`` logger (JSON lines with the rest of the log, easy to
+route apart by logger name). Every event carries the same fields, empty when they do not apply:
+``event``, ``outcome``, ``reason``, ``jti``, ``chain_id``, ``client_id``, ``bearer``, ``caller``.
+
+Never a token value or key material: fields are built from verified claims and identifiers, and, as a
+second line of defence, every string is passed through :func:`redact`, which blanks anything shaped
+like a JWT or a PEM block and caps the length (several fields, such as a requested ``client_id``, come
+straight from the caller).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+AUDIT_LOGGER = "delegation_service.audit"
+JWT_SHAPED = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+"""A compact JWS/JWT: a base64url JSON object (``{"`` encodes to ``eyJ``) and two more segments."""
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.DOTALL)
+MAX_FIELD_LENGTH = 256
+
+_audit = logging.getLogger(AUDIT_LOGGER)
+
+
+def redact(value: str) -> str:
+    """``value`` with JWT-shaped and PEM-shaped parts replaced, control characters escaped, and capped.
+
+    An over-long value keeps its start and gains a short hash, so events about one value still match.
+    """
+    cleaned = _PEM.sub("[redacted-pem]", JWT_SHAPED.sub("[redacted-jwt]", value))
+    if not cleaned.isprintable():
+        cleaned = cleaned.encode("unicode_escape").decode("ascii")
+    if len(cleaned) > MAX_FIELD_LENGTH:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        cleaned = f"{cleaned[: MAX_FIELD_LENGTH - 24]}...[sha256:{digest}]"
+    return cleaned
+
+
+def record(
+    message: str,
+    *,
+    event: str,
+    outcome: str,
+    reason: str = "",
+    jti: str = "",
+    chain_id: str = "",
+    client_id: str = "",
+    bearer: str = "",
+    caller: str = "",
+    **fields: object,
+) -> None:
+    """Write one audit event. Extra ``fields`` are added as they are (strings redacted)."""
+    values: dict[str, object] = {
+        "event": event,
+        "outcome": outcome,
+        "reason": reason,
+        "jti": jti,
+        "chain_id": chain_id,
+        "client_id": client_id,
+        "bearer": bearer,
+        "caller": caller,
+        **fields,
+    }
+    _audit.info(
+        redact(message),
+        extra={
+            "audit": True,
+            **{name: _clean(value) for name, value in values.items()},
+        },
+    )
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
