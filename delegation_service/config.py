@@ -144,12 +144,6 @@ class Config:
         "operators.token_sha256", (), "SHA-256 (hex) of operator bearer secrets for the admin service."
     )
 
-    def validate(self) -> Config:
-        """Check cross-setting rules; return ``self`` so loading reads as one expression."""
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError("server.listen", f"{self.listen!r} is not host:port")
-        if self.admin_listen:
     access_mode: str = _setting(
         "access.mode",
         "authenticated",
@@ -172,6 +166,12 @@ class Config:
         "Scope that lets a trusted issuer's bearer JWT introspect and follow revocations.",
     )
 
+    def validate(self) -> Config:
+        """Check cross-setting rules; return ``self`` so loading reads as one expression."""
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError("server.listen", f"{self.listen!r} is not host:port")
+        if self.admin_listen:
             admin_host, _, admin_port = self.admin_listen.rpartition(":")
             if not admin_host or not admin_port.isdigit() or not 0 <= int(admin_port) < 65536:
                 raise ConfigError("admin.listen", f"{self.admin_listen!r} is not host:port")
@@ -201,14 +201,8 @@ class Config:
         for index, trusted in enumerate(self.trusted_issuers):
             if trusted.issuer == self.issuer:
                 raise ConfigError(f"trusted_issuers[{index}].issuer", "must differ from issuer.name")
-        return self
-
-
-def settings() -> list[dataclasses.Field[Any]]:
-    """The declared settings, in declaration order."""
-    return list(dataclasses.fields(Config))
         self._validate_security()
-
+        return self
 
     def _validate_security(self) -> None:
         """Rules of the TLS, access and limit settings (issue 4)."""
@@ -251,6 +245,12 @@ def is_loopback_listen(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def settings() -> list[dataclasses.Field[Any]]:
+    """The declared settings, in declaration order."""
+    return list(dataclasses.fields(Config))
+
 
 def env_name(setting: dataclasses.Field[Any]) -> str | None:
     """The environment variable that overrides a setting (``None`` for tables)."""
