@@ -29,7 +29,7 @@ from delegation_service.adapters.keys import (
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
-from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.config import Config, ConfigError
 from delegation_service.domain.catalog import Catalog, CatalogError
@@ -43,8 +43,6 @@ from delegation_service.transport.metrics import MetricsInterceptor, ServiceMetr
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 
 log = logging.getLogger(__name__)
-
-EVENT_RETENTION_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -172,17 +170,23 @@ def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:
 
 def build_registry(config: Config, clock: Clock) -> TokenRegistry:
     """The token store the configuration names."""
+    # Horizons outlast every token they can cover; events are kept as long, so the revocation stream
+    # still holds every revocation in force (a cold gateway's snapshot misses none).
     retention = max(config.max_parent_age_seconds, config.max_lifetime_seconds) + config.leeway_seconds
     if config.store == "memory":
-        return MemoryRegistry(clock, horizon_retention_seconds=retention)
-    return RedisRegistry(
+        return MemoryRegistry(clock, horizon_retention_seconds=retention, event_retention_seconds=retention)
+    registry = RedisRegistry(
         redis_client(config),
         prefix=config.redis_key_prefix,
         leeway_seconds=config.leeway_seconds,
         horizon_retention_seconds=retention,
-        event_retention_seconds=EVENT_RETENTION_SECONDS,
+        event_retention_seconds=retention,
         cluster=config.redis_mode == "cluster",
+        require_persistence=not config.redis_allow_unsafe_persistence,
     )
+    # Refuses to start (UnsafePersistence) on a Redis that could lose or evict revocations.
+    check_persistence_at_startup(registry, allow_unsafe=config.redis_allow_unsafe_persistence)
+    return registry
 
 
 def redis_client(config: Config) -> redis.Redis | RedisCluster:

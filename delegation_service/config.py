@@ -124,6 +124,12 @@ class Config:
         "redis.timeout_ms", 250, "Socket connect and read timeout per Redis call."
     )
     redis_key_prefix: str = _setting("redis.key_prefix", "ds", "Prefix of every key the service writes.")
+    redis_allow_unsafe_persistence: bool = _setting(
+        "redis.allow_unsafe_persistence",
+        False,
+        "Development only: serve although Redis lacks appendonly yes / maxmemory-policy noeviction "
+        "(or hides CONFIG); a restart or eviction can then undo revocations.",
+    )
 
     admin_listen: str = _setting(
         "admin.listen",

@@ -48,6 +48,9 @@ def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstrea
         issuer=DEV_ISSUER,
         store="redis" if redis_url else "memory",
         redis_url=redis_url or Config.redis_url,
+        # A developer's Redis is rarely durable: serve on it anyway; the start-up check logs a warning
+        # naming what would be unsafe in production.
+        redis_allow_unsafe_persistence=True,
         operator_token_sha256=(operator_secret_digest(operator_secret),),
         max_parent_age_seconds=DEMO_PARENT_LIFETIME,
         log_level="INFO",

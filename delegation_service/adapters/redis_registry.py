@@ -17,14 +17,20 @@ checking a token reads a fixed number of keys (one MGET on a single node).
 The leeway is added to every record and marker TTL because the service hosts' clocks and Redis's clock
 differ: a marker that Redis dropped at the exact expiry could let a host whose clock lags see a revoked
 token as alive again. TTLs are never shortened (``EXPIREAT ... GT``) for the same reason.
+
+An acknowledged revocation must survive a Redis restart and must never be evicted, so the registry can
+refuse to work on a Redis that is not configured for that (:func:`persistence_problems`): every master
+needs ``appendonly yes`` and ``maxmemory-policy noeviction``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -45,6 +51,14 @@ from delegation_service.domain.tokens import TokenKind
 
 RedisClient = redis.Redis | RedisCluster
 """The clients the registry accepts; built by the composition root, never here."""
+
+log = logging.getLogger(__name__)
+
+REQUIRED_SETTINGS = {"appendonly": "yes", "maxmemory-policy": "noeviction"}
+"""What every master must be configured with for revocations to hold: an AOF, so an acknowledged
+revocation survives a restart, and no eviction, so a full Redis refuses writes (and the service fails
+closed) instead of silently dropping revocation markers."""
+UNSAFE_OVERRIDE = "redis.allow_unsafe_persistence"
 
 # First element of every record: what it is and in which encoding, so a rolling deploy can still read the
 # records of the previous release. A root keeps its own facts; a child keeps only what differs from its
@@ -136,6 +150,66 @@ return id
 )
 
 
+@dataclass(frozen=True)
+class PersistenceProblem:
+    """A Redis setting that makes revocations unsafe, or that could not be read, on one node."""
+
+    node: str
+    setting: str
+    found: str
+    required: str
+
+    def __str__(self) -> str:
+        if not self.found:
+            return (
+                f"{self.node}: cannot read {self.setting} (CONFIG GET is disabled or not permitted, as on "
+                f"many managed Redis services); it must be {self.required!r}"
+            )
+        return f"{self.node}: {self.setting} is {self.found!r}, revocations need {self.required!r}"
+
+
+def persistence_problems(client: RedisClient) -> list[PersistenceProblem]:
+    """What is wrong with ``client``'s Redis (every master of a cluster) for durable revocations.
+
+    Empty when every master has the :data:`REQUIRED_SETTINGS`. A setting that cannot be read (``CONFIG``
+    renamed away or refused by an ACL) is a problem too: it cannot be shown to be safe. Raises
+    :class:`~delegation_service.domain.errors.StoreUnavailable` when a node does not answer.
+    """
+    problems: list[PersistenceProblem] = []
+    with _store_call():
+        for name, node in _masters(client):
+            for setting, required in REQUIRED_SETTINGS.items():
+                try:
+                    found = _config_value(node.config_get(setting), setting)
+                except redis.ResponseError:  # unknown command, NOPERM: includes NoPermissionError
+                    problems.append(PersistenceProblem(name, setting, "", required))
+                    continue
+                if found != required:
+                    problems.append(PersistenceProblem(name, setting, found or "(unset)", required))
+    return problems
+
+
+def _masters(client: RedisClient) -> list[tuple[str, redis.Redis]]:
+    """Each master with a plain client on it; a single node (or Sentinel's current master) is one."""
+    if not isinstance(client, RedisCluster):
+        kwargs = client.connection_pool.connection_kwargs
+        # A Sentinel-managed pool names no host: the master is whichever Sentinel reports.
+        name = f"{kwargs['host']}:{kwargs.get('port', 6379)}" if "host" in kwargs else "the master"
+        return [(name, client)]
+    masters = []
+    for node in client.get_primaries():  # type: ignore[no-untyped-call]
+        connection = node.redis_connection or client.get_redis_connection(node)
+        masters.append((str(node.name), connection))
+    return masters
+
+
+def _config_value(reply: Mapping[Any, Any], setting: str) -> str:
+    for name, value in reply.items():
+        if _text(name) == setting:
+            return _text(value)
+    return ""
+
+
 class RedisRegistry:
     """A :class:`~delegation_service.domain.ports.TokenRegistry` kept in Redis.
 
@@ -145,6 +219,11 @@ class RedisRegistry:
 
     ``horizon_retention_seconds`` must outlast the longest-lived token a horizon can cover (upstream
     tokens included) plus the leeway: a horizon that expires earlier would bring its tokens back.
+
+    With ``require_persistence=True`` the registry works only on a Redis whose settings pass
+    :func:`persistence_problems`: it checks them before its first call and again on every :meth:`ping`
+    (the health probe, so a failover to a badly configured node is noticed), and fails every call closed
+    with :class:`~delegation_service.domain.errors.StoreUnavailable` while they are wrong.
     """
 
     def __init__(
@@ -156,6 +235,7 @@ class RedisRegistry:
         horizon_retention_seconds: int = 86_400,
         event_retention_seconds: int = 86_400,
         cluster: bool = False,
+        require_persistence: bool = False,
     ) -> None:
         if cluster != isinstance(client, RedisCluster):
             raise ValueError("cluster=True goes with a RedisCluster client, cluster=False with any other")
@@ -169,6 +249,9 @@ class RedisRegistry:
         self._horizon_retention = horizon_retention_seconds
         self._event_retention = event_retention_seconds
         self._cluster = cluster
+        self._require_persistence = require_persistence
+        # None until the settings were read once; then the problems last found (empty: safe).
+        self._persistence: tuple[PersistenceProblem, ...] | None = None
         # register_script only hashes the source: no round trip here; Script loads it on first NOSCRIPT.
         self._record_child: Script = client.register_script(_RECORD_CHILD)
         self._mark: Script = client.register_script(_MARK)
@@ -213,7 +296,7 @@ class RedisRegistry:
         ]
         if root_id is not None:
             chain_keys.append(self._record_key(expected.chain_id, root_id))
-        with _store_call():
+        with self._call():
             values = self._mget([*chain_keys, *(self._horizon_key(key) for key in horizon_keys)])
             raw_record, token_marker, chain_marker = values[:3]
             root = None
@@ -254,13 +337,13 @@ class RedisRegistry:
             child.expires_at,
             self._leeway,
         ]
-        with _store_call():
+        with self._call():
             return int(self._record_child(keys=keys, args=args)) == 1
 
     def revoke_token(self, chain_id: str, token_id: str, expires_at: int, now: int) -> RevocationEvent:
         """Set the token's marker until ``expires_at`` (plus leeway), then publish the event."""
         _check_chain_id(chain_id)
-        with _store_call():
+        with self._call():
             self._mark(keys=[self._token_marker_key(chain_id, token_id)], args=[expires_at + self._leeway])
             return self._publish_event(
                 "token", chain_id=chain_id, token_id=token_id, revoked_at=now, expires_at=expires_at, now=now
@@ -272,7 +355,7 @@ class RedisRegistry:
         One write whatever the chain's size: checks consult the marker, nothing fans out.
         """
         _check_chain_id(chain_id)
-        with _store_call():
+        with self._call():
             self._mark(keys=[self._chain_key(chain_id, "rc")], args=[expires_at + self._leeway])
             return self._publish_event(
                 "chain", chain_id=chain_id, revoked_at=now, expires_at=expires_at, now=now
@@ -284,7 +367,7 @@ class RedisRegistry:
         The event's ``revoked_at`` is the horizon itself (tokens issued at or before it are revoked), as
         the ``WatchRevocations`` response documents.
         """
-        with _store_call():
+        with self._call():
             effective = int(self._horizon(keys=[self._horizon_key(key)], args=[at, self._horizon_retention]))
             subject = key.value if key.kind is HorizonKind.SUBJECT else ""
             client_id = key.value if key.kind is HorizonKind.CLIENT else ""
@@ -305,7 +388,7 @@ class RedisRegistry:
         """
         if not _is_valid_chain_id(chain_id):
             return None
-        with _store_call():
+        with self._call():
             members = [_text(m) for m in _reply(self._client.zrange(self._chain_key(chain_id, "m"), 0, -1))]
             keys = [self._chain_key(chain_id, "rc")]
             keys += [self._record_key(chain_id, token_id) for token_id in members]
@@ -346,16 +429,65 @@ class RedisRegistry:
         if limit <= 0:
             return []
         start = f"({after}" if after else "-"
-        with _store_call():
+        with self._call():
             entries = _reply(self._client.xrange(self._events_key, start, "+", count=limit))
             return [_decode_event(entry_id, fields) for entry_id, fields in entries]
 
     def ping(self) -> bool:
-        """Whether Redis answers right now; never raises."""
+        """Whether Redis answers right now (and, when required, is configured safely); never raises."""
         try:
+            if self._require_persistence and self.check_persistence():
+                return False
             return bool(self._client.ping())
-        except (RedisError, RedisClusterException, OSError):
+        except (StoreUnavailable, RedisError, RedisClusterException, OSError):
             return False
+
+    # -- persistence --------------------------------------------------------------------------------------
+
+    def check_persistence(self) -> list[PersistenceProblem]:
+        """Read the persistence settings now, remember the answer and return what is wrong.
+
+        Raises :class:`~delegation_service.domain.errors.StoreUnavailable` when Redis does not answer
+        (the last answer is kept). When persistence is required, a change for the worse is logged as an
+        error naming the settings, and a change back as a notice.
+        """
+        problems = tuple(persistence_problems(self._client))
+        previous, self._persistence = self._persistence, problems
+        if self._require_persistence and problems != previous:
+            if problems:
+                log.error(
+                    "refusing to serve: Redis is not configured for durable revocations",
+                    extra={
+                        "event": "redis_persistence",
+                        "outcome": "unsafe",
+                        "problems": [str(p) for p in problems],
+                        "override": UNSAFE_OVERRIDE,
+                    },
+                )
+            elif previous:
+                log.warning(
+                    "Redis persistence settings are safe again: serving",
+                    extra={"event": "redis_persistence", "outcome": "safe"},
+                )
+        return list(problems)
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        """One store call: fails closed on any Redis failure, and on unsafe settings when required.
+
+        Settings never read yet (Redis was down at start-up) are read first; settings found wrong fail
+        the call without another round trip, until a health probe (:meth:`ping`) finds them fixed.
+        """
+        if self._require_persistence and self._persistence != ():
+            problems = self._persistence
+            if problems is None:
+                problems = tuple(self.check_persistence())
+            if problems:
+                raise StoreUnavailable(
+                    message="the token store is not configured for durable revocations (see the log)"
+                )
+        with _store_call():
+            yield
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -575,4 +707,56 @@ def _decode_event(entry_id: bytes | str, raw_fields: Mapping[Any, Any]) -> Revoc
     )
 
 
-__all__ = ["RedisClient", "RedisRegistry"]
+class UnsafePersistence(RuntimeError):
+    """Raised at start-up when Redis is not configured for durable revocations and no override is set."""
+
+
+def check_persistence_at_startup(registry: RedisRegistry, *, allow_unsafe: bool) -> None:
+    """The start-up check of Redis's persistence settings; the composition root calls it once.
+
+    Wrong settings raise :class:`UnsafePersistence` (the process refuses to start) with a message that
+    names each setting and the override, unless ``allow_unsafe`` (development only) turns that into a
+    warning. A Redis that does not answer yet is no reason to exit: the service starts NOT_SERVING, and a
+    registry built with ``require_persistence`` checks the settings before its first call.
+    """
+    try:
+        problems = registry.check_persistence()
+    except StoreUnavailable:
+        log.warning(
+            "cannot check Redis persistence settings at start-up: Redis does not answer; they are checked "
+            "when it does, and the service reports NOT_SERVING until then",
+            extra={"event": "redis_persistence", "outcome": "unknown"},
+        )
+        return
+    if not problems:
+        log.info(
+            "Redis persistence settings are safe",
+            extra={"event": "redis_persistence", "outcome": "safe", "required": REQUIRED_SETTINGS},
+        )
+        return
+    described = "; ".join(str(p) for p in problems)
+    if allow_unsafe:
+        log.warning(
+            "Redis is not configured for durable revocations; serving anyway because %s is set "
+            "(development only: a restart or eviction can undo revocations)",
+            UNSAFE_OVERRIDE,
+            extra={"event": "redis_persistence", "outcome": "overridden", "problems": described},
+        )
+        return
+    # check_persistence has logged the error with the details.
+    raise UnsafePersistence(
+        f"Redis is not configured for durable revocations: {described}. Fix the Redis configuration "
+        "(appendonly yes, maxmemory-policy noeviction on every master), or set "
+        f"{UNSAFE_OVERRIDE} = true for development only"
+    )
+
+
+__all__ = [
+    "REQUIRED_SETTINGS",
+    "PersistenceProblem",
+    "RedisClient",
+    "RedisRegistry",
+    "UnsafePersistence",
+    "check_persistence_at_startup",
+    "persistence_problems",
+]

@@ -59,7 +59,8 @@ def start_harness(redis_url: str, **overrides: object) -> Harness:
         redis_key_prefix="it",
         operator_token_sha256=(operator_secret_digest(secret),),
         max_workers=16,
-        **overrides,  # type: ignore[arg-type]
+        # The suite's shared Redis keeps nothing on disk; tests of the persistence check override this.
+        **{"redis_allow_unsafe_persistence": True, **overrides},  # type: ignore[arg-type]
     ).validate()
     upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
     app = build(
