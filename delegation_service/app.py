@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
@@ -23,6 +24,7 @@ from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     KeySet,
+    SigningKey,
     generate_signing_key,
     load_jwks_file,
     load_private_key_file,
@@ -31,16 +33,19 @@ from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
 from delegation_service.adapters.verified_cache import CachingVerifier
-from delegation_service.config import Config, ConfigError
+from delegation_service.config import Config, ConfigError, is_loopback_listen
+from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
 from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import OperatorAuthenticator
+from delegation_service.transport.auth import CallerGate, OperatorAuthenticator
+from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import AdminHttpServer, AdminSettings
 from delegation_service.transport.metrics import MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
+from delegation_service.transport.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ class Application:
     operators: OperatorAuthenticator
     extra_trusted: Sequence[jwt_codec.TrustedIssuer] = field(default_factory=tuple)
     metrics: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(process_metrics=False))
+    access: CallerGate | None = None
+    """Who may call what (:class:`AccessGate`); ``None`` falls back to ``operators`` alone."""
+    tls: grpc.ServerCredentials | None = None
+    """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
 
     def serve(
         self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
@@ -95,8 +104,10 @@ class Application:
                 max_concurrent_rpcs=config.max_concurrent_rpcs,
                 reflection=config.reflection,
                 reuse_port=reuse_port,
+                credentials=self.tls,
+                handshake_timeout_seconds=config.handshake_timeout_seconds,
             ),
-            self.operators,
+            self.access if self.access is not None else self.operators,
             outer_interceptors=[MetricsInterceptor(self.metrics)],
         )
 
@@ -150,12 +161,39 @@ def build(
         max_parent_age_seconds=config.max_parent_age_seconds,
     )
     metrics.describe_keys(keys.active.kid, keys.active.alg, service.jwks())
+    if (config.operator_scope or config.introspection_scope) and not trusted:
+        raise ConfigError("access.operator_scope", "caller JWTs need at least one [[trusted_issuers]] table")
+    access = AccessGate(
+        mode=AccessMode(config.access_mode),
+        operator_token_sha256=config.operator_token_sha256,
+        operator_identities=config.operator_identities,
+        introspection_identities=config.introspection_identities,
+        caller_tokens=service,
+        operator_scope=config.operator_scope,
+        introspection_scope=config.introspection_scope,
+        everyone_is_operator=open_operator_mode,
+    )
     return Application(
         config,
         service,
         OperatorAuthenticator(config.operator_token_sha256, open_operator_mode),
         metrics=metrics,
+        access=access,
+        tls=_tls_credentials(config),
     )
+
+
+def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """The gRPC port's TLS credentials, read and checked once; ``None`` (and a warning) for plaintext."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        if not is_loopback_listen(config.listen):
+            log.warning(
+                "serving plaintext gRPC on a non-loopback address: set tls.cert_file and tls.key_file "
+                "unless a proxy in front terminates TLS",
+                extra={"event": "tls_off", "listen": config.listen},
+            )
+        return None
+    return server_credentials(TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file))
 
 
 def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:
@@ -216,13 +254,24 @@ def redis_client(config: Config) -> redis.Redis | RedisCluster:
 def _signing_keys(config: Config) -> KeySet:
     if not config.signing_key_files:
         raise ConfigError("issuer.signing_key_files", "at least one private key file is required")
+    loaded = _load_keys("issuer.signing_key_files", config.signing_key_files, config.signing_algorithm)
+    upcoming = _load_keys(
+        "issuer.next_signing_key_files", config.next_signing_key_files, config.signing_algorithm
+    )
+    try:
+        return KeySet(loaded[0], loaded[1:], upcoming)
+    except ValueError as error:
+        raise ConfigError("issuer.next_signing_key_files", str(error)) from None
+
+
+def _load_keys(setting: str, paths: Sequence[Path], algorithm: str) -> list[SigningKey]:
     loaded = []
-    for path in config.signing_key_files:
+    for path in paths:
         try:
-            loaded.append(load_private_key_file(path, config.signing_algorithm))
+            loaded.append(load_private_key_file(path, algorithm))
         except (OSError, ValueError) as error:
-            raise ConfigError("issuer.signing_key_files", f"{path}: {error}") from None
-    return KeySet(loaded[0], loaded[1:])
+            raise ConfigError(setting, f"{path}: {error}") from None
+    return loaded
 
 
 def _catalog(config: Config) -> Catalog:

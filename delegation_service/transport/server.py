@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import OperatorAuthenticator
+from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.interceptors import ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
 
@@ -40,6 +40,7 @@ class ServerSettings:
     reflection: bool = True
     reuse_port: bool = False
     credentials: grpc.ServerCredentials | None = None
+    handshake_timeout_seconds: float = 5.0
 
 
 class HealthMonitor:
@@ -111,7 +112,7 @@ class RunningServer:
 def start_server(
     service: DelegationService,
     settings: ServerSettings,
-    operators: OperatorAuthenticator,
+    gate: CallerGate,
     outer_interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> RunningServer:
     """Build, bind and start the server; raise ``RuntimeError`` when the address cannot be bound.
@@ -121,7 +122,7 @@ def start_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*outer_interceptors, ErrorAndAuthInterceptor(operators)],
+        interceptors=[*outer_interceptors, ErrorAndAuthInterceptor(gate)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             # Off unless asked for: a second server must fail loudly on a busy port, not share it.
@@ -129,6 +130,9 @@ def start_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            # A connection must finish TLS and send its HTTP/2 preface by then, or it is closed: slow
+            # or idle clients cannot hold sockets open during the handshake (gRPC's default is 120 s).
+            ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
         ],
     )
     delegation_pb2_grpc.add_DelegationServiceServicer_to_server(DelegationServicer(service), server)
