@@ -52,6 +52,9 @@ def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstrea
         # naming what would be unsafe in production.
         redis_allow_unsafe_persistence=True,
         operator_token_sha256=(operator_secret_digest(operator_secret),),
+        # Loopback only (config refuses "open" elsewhere): anyone on this machine may introspect, so
+        # the printed commands work without credentials; operator calls still need the secret.
+        access_mode="open",
         max_parent_age_seconds=DEMO_PARENT_LIFETIME,
         log_level="INFO",
     ).validate()

@@ -60,7 +60,9 @@ def start_harness(redis_url: str, **overrides: object) -> Harness:
         operator_token_sha256=(operator_secret_digest(secret),),
         max_workers=16,
         # The suite's shared Redis keeps nothing on disk; tests of the persistence check override this.
-        **{"redis_allow_unsafe_persistence": True, **overrides},  # type: ignore[arg-type]
+        # Introspection open (loopback only), as on the dev server: these tests are about delegation and
+        # revocation; tests/security covers the authenticated mode.
+        **{"redis_allow_unsafe_persistence": True, "access_mode": "open", **overrides},  # type: ignore[arg-type]
     ).validate()
     upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
     app = build(
