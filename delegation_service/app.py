@@ -138,7 +138,7 @@ def build(
     """Wire the application. Keyword arguments replace what the config would build (dev server, tests)."""
     clock = clock or SystemClock()
     metrics = ServiceMetrics()
-    keys = keys or _signing_keys(config)
+    keys = keys or signing_keys(config)
     catalog = catalog or _catalog(config)
     trusted = [*_trusted_issuers(config), *extra_trusted]
     verifier: TokenVerifier = jwt_codec.JwtVerifier(
@@ -251,7 +251,9 @@ def redis_client(config: Config) -> redis.Redis | RedisCluster:
     return redis.Redis.from_url(config.redis_url, **common)
 
 
-def _signing_keys(config: Config) -> KeySet:
+def signing_keys(config: Config) -> KeySet:
+    """The service's key set from ``issuer.signing_key_files`` (first active, others previous) and
+    ``issuer.next_signing_key_files`` (next); raise :class:`ConfigError` naming the setting."""
     if not config.signing_key_files:
         raise ConfigError("issuer.signing_key_files", "at least one private key file is required")
     loaded = _load_keys("issuer.signing_key_files", config.signing_key_files, config.signing_algorithm)

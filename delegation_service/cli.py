@@ -144,7 +144,13 @@ def _run_until_signal(running: Any, grace: float) -> None:
 def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    credentials = _channel_credentials(args)
+    channel = (
+        grpc.secure_channel(args.address, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(args.address)
+    )
+    with channel:
         try:
             stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub omits the RPC methods
             response = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
@@ -183,13 +189,69 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _keys_list(args: argparse.Namespace) -> int:
+    """The configured signing keys: kid, alg, role (active, next, previous) and file."""
+    from delegation_service import app, config
+
+    try:
+        settings = config.load(Path(args.config), os.environ)
+        key_set = app.signing_keys(settings)
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    files = [
+        *settings.signing_key_files,
+        *settings.next_signing_key_files,
+    ]
+    by_kid = {key.kid: path for key, path in zip(_keys_in_file_order(key_set), files, strict=True)}
+    rows = [
+        {"kid": key.kid, "alg": key.alg, "role": role.value, "file": str(by_kid[key.kid])}
+        for key, role in key_set.roles()
+    ]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'kid':<44} {'alg':<6} {'role':<9} file")
+    for row in rows:
+        print(f"{row['kid']:<44} {row['alg']:<6} {row['role']:<9} {row['file']}")
+    return EXIT_OK
+
+
+def _keys_in_file_order(key_set: Any) -> list[Any]:
+    """The keys in the order their files are configured: active, previous..., then next..."""
+    return [key_set.active, *key_set.previous_keys, *key_set.next_keys]
+
+
 # -- client commands ---------------------------------------------------------------------------------
 
 
 def _client(args: argparse.Namespace) -> Any:
     from delegation_service.client import DelegationClient
 
-    return DelegationClient(args.address, timeout=args.timeout, operator_token=args.operator_token)
+    return DelegationClient(
+        args.address,
+        timeout=args.timeout,
+        operator_token=args.operator_token,
+        credentials=_channel_credentials(args),
+    )
+
+
+def _channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from --tls-ca/--tls-cert/--tls-key (mTLS with a certificate), else plaintext."""
+    from delegation_service.transport.tls import channel_credentials
+
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        return channel_credentials(
+            Path(args.tls_ca) if args.tls_ca else None,
+            Path(args.tls_cert) if args.tls_cert else None,
+            Path(args.tls_key) if args.tls_key else None,
+        )
+    except OSError as error:
+        raise UsageError(f"cannot read a TLS file: {error}") from None
 
 
 def _delegate(args: argparse.Namespace) -> int:
@@ -413,6 +475,12 @@ def _add_server_commands(commands: Any) -> None:
     generate.add_argument("--out", required=True, help="file to write")
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
+    listing = keys.add_parser(
+        "list", help="the configured signing keys: kid, alg, role (active/next/previous)"
+    )
+    listing.add_argument("--config", required=True, help="TOML configuration file")
+    listing.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    listing.set_defaults(handler=_keys_list)
 
 
 def _add_client_commands(commands: Any) -> Any:
@@ -480,6 +548,22 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
         help="server host:port (default: $DELEGATION_ADDRESS or 127.0.0.1:50051)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    tls = parser.add_argument_group("TLS (default: plaintext)")
+    tls.add_argument(
+        "--tls-ca",
+        default=os.environ.get("DELEGATION_TLS_CA"),
+        help="CA certificate(s) that sign the server's certificate; turns TLS on ($DELEGATION_TLS_CA)",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        default=os.environ.get("DELEGATION_TLS_CERT"),
+        help="client certificate for mTLS ($DELEGATION_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        default=os.environ.get("DELEGATION_TLS_KEY"),
+        help="its private key ($DELEGATION_TLS_KEY)",
+    )
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:

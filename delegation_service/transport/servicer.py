@@ -70,6 +70,7 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
                 validate_only=request.validate_only,
             ),
             caller=current_caller(),
+            time_left=context.time_remaining,
         )
         child = result.child
         return delegation_pb2.DelegateResponse(
@@ -179,7 +180,7 @@ class DelegationAdminServicer(admin_pb2_grpc.DelegationAdminServiceServicer):
         self, request: admin_pb2.GetChainRequest, context: grpc.ServicerContext
     ) -> admin_pb2.GetChainResponse:
         """A chain's tokens with their states."""
-        view = self._service.get_chain(request.chain_id)
+        view = self._service.get_chain(request.chain_id, caller=current_caller())
         return admin_pb2.GetChainResponse(
             chain_id=view.chain_id,
             revoked=view.revoked,
