@@ -35,11 +35,13 @@ COPY protos/ protos/
 RUN scripts/gen-protos /opt/codegen/bin/python
 
 COPY delegation_service/ delegation_service/
+# The client helper (delegation_client) is part of the service's install too.
+COPY clients/python/src/ clients/python/src/
 # A regular (not editable) install: the generated delegation/ package and delegation_service/ are
 # copied into the venv's site-packages.
 # Smoke check, isolated (-I) so the source tree in the working directory cannot stand in for the install.
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
-    && /opt/venv/bin/python -I -c "import delegation_service, delegation.v1.delegation_pb2_grpc"
+    && /opt/venv/bin/python -I -c "import delegation_service.cli, delegation_service.client, delegation.v1.delegation_pb2_grpc"
 
 # ---------------------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm AS runtime
@@ -58,7 +60,9 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 
 USER ${APP_UID}:${APP_UID}
 
-# 50051: gRPC (delegation.v1 and grpc.health.v1); 8080: HTTP (health, metrics, JWKS).
+# 50051: gRPC (delegation.v1, grpc.health.v1, reflection); 8080: the admin HTTP port (/metrics,
+# /.well-known/jwks.json, /.well-known/oauth-authorization-server, /livez, /readyz). Both bind what
+# config.toml says: use 0.0.0.0 there (server.listen, admin.listen) to publish them from a container.
 EXPOSE 50051 8080
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
