@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.redis_processes import RedisClusterProcesses
 
 LOOPBACK = "127.0.0.1"
 # Bounds on waiting for a server: attempts (a free port can be taken between probe and bind) and the
@@ -175,6 +179,21 @@ def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         time.sleep(0.05)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A real 3-master Redis Cluster on loopback (``.url``, ``.client()``, ``.node_clients()``).
+
+    Keys of different slots live on different processes here, so anything that only works because one
+    node owns every slot fails.
+    """
+    # Imported here: that module builds on the helpers above.
+    from tests.redis_processes import start_redis_cluster  # noqa: PLC0415
+
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster-3"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import pytest
 import redis
@@ -488,12 +487,6 @@ def now() -> int:
     return int(time.time())
 
 
-class RunningRedis(Protocol):
-    """What the Redis-only tests need of a ``redis_server``-style fixture."""
-
-    port: int
-
-
 def redis_chain(redis_registry: RedisRegistry, children: int) -> list[TokenRecord]:
     root = make_root(now())
     kids = [make_child(root, client_id=f"client-{i % 5}") for i in range(children)]
@@ -741,10 +734,15 @@ def test_a_child_the_compact_encoding_cannot_represent_is_refused(redis_registry
 # -- Redis Cluster ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster_registry(redis_cluster_server: RunningRedis) -> Iterator[RedisRegistry]:
-    """A cluster-mode registry on the one-node cluster, emptied first."""
-    client = RedisCluster(host="127.0.0.1", port=redis_cluster_server.port)
+@pytest.fixture(params=["one-node", "three-masters"])
+def cluster_registry(request: pytest.FixtureRequest) -> Iterator[RedisRegistry]:
+    """A cluster-mode registry on the one-node cluster, then on the real 3-master one, emptied first.
+
+    One node proves the layout (it refuses CROSSSLOT even for slots it owns all of); three prove it works
+    when the slots live in different processes.
+    """
+    fixture = "redis_cluster_server" if request.param == "one-node" else "redis_cluster"
+    client = RedisCluster.from_url(request.getfixturevalue(fixture).url.removesuffix("/0"))
     client.flushall()
     yield RedisRegistry(client, prefix="cl", leeway_seconds=LEEWAY, cluster=True)
     client.close()
