@@ -103,6 +103,9 @@ class TrustedIssuer:
     keys: Mapping[str, VerificationKey] = field(repr=False)
     algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
     audience: str | None = None
+    allow_extra_audiences: bool = False
+    """With an ``audience``, whether a token may name other audiences besides it. Off by default: a token
+    addressed to several services can be replayed to us by any of them (RFC 8725 §3.9)."""
 
     def __post_init__(self) -> None:
         if not self.issuer:
@@ -132,6 +135,7 @@ class _IssuerRules:
     keys: Mapping[str, VerificationKey]
     algorithms: frozenset[str]
     audience: str | None
+    allow_extra_audiences: bool = False
 
 
 class JwtVerifier:
@@ -180,6 +184,7 @@ class JwtVerifier:
                 keys=issuer.keys,
                 algorithms=frozenset(issuer.algorithms),
                 audience=issuer.audience,
+                allow_extra_audiences=issuer.allow_extra_audiences,
             )
         self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
         self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
@@ -285,6 +290,8 @@ class JwtVerifier:
         audiences = _audiences(payload)
         if rules.audience is not None and rules.audience not in audiences:
             _reject("audience mismatch")
+        if rules.audience is not None and len(audiences) > 1 and not rules.allow_extra_audiences:
+            _reject("token is addressed to other audiences too")
         scopes = _scopes(payload)
         bearer = _bearer(payload)
 

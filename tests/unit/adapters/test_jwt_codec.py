@@ -337,10 +337,27 @@ def test_upstream_access_token_types_are_accepted(typ: object, world: World, ver
     assert verifier.verify(world.forge(header={"typ": typ})).kind is TokenKind.UPSTREAM
 
 
-@pytest.mark.parametrize("aud", [REQUIRED_AUDIENCE, ["other", REQUIRED_AUDIENCE]])
+@pytest.mark.parametrize("aud", [REQUIRED_AUDIENCE, [REQUIRED_AUDIENCE]])
 def test_required_audience_is_accepted(aud: object, world: World, verifier: JwtVerifier) -> None:
     token = world.forge(world.upstream_claims(iss=AUD_ISSUER, aud=aud), key=world.aud_key)
     assert REQUIRED_AUDIENCE in verifier.verify(token).audiences
+
+
+def test_extra_audiences_are_refused_unless_the_issuer_allows_them(world: World) -> None:
+    """A token addressed to another service as well could be replayed to us by that service."""
+    token = world.forge(
+        world.upstream_claims(iss=AUD_ISSUER, aud=["other", REQUIRED_AUDIENCE]), key=world.aud_key
+    )
+    keys = load_jwks({"keys": [dict(world.aud_key.public_jwk)]})
+
+    def verifier(allow: bool) -> JwtVerifier:
+        trusted = TrustedIssuer(AUD_ISSUER, keys, audience=REQUIRED_AUDIENCE, allow_extra_audiences=allow)
+        return JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
+
+    with pytest.raises(ParentRejected) as refused:
+        verifier(False).verify(token)
+    assert refused.value.detail == "token is addressed to other audiences too"
+    assert verifier(True).verify(token).audiences == ("other", REQUIRED_AUDIENCE)
 
 
 @pytest.mark.parametrize(
