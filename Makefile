@@ -147,6 +147,14 @@ integration-tests: $(TEST_DEPS) ## tests/integration: real server and a real red
 e2e-tests: $(TEST_DEPS) ## tests/e2e: the service end to end through the generated stubs
 	scripts/run-pytest tests/e2e $(PYTEST_ARGS)
 
+# Installs from the registries (pip builds clients/python, npm ci the Node example), so it is not part
+# of `make test`; .ci/run calls it right after.
+.PHONY: interop
+interop: $(TEST_DEPS) ## The Python client package (pip) and the Node example (npm ci) against a live dev server
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "error: make interop needs Node 20+ and npm on PATH" >&2; exit 1; }
+	DELEGATION_INTEROP=1 scripts/run-pytest tests/interop $(PYTEST_ARGS)
+
 .PHONY: fuzz
 fuzz: $(TEST_DEPS) ## Hypothesis properties only, FUZZ_EXAMPLES examples each, no per-test timeout
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PYTHONPATH=scripts \
