@@ -303,7 +303,11 @@ def _trusted_issuers(config: Config) -> list[jwt_codec.TrustedIssuer]:
             raise ConfigError(f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}") from None
         trusted.append(
             jwt_codec.TrustedIssuer(
-                issuer=entry.issuer, keys=keys, algorithms=entry.algorithms, audience=entry.audience
+                issuer=entry.issuer,
+                keys=keys,
+                algorithms=entry.algorithms,
+                audience=entry.audience,
+                allow_extra_audiences=entry.allow_extra_audiences,
             )
         )
     return trusted

@@ -50,6 +50,7 @@ class TrustedIssuer:
     jwks_file: Path
     audience: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
+    allow_extra_audiences: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class Config:
 
     catalog_file: Path | None = _setting("catalog.file", None, "The scope catalog (TOML) (required).")
     trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
-        "trusted_issuers", (), "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms."
+        "trusted_issuers",
+        (),
+        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences.",
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -361,7 +364,7 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table with issuer and jwks_file")
-    unknown = set(table) - {"issuer", "jwks_file", "audience", "algorithms"}
+    unknown = set(table) - {"issuer", "jwks_file", "audience", "algorithms", "allow_extra_audiences"}
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
     if not isinstance(table.get("issuer"), str) or not table["issuer"]:
@@ -380,6 +383,9 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         jwks_file=_convert(table.get("jwks_file", ""), Path, f"{path}.jwks_file", base),
         audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
         algorithms=tuple(algorithms),
+        allow_extra_audiences=_convert(
+            table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
+        ),
     )
 
 

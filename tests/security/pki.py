@@ -1,7 +1,8 @@
 """A throw-away PKI for the TLS tests, generated at test time with ``cryptography`` (no key is committed).
 
 Two independent CAs (ours and a stranger's), a server certificate for ``localhost``/127.0.0.1, and client
-certificates: an operator, a subsystem, and one signed by the stranger CA with an operator's name.
+certificates: an operator, a subsystem, a gateway (URI SAN), one on no list, and one signed by the
+stranger CA with an operator's name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 OPERATOR_NAME = "ops.delegation.test"
 SUBSYSTEM_NAME = "billing.delegation.test"
+NOBODY_NAME = "nobody.delegation.test"
 GATEWAY_URI = "spiffe://delegation.test/gateway"
 SERVER_NAME = "localhost"
 
@@ -42,6 +44,7 @@ class Pki:
     operator: Issued
     subsystem: Issued
     gateway: Issued
+    nobody: Issued
     stranger_ca_pem: bytes
     stranger_operator: Issued
 
@@ -138,6 +141,7 @@ def make_pki(directory: Path) -> Pki:
     gateway = _leaf(
         directory, "gateway", ours, "gateway", [x509.UniformResourceIdentifier(GATEWAY_URI)], False
     )
+    nobody = _leaf(directory, "nobody", ours, NOBODY_NAME, [x509.DNSName(NOBODY_NAME)], False)
     stranger_operator = _leaf(
         directory, "stranger-operator", stranger, OPERATOR_NAME, [x509.DNSName(OPERATOR_NAME)], False
     )
@@ -148,6 +152,7 @@ def make_pki(directory: Path) -> Pki:
         operator=operator,
         subsystem=subsystem,
         gateway=gateway,
+        nobody=nobody,
         stranger_ca_pem=stranger[0].public_bytes(serialization.Encoding.PEM),
         stranger_operator=stranger_operator,
     )

@@ -1,0 +1,182 @@
+"""Limits: overload answers RESOURCE_EXHAUSTED at once, silent clients are dropped by the handshake
+timeout, and a deadline that leaves no time to mint gets DEADLINE_EXCEEDED with nothing minted.
+
+(Message size, metadata size and the number and length of scopes are rows of the adversarial table.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from delegation.v1 import admin_pb2, delegation_pb2
+from delegation_service.audit import AUDIT_LOGGER
+from delegation_service.client import error_details
+from delegation_service.domain.ports import TokenRegistry
+from delegation_service.domain.revocation import StateSnapshot, TokenRecord
+from tests.security.harness import SecureService, start_service
+
+HANDSHAKE_SECONDS = 1.0
+SLOW_READ_SECONDS = 0.4
+
+
+class SlowRegistry:
+    """A registry whose state reads take ``delay`` seconds (a store under load); writes are untouched."""
+
+    def __init__(self, inner: TokenRegistry, delay: float) -> None:
+        self._inner = inner
+        self._delay = delay
+        self.writes = 0
+
+    def snapshot(self, expected: TokenRecord) -> StateSnapshot:
+        time.sleep(self._delay)
+        return self._inner.snapshot(expected)
+
+    def record_child(self, root: TokenRecord, child: TokenRecord) -> bool:
+        self.writes += 1
+        return self._inner.record_child(root, child)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+# --- overload ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small(redis_server: Any) -> Iterator[SecureService]:
+    """A server that takes two RPCs at a time."""
+    service = start_service(redis_server.url, max_concurrent_rpcs=2, max_workers=4)
+    yield service
+    service.stop()
+
+
+def test_overload_answers_resource_exhausted_at_once_and_recovers(small: SecureService) -> None:
+    operator = list(small.operator_metadata())
+    small.admin().RevokeSubject(
+        admin_pb2.RevokeSubjectRequest(subject="someone"), timeout=5, metadata=operator
+    )
+    # Two revocation streams hold both slots (each has delivered the event above, so both are running).
+    streams = [
+        small.public(small.channel()).WatchRevocations(
+            delegation_pb2.WatchRevocationsRequest(), timeout=30, metadata=operator
+        )
+        for _ in range(2)
+    ]
+    for stream in streams:
+        next(stream)
+
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+        small.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 2, "an overloaded server must refuse at once, not queue"
+
+    for stream in streams:
+        stream.cancel()
+    # Slots are released when the server notices the cancellations: bounded wait for recovery.
+    codes = []
+    for _ in range(50):
+        try:
+            small.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=2)
+        except grpc.RpcError as error:
+            codes.append(error.code())  # type: ignore[attr-defined]
+            time.sleep(0.1)
+        else:
+            break
+    else:
+        pytest.fail("the server never recovered from overload")
+    assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+# --- handshake timeout ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick(redis_server: Any) -> Iterator[SecureService]:
+    service = start_service(redis_server.url, handshake_timeout_seconds=HANDSHAKE_SECONDS)
+    yield service
+    service.stop()
+
+
+def seconds_until_closed(service: SecureService, send: bytes = b"") -> float:
+    host, port = service.address.split(":")
+    started = time.monotonic()
+    with (
+        socket.create_connection((host, int(port)), timeout=15) as raw,
+        contextlib.suppress(ConnectionResetError),
+    ):
+        if send:
+            raw.sendall(send)
+        while raw.recv(4096):  # the server may answer (SETTINGS) before it gives up on us
+            pass
+    return time.monotonic() - started
+
+
+def test_a_silent_client_is_dropped_within_the_handshake_timeout(quick: SecureService) -> None:
+    assert HANDSHAKE_SECONDS * 0.5 <= seconds_until_closed(quick) < HANDSHAKE_SECONDS + 3
+
+
+def test_a_client_stalling_in_the_http2_preface_is_dropped_too(quick: SecureService) -> None:
+    assert seconds_until_closed(quick, b"PRI * HTTP/2.0\r\n") < HANDSHAKE_SECONDS + 3
+
+
+def test_the_handshake_timeout_does_not_hurt_normal_clients(quick: SecureService) -> None:
+    channel = quick.channel()
+    quick.delegate(quick.upstream(), channel=channel)
+    time.sleep(HANDSHAKE_SECONDS * 1.5)  # an established connection is not subject to it
+    quick.delegate(quick.upstream(), channel=channel)
+
+
+# --- deadlines -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow(redis_server: Any) -> Iterator[tuple[SecureService, list[SlowRegistry]]]:
+    made: list[SlowRegistry] = []
+
+    def wrap(registry: TokenRegistry) -> TokenRegistry:
+        made.append(SlowRegistry(registry, SLOW_READ_SECONDS))
+        return made[-1]  # type: ignore[return-value]
+
+    service = start_service(redis_server.url, wrap_registry=wrap)
+    yield service, made
+    service.stop()
+
+
+def test_no_token_is_minted_when_the_deadline_leaves_no_time(
+    slow: tuple[SecureService, list[SlowRegistry]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parent check outlasts the caller's deadline: the service answers DEADLINE_EXCEEDED and neither
+    records nor signs a child (the check runs again right before minting)."""
+    service, (registry,) = slow
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    writes_before = registry.writes
+
+    with pytest.raises(grpc.RpcError) as raised:
+        service.delegate(service.upstream(), timeout=SLOW_READ_SECONDS / 2)
+    assert error_details(raised.value).code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    # The server goes on until its own check; wait (bounded) for its audit event.
+    events: list[logging.LogRecord] = []
+    for _ in range(50):
+        events = [r for r in caplog.records if getattr(r, "event", "") == "delegate"]
+        if events:
+            break
+        time.sleep(0.05)
+    assert [(e.outcome, e.reason) for e in events] == [("error", "DEADLINE_TOO_SHORT")]
+    assert registry.writes == writes_before
+
+
+def test_a_deadline_with_time_to_spare_mints(slow: tuple[SecureService, list[SlowRegistry]]) -> None:
+    service, (registry,) = slow
+    writes_before = registry.writes
+    assert service.delegate(service.upstream(), timeout=SLOW_READ_SECONDS * 5).access_token
+    assert registry.writes == writes_before + 1
