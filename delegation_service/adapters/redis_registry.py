@@ -59,6 +59,9 @@ REQUIRED_SETTINGS = {"appendonly": "yes", "maxmemory-policy": "noeviction"}
 revocation survives a restart, and no eviction, so a full Redis refuses writes (and the service fails
 closed) instead of silently dropping revocation markers."""
 UNSAFE_OVERRIDE = "redis.allow_unsafe_persistence"
+CHAIN_READ_BATCH = 1000
+"""Most keys one MGET of a chain view reads: Redis runs one command at a time, and an MGET of a whole
+100,000-token chain would keep every other client waiting while it runs."""
 
 # First element of every record: what it is and in which encoding, so a rolling deploy can still read the
 # records of the previous release. A root keeps its own facts; a child keeps only what differs from its
@@ -384,7 +387,8 @@ class RedisRegistry:
         """The chain's live records, its markers and the horizons they need; ``None`` if unknown.
 
         Not a single atomic read (a chain view needs no such guarantee): the members, then the chain's
-        records and markers in one MGET on its slot, then the horizons.
+        records and markers in MGETs of at most :data:`CHAIN_READ_BATCH` keys on its slot (so a huge
+        chain never holds Redis up with one giant command), then the horizons.
         """
         if not _is_valid_chain_id(chain_id):
             return None
@@ -393,7 +397,9 @@ class RedisRegistry:
             keys = [self._chain_key(chain_id, "rc")]
             keys += [self._record_key(chain_id, token_id) for token_id in members]
             keys += [self._token_marker_key(chain_id, token_id) for token_id in members]
-            values = _reply(self._client.mget(keys))
+            values: list[Any] = []
+            for start in range(0, len(keys), CHAIN_READ_BATCH):
+                values += _reply(self._client.mget(keys[start : start + CHAIN_READ_BATCH]))
             chain_revoked = values[0] is not None
             raw_records = values[1 : 1 + len(members)]
             markers = values[1 + len(members) :]

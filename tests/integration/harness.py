@@ -17,6 +17,16 @@ SERVICE_ISSUER = "https://delegation.test.invalid"
 UPSTREAM_ISSUER = "https://idp.test.invalid"
 DELEGATION_SCOPE = "directory.delegations.rw"
 
+SHORT_LIVED: dict[str, object] = {
+    "leeway_seconds": 0,
+    "default_lifetime_seconds": 2,
+    "max_lifetime_seconds": 2,
+    "max_parent_age_seconds": 3,
+}
+"""``start_harness`` overrides under which every record, marker, horizon and event expires within
+seconds (parents of ``SHORT_LIVED_PARENT_SECONDS``), for tests that wait for Redis to empty."""
+SHORT_LIVED_PARENT_SECONDS = 3
+
 
 @dataclass
 class Harness:
@@ -56,13 +66,17 @@ def start_harness(redis_url: str, **overrides: object) -> Harness:
         issuer=SERVICE_ISSUER,
         store="redis",
         redis_url=redis_url,
-        redis_key_prefix="it",
         operator_token_sha256=(operator_secret_digest(secret),),
         max_workers=16,
         # The suite's shared Redis keeps nothing on disk; tests of the persistence check override this.
         # Introspection open (loopback only), as on the dev server: these tests are about delegation and
         # revocation; tests/security covers the authenticated mode.
-        **{"redis_allow_unsafe_persistence": True, "access_mode": "open", **overrides},  # type: ignore[arg-type]
+        **{
+            "redis_key_prefix": "it",
+            "redis_allow_unsafe_persistence": True,
+            "access_mode": "open",
+            **overrides,
+        },  # type: ignore[arg-type]
     ).validate()
     upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
     app = build(
