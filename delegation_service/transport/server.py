@@ -46,11 +46,19 @@ class ServerSettings:
 class HealthMonitor:
     """Keeps ``grpc.health.v1`` in step with the store: NOT_SERVING while it does not answer, or draining."""
 
-    def __init__(self, servicer: health.HealthServicer, probe: Callable[[], bool], interval: float = 1.0):
+    def __init__(
+        self,
+        servicer: health.HealthServicer,
+        probe: Callable[[], bool],
+        interval: float = 1.0,
+        draining: threading.Event | None = None,
+    ):
         self._servicer = servicer
         self._probe = probe
         self._interval = interval
         self._stop = threading.Event()
+        # Set when shutdown begins: long-lived streams end on it instead of holding the drain.
+        self.draining = draining if draining is not None else threading.Event()
         self._draining = False
         self._status: int = health_pb2.HealthCheckResponse.UNKNOWN
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
@@ -63,6 +71,7 @@ class HealthMonitor:
     def drain(self) -> None:
         """Report NOT_SERVING from now on (shutdown has begun)."""
         self._draining = True
+        self.draining.set()
         self._stop.set()
         self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -135,7 +144,8 @@ def start_server(
             ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
         ],
     )
-    delegation_pb2_grpc.add_DelegationServiceServicer_to_server(DelegationServicer(service), server)
+    draining = threading.Event()
+    delegation_pb2_grpc.add_DelegationServiceServicer_to_server(DelegationServicer(service, draining), server)
     admin_pb2_grpc.add_DelegationAdminServiceServicer_to_server(DelegationAdminServicer(service), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -152,7 +162,7 @@ def start_server(
         raise RuntimeError(f"cannot listen on {settings.listen}: {error}") from None
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
-    monitor = HealthMonitor(health_servicer, service.ready)
+    monitor = HealthMonitor(health_servicer, service.ready, draining=draining)
     server.start()
     monitor.start()
     log.info("serving", extra={"event": "serving", "listen": settings.listen, "port": port})

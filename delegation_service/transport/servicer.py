@@ -6,6 +6,7 @@ Errors raised by the use cases are turned into rich statuses by :mod:`.intercept
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -47,8 +48,9 @@ _REVOCATION_KINDS = {
 class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     """The public service."""
 
-    def __init__(self, service: DelegationService) -> None:
+    def __init__(self, service: DelegationService, draining: threading.Event | None = None) -> None:
         self._service = service
+        self._draining = draining if draining is not None else threading.Event()
         # The key set only changes with a restart (or a rotation that rebuilds the servicer).
         jwks = service.jwks()
         self._jwks = delegation_pb2.GetJwksResponse(
@@ -131,8 +133,19 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     def WatchRevocations(
         self, request: delegation_pb2.WatchRevocationsRequest, context: grpc.ServicerContext
     ) -> Iterator[delegation_pb2.WatchRevocationsResponse]:
-        """Stream revocations after the cursor until the caller goes away."""
-        for event in self._service.follow_revocations(request.cursor or None, context.is_active):
+        """Stream revocations after the cursor until the caller goes away or the server drains.
+
+        A follower never finishes by itself, so when shutdown begins the stream ends cleanly at once,
+        instead of holding the drain for the whole grace period and then being cancelled: the follower
+        resumes from its last cursor (on another server) as after any end of the stream.
+        """
+
+        def keep_going() -> bool:
+            return context.is_active() and not self._draining.is_set()
+
+        for event in self._service.follow_revocations(
+            request.cursor or None, keep_going, include_snapshot=request.include_snapshot
+        ):
             yield revocation_message(event)
 
 
