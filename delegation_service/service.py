@@ -276,15 +276,29 @@ class DelegationService:
         return self._signer.jwks()
 
     def follow_revocations(
-        self, cursor: str | None, keep_going: Callable[[], bool], poll_seconds: float = 0.25
+        self,
+        cursor: str | None,
+        keep_going: Callable[[], bool],
+        poll_seconds: float = 0.25,
+        include_snapshot: bool = False,
     ) -> Iterator[RevocationEvent]:
-        """Revocation events after ``cursor``, as they happen, while ``keep_going()`` holds."""
+        """Revocation events after ``cursor``, as they happen, while ``keep_going()`` holds.
+
+        With ``include_snapshot`` and no cursor, the retained events are first narrowed to those still
+        in force (not yet expired): the snapshot a gateway starting cold needs. The store retains
+        events as long as horizons, so none in force is missing from it.
+        """
+        in_force_only = include_snapshot and not cursor
         while keep_going():
             events = self._registry.events(cursor, 100)
+            now = self._clock.now()
             for event in events:
-                yield event
                 cursor = event.cursor
+                if in_force_only and event.expires_at <= now:
+                    continue
+                yield event
             if not events:
+                in_force_only = False  # caught up: from now on every revocation, as it happens
                 time.sleep(poll_seconds)
 
     # -- DelegationAdminService -------------------------------------------------------------------
