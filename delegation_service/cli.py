@@ -350,15 +350,9 @@ def _chain_show(args: argparse.Namespace) -> int:
         response = client.get_chain(_chain_id(client, args))
     if args.output == "json":
         return _print_json(response)
-    states = response.DESCRIPTOR.fields_by_name["tokens"].message_type.fields_by_name["state"].enum_type
-    print(f"chain {response.chain_id}{'  (revoked)' if response.revoked else ''}")
-    for index, token in enumerate(response.tokens):
-        branch = "" if not token.parent_token_id else ("└─ " if index == len(response.tokens) - 1 else "├─ ")
-        state = states.values_by_number[token.state].name.removeprefix("TOKEN_STATE_").lower()
-        print(
-            f"{branch}{token.token_id}  {state:<8} client={token.client_id or '-'}  "
-            f"expires={token.expire_time.ToJsonString()}  scopes={' '.join(token.scopes)}"
-        )
+    from delegation_service import operator_view
+
+    operator_view.render_chain(response, operator_view.console(sys.stdout))
     return EXIT_OK
 
 

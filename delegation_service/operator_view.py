@@ -1,0 +1,119 @@
+"""How the operator commands show a chain on a terminal: a table whose first column draws the tree.
+
+Only the CLI imports this (``rich`` is loaded when a command needs it, not at start-up). ``--output json``
+never comes here: scripts get the protobuf message as JSON, unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from delegation.v1 import admin_pb2, delegation_pb2
+
+PLAIN_WIDTH = 160
+"""Line width when the output is not a terminal (a pipe, a file, CI logs): wide enough for one token per
+line, so tools like grep see whole rows."""
+
+_STATE_STYLES = {
+    admin_pb2.TOKEN_STATE_ACTIVE: ("active", "bold green"),
+    admin_pb2.TOKEN_STATE_REVOKED: ("revoked", "bold red"),
+    admin_pb2.TOKEN_STATE_EXPIRED: ("expired", "dim"),
+    admin_pb2.TOKEN_STATE_UNSPECIFIED: ("unknown", "yellow"),
+}
+_KINDS = {
+    delegation_pb2.TOKEN_KIND_UPSTREAM: "upstream",
+    delegation_pb2.TOKEN_KIND_DELEGATED: "delegated",
+}
+
+
+def console(out: TextIO) -> Console:
+    """A console on ``out``: colours on a terminal (unless NO_COLOR), plain fixed-width text elsewhere."""
+    terminal = Console(file=out).is_terminal
+    return Console(file=out, highlight=False, width=None if terminal else PLAIN_WIDTH)
+
+
+def render_chain(chain: admin_pb2.GetChainResponse, out: Console, now: float | None = None) -> None:
+    """Print a chain: a headline, the tokens as a tree-shaped table, and a one-line summary."""
+    now = time.time() if now is None else now
+    headline = Text(f"Chain {chain.chain_id}  ")
+    headline.append("REVOKED" if chain.revoked else "not revoked", "bold red" if chain.revoked else "green")
+    out.print(headline)
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("Token", no_wrap=True)
+    table.add_column("Kind")
+    table.add_column("State")
+    table.add_column("Client")
+    table.add_column("Scopes", overflow="fold")
+    table.add_column("Expires", no_wrap=True)
+    for prefix, token in tree_order(chain.tokens):
+        label, style = _STATE_STYLES.get(token.state, ("unknown", "yellow"))
+        table.add_row(
+            Text(prefix, "dim") + Text(token.token_id),
+            _KINDS.get(token.kind, "?"),
+            Text(label, style),
+            token.client_id or "-",
+            " ".join(token.scopes),
+            f"{token.expire_time.ToJsonString()} ({relative(token.expire_time.seconds - now)})",
+        )
+    out.print(table)
+    out.print(summary(chain.tokens))
+
+
+def tree_order(tokens: Sequence[admin_pb2.ChainToken]) -> Iterator[tuple[str, admin_pb2.ChainToken]]:
+    """Each token once, with the tree glyphs that go before it, depth first, in the order given.
+
+    A token whose parent is not listed (the parent expired first) starts a branch of its own, and so
+    does anything left over (only malformed data could leave any): nothing the service returned is
+    left out, and nothing is shown twice.
+    """
+    listed = {token.token_id for token in tokens}
+    children: dict[str, list[admin_pb2.ChainToken]] = {}
+    for token in tokens:
+        if token.parent_token_id in listed:
+            children.setdefault(token.parent_token_id, []).append(token)
+    shown: set[str] = set()
+
+    def walk(
+        token: admin_pb2.ChainToken, lead: str, glyph: str
+    ) -> Iterator[tuple[str, admin_pb2.ChainToken]]:
+        shown.add(token.token_id)
+        yield lead + glyph, token
+        below = [child for child in children.get(token.token_id, []) if child.token_id not in shown]
+        lead += "" if not glyph else ("   " if glyph == "└─ " else "│  ")
+        for index, child in enumerate(below):
+            yield from walk(child, lead, "└─ " if index == len(below) - 1 else "├─ ")
+
+    tops = [token for token in tokens if token.parent_token_id not in listed]
+    for token in [*tops, *tokens]:
+        if token.token_id not in shown:
+            yield from walk(token, "", "")
+
+
+def summary(tokens: Sequence[admin_pb2.ChainToken]) -> Text:
+    """``3 tokens: 2 active, 1 revoked; clients: billing, gateway``."""
+    counts = Counter(_STATE_STYLES.get(t.state, ("unknown", ""))[0] for t in tokens)
+    parts = [f"{counts[label]} {label}" for label, _ in _STATE_STYLES.values() if counts[label]]
+    clients = sorted({t.client_id for t in tokens if t.client_id})
+    noun = "token" if len(tokens) == 1 else "tokens"
+    return Text(f"{len(tokens)} {noun}: {', '.join(parts) or 'none'}; clients: {', '.join(clients) or '-'}")
+
+
+def relative(seconds: float) -> str:
+    """``in 14m``, ``3h ago``: how far a moment is from now, in its largest whole unit."""
+    span = abs(int(seconds))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if span >= size:
+            amount = f"{span // size}{unit}"
+            break
+    else:
+        amount = f"{span}s"
+    return f"in {amount}" if seconds >= 0 else f"{amount} ago"

@@ -1,0 +1,191 @@
+"""The operator commands as an operator types them: `delegation-service chain show` and `revoke ...` run
+as subprocesses against a real server (in this process, on the suite's Redis).
+
+Exit codes: 0 done, 1 refused by the service, 2 bad usage, 3 unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from delegation_service.client import DelegationClient
+from tests.integration.harness import Harness, start_harness
+
+pytestmark = pytest.mark.redis
+
+CLI = [sys.executable, "-m", "delegation_service.cli"]
+CLI_TIMEOUT_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: object) -> Iterator[Harness]:
+    # A key prefix of its own: the horizons these tests set touch no other test's tokens.
+    harness = start_harness(redis_server.url, redis_key_prefix="e2e-cli")  # type: ignore[attr-defined]
+    yield harness
+    harness.server.stop(0)
+
+
+@pytest.fixture
+def client(server: Harness) -> Iterator[DelegationClient]:
+    with server.client() as c:
+        yield c
+
+
+def cli(server: Harness, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DELEGATION_ADDRESS": server.address,
+        "DELEGATION_OPERATOR_TOKEN": server.operator_secret,
+        "NO_COLOR": "1",
+    }
+    return subprocess.run(
+        [*CLI, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+@dataclass
+class Chain:
+    parent: str
+    chain_id: str
+    root_id: str
+    child_ids: list[str]
+
+
+def a_chain(server: Harness, client: DelegationClient, subject: str = "alice") -> Chain:
+    """A root with three children: billing (active), search (revoked), billing (active)."""
+    parent = server.parent(subject=subject)
+    minted = [
+        client.delegate(parent, "billing", ["warehouse.items.r"]),
+        client.delegate(parent, "search", ["warehouse.items.r"]),
+        client.delegate(parent, "billing", ["directory.person.r"]),
+    ]
+    client.revoke(minted[1].access_token)
+    root_id = client.introspect(parent).token_id
+    return Chain(parent, minted[0].chain_id, root_id, [m.token_id for m in minted])
+
+
+def row(output: str, token_id: str) -> str:
+    (line,) = [line for line in output.splitlines() if token_id in line]
+    return line
+
+
+def test_chain_show_draws_the_chain_as_a_tree_table(server: Harness, client: DelegationClient) -> None:
+    chain = a_chain(server, client)
+
+    shown = cli(server, "chain", "show", "--chain-id", chain.chain_id)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"Chain {chain.chain_id}  not revoked"
+    assert lines[1].split() == ["Token", "Kind", "State", "Client", "Scopes", "Expires"]
+    assert lines[-1] == "4 tokens: 3 active, 1 revoked; clients: billing, gateway, search"
+    # One row per token, in the service's order (root first, then by issue time), the tree drawn.
+    order = [t.token_id for t in client.get_chain(chain.chain_id).tokens]
+    assert order[0] == chain.root_id and sorted(order[1:]) == sorted(chain.child_ids)
+    rows = [row(shown.stdout, token_id) for token_id in order]
+    assert [lines.index(r) for r in rows] == sorted(lines.index(r) for r in rows)
+    assert rows[0].startswith(chain.root_id) and "upstream" in rows[0] and " active " in rows[0]
+    assert [r[:3] for r in rows[1:]] == ["├─ ", "├─ ", "└─ "]
+    first, revoked, last = (row(shown.stdout, token_id) for token_id in chain.child_ids)
+    assert " delegated " in first and " active " in first and " billing " in first
+    assert " revoked " in revoked and " search " in revoked
+    assert " active " in last and "directory.person.r" in last and "(in 1" in last
+
+
+def test_chain_show_by_token_and_as_json(server: Harness, client: DelegationClient) -> None:
+    chain = a_chain(server, client)
+
+    shown = cli(server, "chain", "show", "--token", chain.parent, "--output", "json")
+
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert document["chain_id"] == chain.chain_id
+    states = {t["token_id"]: t["state"] for t in document["tokens"]}
+    assert states == {
+        chain.root_id: "TOKEN_STATE_ACTIVE",
+        chain.child_ids[0]: "TOKEN_STATE_ACTIVE",
+        chain.child_ids[1]: "TOKEN_STATE_REVOKED",
+        chain.child_ids[2]: "TOKEN_STATE_ACTIVE",
+    }
+
+
+def test_revoke_chain_dry_run_then_confirmation_then_revocation(
+    server: Harness, client: DelegationClient
+) -> None:
+    chain = a_chain(server, client)
+
+    dry = cli(server, "revoke", "chain", "--chain-id", chain.chain_id, "--dry-run")
+    assert (dry.returncode, dry.stdout.strip()) == (
+        0,
+        "would revoke 3 live token(s); clients: billing, gateway",
+    )
+    assert client.introspect(chain.parent).active
+
+    unconfirmed = cli(server, "revoke", "chain", "--chain-id", chain.chain_id, stdin="")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert client.introspect(chain.parent).active
+
+    done = cli(server, "revoke", "chain", "--chain-id", chain.chain_id, "--yes", "--justification", "e2e")
+    assert (done.returncode, done.stdout.strip()) == (0, "revoked 3 live token(s); clients: billing, gateway")
+    shown = cli(server, "chain", "show", "--chain-id", chain.chain_id)
+    assert shown.stdout.splitlines()[0] == f"Chain {chain.chain_id}  REVOKED"
+    assert shown.stdout.splitlines()[-1] == "4 tokens: 4 revoked; clients: billing, gateway, search"
+
+
+def test_revoke_subject_and_client_for_scripts(server: Harness, client: DelegationClient) -> None:
+    chain = a_chain(server, client, subject="erin")
+
+    subject = cli(server, "revoke", "subject", "erin", "--yes", "--output", "json")
+    holder = cli(server, "revoke", "client", "search", "--yes", "--output", "json")
+
+    assert subject.returncode == 0 and holder.returncode == 0, subject.stderr + holder.stderr
+    assert json.loads(subject.stdout)["revoke_time"].endswith("Z")
+    assert "revoke_time" in json.loads(holder.stdout)
+    assert not client.introspect(chain.parent).active
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (("chain", "show", "--chain-id", "no-such-chain"), 1, "CHAIN_NOT_FOUND"),
+        (("chain", "show"), 2, "--chain-id or --token"),
+        (("revoke", "subject", "bob"), 2, "--yes"),
+    ],
+)
+def test_exit_codes(server: Harness, args: tuple[str, ...], code: int, expected: str) -> None:
+    result = cli(server, *args, stdin="")
+    assert (result.returncode, expected in result.stderr) == (code, True), result.stderr
+
+
+def test_a_refusal_for_scripts_is_json_on_stderr(server: Harness) -> None:
+    result = cli(server, "chain", "show", "--chain-id", "no-such-chain", "--output", "json")
+    assert result.returncode == 1
+    assert json.loads(result.stderr)["reason"] == "CHAIN_NOT_FOUND"
+
+
+def test_an_unreachable_server_exits_3(server: Harness, unused_loopback_port: int) -> None:
+    result = cli(
+        server,
+        "chain",
+        "show",
+        "--chain-id",
+        "x",
+        "--address",
+        f"127.0.0.1:{unused_loopback_port}",
+        "--timeout",
+        "1",
+    )
+    assert result.returncode == 3
