@@ -17,6 +17,8 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 # Examples per Hypothesis property for `make fuzz`.
 FUZZ_EXAMPLES ?= 10000
+# Seconds of libFuzzer-style fuzzing (random byte buffers into tests/fuzz/targets.py) for `make fuzz`.
+FUZZ_SECONDS ?= 120
 
 PROTO_DIR := protos/delegation/v1
 PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
@@ -36,7 +38,7 @@ help: ## Show this list of targets
 		/^##@/ { printf "\n%s\n", substr($$0, 5); next } \
 		/^[a-zA-Z0-9_-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: PYTHON=$(PYTHON) (3.11+, makes the venv)  PYTEST_ARGS=...  FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
+	@echo "Variables: PYTHON=$(PYTHON) (3.11+, makes the venv)  PYTEST_ARGS=...  FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)  FUZZ_SECONDS=$(FUZZ_SECONDS)"
 
 .PHONY: venv
 venv: $(PY) ## Create .venv with PYTHON (default python3; must be 3.11+)
@@ -156,9 +158,10 @@ interop: $(TEST_DEPS) ## The Python client package (pip) and the Node example (n
 	DELEGATION_INTEROP=1 scripts/run-pytest tests/interop $(PYTEST_ARGS)
 
 .PHONY: fuzz
-fuzz: $(TEST_DEPS) ## Hypothesis properties only, FUZZ_EXAMPLES examples each, no per-test timeout
+fuzz: $(TEST_DEPS) ## Hypothesis properties (FUZZ_EXAMPLES each), then FUZZ_SECONDS s of fuzzing the targets
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PYTHONPATH=scripts \
 		scripts/run-pytest tests -p hypothesis_fuzz --hypothesis-profile=fuzz -m hypothesis --timeout=0 $(PYTEST_ARGS)
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Run

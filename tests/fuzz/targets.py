@@ -1,0 +1,356 @@
+"""Fuzz targets: Hypothesis tests that take only generated arguments, so they also run under
+``fuzz_one_input`` (libFuzzer/atheris-style byte buffers) in ``python -m tests.fuzz.run``.
+
+* :func:`test_token_preparser_only_ever_refuses`: anything, from random text to mutated genuine tokens,
+  given to the JWT verifier ends in :class:`ParentRejected` or a verified token, never another error.
+* :func:`test_scope_grammar_only_ever_refuses`: any request scopes through the splitter, the parser and
+  the policy end in a decision or a :class:`DelegationError`.
+* :func:`test_grpc_surface_never_answers_internal_or_unknown`: any request to any RPC of a real server
+  (in-process, loopback, in-memory store) gets a definite status: never INTERNAL or UNKNOWN, and a
+  refusal from the service always carries its ``ErrorInfo``.
+
+Resources (keys, the server) are built once per process, lazily, and stopped at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
+from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
+from delegation_service.app import build, load_catalog
+from delegation_service.client import error_details
+from delegation_service.config import Config
+from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.errors import DelegationError, ParentRejected
+from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
+from delegation_service.domain.scopes import Bearer, BearerType, ScopeSyntaxError, parse_scope, split_scopes
+from delegation_service.domain.tokens import TokenKind, VerifiedToken
+from delegation_service.transport.auth import operator_secret_digest
+from delegation_service.transport.server import RunningServer
+from tests.security.forge import b64url, encode_segment, signed
+
+OWN_ISSUER = "https://delegation.fuzz.invalid"
+UPSTREAM_ISSUER = "https://idp.fuzz.invalid"
+AUDIENCE = "https://delegation.fuzz.invalid/api"
+DELEGATION_SCOPE = "directory.delegations.rw"
+SCOPE_WORDS = [
+    DELEGATION_SCOPE,
+    "directory.person.rw",
+    "directory.person.r",
+    "warehouse.items.rw",
+    "warehouse.items.r",
+    "warehouse.stock.r",
+    "Per.warehouse.items.r",
+    "Org.warehouse.items.r",
+    "Per/alice.directory.person.r",
+    "https://api.publiq.be/auth/uitpas",
+]
+FORBIDDEN_CODES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+# Codes gRPC itself may answer before any service code runs (no ErrorInfo possible).
+CORE_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+FUZZ_SETTINGS = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+@dataclass(frozen=True)
+class World:
+    """Keys and a verifier for the pure targets."""
+
+    own: SigningKey
+    upstream: SigningKey
+    verifier: JwtVerifier
+    policy: DelegationPolicy
+
+
+@functools.cache
+def world() -> World:
+    own, upstream = generate_signing_key("ES256"), generate_signing_key("ES256")
+    trusted = TrustedIssuer(
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), audience=AUDIENCE
+    )
+    return World(
+        own,
+        upstream,
+        JwtVerifier(OWN_ISSUER, KeySet(own), [trusted], leeway_seconds=30),
+        DelegationPolicy(load_catalog(demo_catalog_path())),
+    )
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "iss": UPSTREAM_ISSUER,
+        "sub": "alice",
+        "aud": AUDIENCE,
+        "client_id": "gateway",
+        "scope": " ".join(SCOPE_WORDS[:4]),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "jti": secrets.token_urlsafe(8),
+        "bearer": {"type": "Per", "id": "alice"},
+    }
+    base.update(changes)
+    return base
+
+
+# --- strategies ------------------------------------------------------------------------------------
+
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_claim_changes = st.dictionaries(
+    st.sampled_from(["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "bearer", "client_id", "act"]),
+    _json,
+    max_size=3,
+)
+_header_changes = st.dictionaries(
+    st.sampled_from(["alg", "kid", "typ", "crit", "jku", "jwk", "x5u", "x5c", "b64", "cty"]),
+    _json,
+    max_size=2,
+)
+
+
+@st.composite
+def tokens(draw: st.DrawFn) -> str:
+    """Hostile token-like strings: random text, forged segments, genuine tokens mutated."""
+    w = world()
+    kind = draw(st.sampled_from(["text", "segments", "signed", "mutated"]))
+    if kind == "text":
+        return draw(st.text(max_size=200))
+    if kind == "segments":
+        parts = draw(
+            st.lists(
+                st.one_of(st.text(alphabet="ABCDEFabcdef0123456789-_=+/.", max_size=40), st.just("eyJ")),
+                min_size=1,
+                max_size=6,
+            )
+        )
+        return ".".join(parts)
+    header = {"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}
+    header.update(draw(_header_changes))
+    payload = claims(**draw(_claim_changes))
+    if kind == "signed":
+        try:
+            return signed(header, payload, w.upstream, "ES256")
+        except (TypeError, ValueError):
+            return encode_segment({"alg": "ES256"}) + ".." + b64url(b"x")
+    token = signed({"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}, claims(), w.upstream)
+    index = draw(st.integers(0, len(token) - 1))
+    return token[:index] + draw(st.text(min_size=0, max_size=3)) + token[index + 1 :]
+
+
+_scope_text = st.one_of(
+    st.sampled_from(SCOPE_WORDS),
+    st.text(max_size=40),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz._/PerOg-", max_size=40),
+)
+_scope_entries = st.lists(
+    st.one_of(_scope_text, st.lists(_scope_text, max_size=4).map(" ".join)),
+    max_size=8,
+)
+
+
+# --- pure targets ------------------------------------------------------------------------------------
+
+
+@FUZZ_SETTINGS
+@given(token=tokens())
+def test_token_preparser_only_ever_refuses(token: str) -> None:
+    try:
+        verified = world().verifier.verify(token)
+    except ParentRejected:
+        return
+    assert verified.issuer == UPSTREAM_ISSUER
+
+
+@FUZZ_SETTINGS
+@given(
+    entries=_scope_entries,
+    parent_scopes=st.lists(st.one_of(st.sampled_from(SCOPE_WORDS), st.text(max_size=30)), max_size=6),
+    client_id=st.one_of(st.sampled_from(["billing", "search", "gateway", ""]), st.text(max_size=10)),
+    allow_partial=st.booleans(),
+    organisation=st.booleans(),
+)
+def test_scope_grammar_only_ever_refuses(
+    entries: list[str], parent_scopes: list[str], client_id: str, allow_partial: bool, organisation: bool
+) -> None:
+    for _, text in split_scopes(entries):
+        with contextlib.suppress(ScopeSyntaxError):
+            parse_scope(text)
+    bearer = Bearer(BearerType.ORGANIZATION, "acme") if organisation else Bearer(BearerType.PERSON, "alice")
+    parent = VerifiedToken(
+        kind=TokenKind.UPSTREAM,
+        token_id="t",
+        chain_id="c",
+        issuer=UPSTREAM_ISSUER,
+        subject="alice",
+        client_id="gateway",
+        audiences=(),
+        scopes=(DELEGATION_SCOPE, *parent_scopes),
+        bearer=bearer,
+        issued_at=0,
+        expires_at=10,
+    )
+    try:
+        decision = world().policy.decide(parent, DelegationRequest(client_id, entries, allow_partial))
+    except DelegationError:
+        return
+    assert all(str(scope) != DELEGATION_SCOPE for scope in decision.granted)
+
+
+# --- the gRPC surface --------------------------------------------------------------------------------
+
+
+@dataclass
+class Surface:
+    """A real server (in-process, loopback, in-memory store) and stubs on one channel."""
+
+    running: RunningServer
+    channel: grpc.Channel
+    public: Any
+    admin: Any
+    operator: tuple[tuple[str, str]]
+    upstream: SigningKey
+
+    def close(self) -> None:
+        self.channel.close()
+        self.running.stop(0)
+
+
+@functools.cache
+def surface() -> Surface:
+    secret = secrets.token_urlsafe(16)
+    upstream = generate_signing_key("ES256")
+    config = Config(
+        listen="127.0.0.1:0",
+        issuer=OWN_ISSUER,
+        store="memory",
+        operator_token_sha256=(operator_secret_digest(secret),),
+        introspection_scope="delegation:introspect",
+        operator_scope="delegation:operate",
+        max_workers=8,
+    ).validate()
+    trusted = TrustedIssuer(
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), audience=AUDIENCE
+    )
+    app = build(
+        config, catalog=load_catalog(demo_catalog_path()), extra_trusted=[trusted], keys=KeySet(world().own)
+    )
+    running = app.serve()
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    made = Surface(
+        running,
+        channel,
+        delegation_pb2_grpc.DelegationServiceStub(channel),
+        admin_pb2_grpc.DelegationAdminServiceStub(channel),
+        (("authorization", f"Bearer {secret}"),),
+        upstream,
+    )
+    atexit.register(made.close)
+    return made
+
+
+_proto_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+_metadata_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> tuple[str, Any, list[tuple[str, str]]]:
+    """One RPC: its name, a request and metadata, from well-formed to absurd."""
+    s = surface()
+    genuine = signed(
+        {"alg": "ES256", "typ": "at+jwt", "kid": s.upstream.kid}, claims(**draw(_claim_changes)), s.upstream
+    )
+    token = draw(st.one_of(st.just(genuine), tokens(), _proto_text))
+    rpc = draw(
+        st.sampled_from(
+            [
+                "Delegate",
+                "Introspect",
+                "Revoke",
+                "GetJwks",
+                "RevokeChain",
+                "RevokeSubject",
+                "RevokeClient",
+                "GetChain",
+            ]
+        )
+    )
+    metadata = draw(
+        st.one_of(
+            st.just([]),
+            st.just(list(s.operator)),
+            st.builds(lambda v: [("authorization", v)], _metadata_value),
+            st.just([("authorization", f"Bearer {genuine}")]),
+        )
+    )
+    if rpc == "Delegate":
+        request = delegation_pb2.DelegateRequest(
+            parent_token=token,
+            client_id=draw(st.one_of(st.sampled_from(["billing", "search", "gateway"]), _proto_text)),
+            scopes=[s.replace("\x00", "") for s in draw(_scope_entries)],
+            allow_partial=draw(st.booleans()),
+            validate_only=draw(st.booleans()),
+        )
+        if draw(st.booleans()):
+            request.lifetime.seconds = draw(st.integers(-(2**63), 2**63 - 1))
+            request.lifetime.nanos = draw(st.integers(-(2**31), 2**31 - 1))
+    elif rpc == "Introspect":
+        request = delegation_pb2.IntrospectRequest(token=token)
+    elif rpc == "Revoke":
+        request = delegation_pb2.RevokeRequest(token=token)
+    elif rpc == "GetJwks":
+        request = delegation_pb2.GetJwksRequest()
+    elif rpc == "RevokeChain":
+        request = admin_pb2.RevokeChainRequest(
+            chain_id=draw(_proto_text), token_id=draw(_proto_text), dry_run=draw(st.booleans())
+        )
+    elif rpc == "RevokeSubject":
+        request = admin_pb2.RevokeSubjectRequest(subject=draw(_proto_text), justification=draw(_proto_text))
+    elif rpc == "RevokeClient":
+        request = admin_pb2.RevokeClientRequest(client_id=draw(_proto_text))
+    else:
+        request = admin_pb2.GetChainRequest(chain_id=draw(_proto_text))
+    return rpc, request, metadata
+
+
+@FUZZ_SETTINGS
+@given(call=calls())
+def test_grpc_surface_never_answers_internal_or_unknown(call: tuple[str, Any, list[tuple[str, str]]]) -> None:
+    rpc, request, metadata = call
+    s = surface()
+    stub = s.admin if rpc.startswith(("Revoke", "GetChain")) and rpc not in ("Revoke",) else s.public
+    try:
+        getattr(stub, rpc)(request, timeout=10, metadata=metadata)
+    except grpc.RpcError as error:
+        details = error_details(error)
+        assert details.code not in FORBIDDEN_CODES, (rpc, details)
+        assert details.reason or details.code in CORE_CODES, (rpc, details)
+    except ValueError:
+        assume(False)  # the client library refused to send it (e.g. metadata it cannot encode)
