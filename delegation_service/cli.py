@@ -497,7 +497,8 @@ def _add_client_commands(commands: Any) -> Any:
     delegate.set_defaults(handler=_delegate)
 
     introspect = commands.add_parser("introspect", help="is a token active? (exit 1 when not)")
-    _add_client_options(introspect)
+    # Introspection needs an authorised caller: a client certificate, or an operator secret or caller JWT.
+    _add_operator_options(introspect, confirm=False)
     introspect.add_argument("token")
     introspect.set_defaults(handler=_introspect)
 

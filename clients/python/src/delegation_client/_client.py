@@ -107,9 +107,16 @@ class DelegationClient:
         return response
 
     def introspect(self, token: str) -> delegation_pb2.IntrospectResponse:
-        """Introspect a token."""
+        """Introspect a token.
+
+        The server answers authorised callers only (unless it runs in open mode): a client certificate
+        on its list (``credentials``), or ``operator_token`` (an operator secret, or a JWT holding the
+        introspection or operator scope), which is sent here too.
+        """
         response: delegation_pb2.IntrospectResponse = self.public.Introspect(
-            delegation_pb2.IntrospectRequest(token=token), timeout=self._timeout
+            delegation_pb2.IntrospectRequest(token=token),
+            timeout=self._timeout,
+            metadata=self._operator_metadata,
         )
         return response
 
