@@ -15,6 +15,8 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip --disable-pip-version-check
 # Extra arguments for every pytest run, e.g. `make unit-tests PYTEST_ARGS='-x -k scopes'`.
 PYTEST_ARGS ?=
+# Extra arguments for `make bench`, e.g. `make bench BENCH_ARGS='--quick'` (see `python -m bench --help`).
+BENCH_ARGS ?=
 # Examples per Hypothesis property for `make fuzz`.
 FUZZ_EXAMPLES ?= 10000
 # Seconds of libFuzzer-style fuzzing (random byte buffers into tests/fuzz/targets.py) for `make fuzz`.
@@ -171,14 +173,8 @@ run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
 	$(BIN)/delegation-service dev
 
 .PHONY: bench
-bench: $(TEST_DEPS) ## Run the benchmarks (python -m bench, or bench/run.py), if there are any yet
-	@if [[ -f bench/__main__.py ]]; then \
-		echo "$(PY) -m bench"; $(PY) -m bench; \
-	elif [[ -f bench/run.py ]]; then \
-		echo "$(PY) -m bench.run"; $(PY) -m bench.run; \
-	else \
-		echo "bench: nothing to run yet (no bench/__main__.py or bench/run.py)"; \
-	fi
+bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
+	$(PY) -m bench $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning

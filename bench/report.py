@@ -1,0 +1,349 @@
+"""Medians over repeated runs, ratios to the floor, and the JSON, Markdown and PNG outputs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+METRICS = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "server_cpu_ms_per_call",
+    "redis_cpu_ms_per_call",
+    "loadgen_cpu_ms_per_call",
+)
+
+TARGET_LABELS = {
+    "service": "service",
+    "service-2p": "service, 2 processes",
+    "floor": "floor (minimal)",
+    "floor-2p": "floor (minimal), 2 processes",
+    "echo": "floor (bare echo)",
+}
+RPC_LABELS = {
+    "Delegate": "Delegate (fresh parent)",
+    "DelegateWarm": "Delegate (warm parent)",
+    "Introspect": "Introspect (fresh token)",
+    "IntrospectWarm": "Introspect (warm token)",
+    "Revoke": "Revoke",
+    "RevokeChain": "RevokeChain",
+    "Echo": "Echo",
+}
+
+# Each service scenario and the floor it is compared with: same crypto and one Redis round trip (minimal
+# Delegate / Introspect); Revoke's floor is "verify + one round trip" (the minimal Introspect);
+# RevokeChain does no cryptography, so its floor is the bare echo.
+FLOOR_OF: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("service", "Delegate"): ("floor", "Delegate"),
+    ("service", "DelegateWarm"): ("floor", "Delegate"),
+    ("service", "Introspect"): ("floor", "Introspect"),
+    ("service", "IntrospectWarm"): ("floor", "Introspect"),
+    ("service", "Revoke"): ("floor", "Introspect"),
+    ("service", "RevokeChain"): ("echo", "Echo"),
+    ("service-2p", "Delegate"): ("floor-2p", "Delegate"),
+    ("service-2p", "Introspect"): ("floor-2p", "Introspect"),
+}
+
+
+def key_of(target: str, rpc: str, concurrency: int) -> str:
+    """A scenario's id, e.g. ``service/Delegate/c64``."""
+    return f"{target}/{rpc}/c{concurrency}"
+
+
+def aggregate(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Medians of every metric over the runs of one scenario; errors and calls summed."""
+    runs = list(runs)
+    if not runs:
+        return {}
+    median: dict[str, Any] = {
+        m: statistics.median(float(r[m]) for r in runs) for m in METRICS if all(m in r for r in runs)
+    }
+    median["runs"] = len(runs)
+    median["calls"] = sum(int(r["calls"]) for r in runs)
+    median["errors"] = sum(int(r["errors"]) for r in runs)
+    commands: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in run.get("redis_commands_per_call", {}).items():
+            commands.setdefault(name, []).append(float(value))
+    median["redis_commands_per_call"] = {n: statistics.median(v) for n, v in sorted(commands.items())}
+    return median
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def comparisons(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each service scenario against its floor, the bare echo and the floor's best server model."""
+    rows = []
+    for key, scenario in scenarios.items():
+        target, rpc, concurrency = scenario["target"], scenario["rpc"], scenario["concurrency"]
+        floor = FLOOR_OF.get((target, rpc))
+        if floor is None:
+            continue
+        mine = scenario["median"]
+        theirs = scenarios.get(key_of(floor[0], floor[1], concurrency), {}).get("median", {})
+        echo = scenarios.get(key_of("echo", "Echo", concurrency), {}).get("median", {})
+        floor_rpc = floor[1]
+        best_floor = max(
+            (
+                scenarios[k]["median"].get("rps", 0.0)
+                for k in (key_of("floor", floor_rpc, concurrency), key_of("floor-2p", floor_rpc, concurrency))
+                if k in scenarios and scenarios[k].get("median")
+            ),
+            default=None,
+        )
+        rows.append(
+            {
+                "scenario": key,
+                "floor": key_of(floor[0], floor[1], concurrency),
+                "rps": mine.get("rps"),
+                "floor_rps": theirs.get("rps"),
+                "rps_ratio": _ratio(mine.get("rps"), theirs.get("rps")),
+                "rps_ratio_vs_best_floor_model": _ratio(mine.get("rps"), best_floor)
+                if floor[0] != "echo"
+                else None,
+                "p99_ms": mine.get("p99_ms"),
+                "floor_p99_ms": theirs.get("p99_ms"),
+                "p99_ratio": _ratio(mine.get("p99_ms"), theirs.get("p99_ms")),
+                "p50_ratio": _ratio(mine.get("p50_ms"), theirs.get("p50_ms")),
+                "cpu_ratio": _ratio(mine.get("server_cpu_ms_per_call"), theirs.get("server_cpu_ms_per_call")),
+                "rps_ratio_vs_echo": _ratio(mine.get("rps"), echo.get("rps")),
+            }
+        )
+    return rows
+
+
+def scaling(scenarios: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    """Two processes against one on the same port (``serve --workers 2`` as it would run)."""
+    result: dict[str, float | None] = {}
+    for rpc in ("Delegate", "Introspect"):
+        for one, two in (("service", "service-2p"), ("floor", "floor-2p")):
+            a = scenarios.get(key_of(one, rpc, 64), {}).get("median", {}).get("rps")
+            b = scenarios.get(key_of(two, rpc, 64), {}).get("median", {}).get("rps")
+            result[f"{one}/{rpc}/c64: 2 processes / 1"] = _ratio(b, a)
+    return result
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Indented JSON, keys in insertion order."""
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown(data: Mapping[str, Any]) -> str:
+    """The results as Markdown: service vs floor, the floors, scale costs, round trips."""
+    scenarios: Mapping[str, Mapping[str, Any]] = data["scenarios"]
+    compared = {row["scenario"]: row for row in data["comparisons"]}
+    meta = data["meta"]
+    lines = [
+        "# delegation-service benchmark",
+        "",
+        f"{meta['started']} · {meta['machine']} · server model: {meta['server_model']} · "
+        f"median of {meta['reps']} interleaved runs of {meta['duration_s']} s (warm-up {meta['warmup_s']} s)"
+        f" · load generator: {meta['load_generator']}",
+        "",
+        "Ratios: rps xfloor ≥ 1 is as fast as the floor; p99 xfloor and CPU xfloor ≤ 1 are as cheap. "
+        "Fresh: every call presents a token never seen before (no cache can help); warm: the same parent "
+        "for the whole run (Delegate), or a pool of 1,500 children presented again and again (Introspect).",
+        "",
+        "## Service vs floor",
+        "",
+        "| scenario | conc | rps | p50 ms | p90 ms | p99 ms | server CPU ms/call | errors | floor | "
+        "floor rps | rps xfloor | floor p99 ms | p99 xfloor | CPU xfloor |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
+    ]
+    for key, scenario in scenarios.items():
+        if scenario["target"] not in ("service", "service-2p"):
+            continue
+        m = scenario["median"]
+        c = compared.get(key, {})
+        floor_key = c.get("floor", "")
+        floor_label = (
+            f"{TARGET_LABELS[floor_key.split('/')[0]]} {floor_key.split('/')[1]}" if floor_key else "-"
+        )
+        lines.append(
+            f"| {TARGET_LABELS[scenario['target']]} · {RPC_LABELS[scenario['rpc']]} "
+            f"| {scenario['concurrency']} "
+            f"| {_fmt(m.get('rps'), 0)} | {_fmt(m.get('p50_ms'))} | {_fmt(m.get('p90_ms'))} "
+            f"| {_fmt(m.get('p99_ms'))} | {_fmt(m.get('server_cpu_ms_per_call'), 3)} "
+            f"| {m.get('errors', '-')} "
+            f"| {floor_label} | {_fmt(c.get('floor_rps'), 0)} | {_fmt(c.get('rps_ratio'))} "
+            f"| {_fmt(c.get('floor_p99_ms'))} | {_fmt(c.get('p99_ratio'))} | {_fmt(c.get('cpu_ratio'))} |"
+        )
+    lines += [
+        "",
+        "## The floors",
+        "",
+        "| floor | conc | rps | p50 ms | p90 ms | p99 ms | server CPU ms/call | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for scenario in scenarios.values():
+        if scenario["target"] in ("service", "service-2p"):
+            continue
+        m = scenario["median"]
+        lines.append(
+            f"| {TARGET_LABELS[scenario['target']]} · {RPC_LABELS[scenario['rpc']]} "
+            f"| {scenario['concurrency']} "
+            f"| {_fmt(m.get('rps'), 0)} | {_fmt(m.get('p50_ms'))} | {_fmt(m.get('p90_ms'))} "
+            f"| {_fmt(m.get('p99_ms'))} | {_fmt(m.get('server_cpu_ms_per_call'), 3)} "
+            f"| {m.get('errors', '-')} |"
+        )
+    lines += ["", "## Two processes on one port (SO_REUSEPORT) vs one", ""]
+    for name, value in data["process_scaling"].items():
+        lines.append(f"- {name}: {_fmt(value)}x")
+    chain = data["revoke_chain_scale"]
+    memory = data["memory"]
+    lines += [
+        "",
+        "## Cost of scale",
+        "",
+        "| measure | value |",
+        "|---|--:|",
+        f"| RevokeChain, chain of 1 child (median ms) | {_fmt(chain.get('chain_1_ms'))} |",
+        f"| RevokeChain, chain of {chain.get('big_chain_children', 0):,} children (median ms) "
+        f"| {_fmt(chain.get('chain_big_ms'))} |",
+        f"| ratio (big / 1) | {_fmt(chain.get('ratio'))} |",
+        "| RevokeChain dry run on the big chain: reported blast radius "
+        f"| {chain.get('big_dry_run_count', '-')} |",
+        f"| RevokeChain errors | {chain.get('errors', '-')} |",
+        f"| Redis bytes per child, chain of {memory.get('big_chain_children', 0):,} (INFO delta) "
+        f"| {_fmt(memory.get('bytes_per_child_in_big_chain'), 0)} |",
+        f"| Redis bytes per token, {memory.get('small_chains', 0):,} chains of root + 1 child (INFO delta) "
+        f"| {_fmt(memory.get('bytes_per_token_in_1_child_chains'), 0)} |",
+        f"| MEMORY USAGE of a child record key (mean) | {_fmt(memory.get('memory_usage_child_record'), 0)} |",
+        f"| MEMORY USAGE of a root record key (mean) | {_fmt(memory.get('memory_usage_root_record'), 0)} |",
+        f"| MEMORY USAGE of the big chain's member set, per child "
+        f"| {_fmt(memory.get('memory_usage_members_per_child_big_chain'), 0)} |",
+        "",
+        "## Redis round trips per call",
+        "",
+        "Round trips: commands sent by the server process (MONITOR census, script-internal commands and "
+        "health "
+        "PINGs left out). Commands: `INFO commandstats` deltas per call during the measured runs, "
+        "script-internal commands included.",
+        "",
+        "| scenario | round trips / call | client commands / call | all Redis commands / call (c64 runs) |",
+        "|---|--:|---|---|",
+    ]
+    for key, census in data["round_trips"].items():
+        target, rpc = key.split("/")
+        per_call = (
+            scenarios.get(key_of(target, rpc, 64), {}).get("median", {}).get("redis_commands_per_call", {})
+        )
+        lines.append(
+            f"| {TARGET_LABELS[target]} · {RPC_LABELS[rpc]} | {_fmt(census['per_call'])} "
+            f"| {', '.join(f'{n} {v:g}' for n, v in census['commands'].items()) or '-'} "
+            f"| {', '.join(f'{n} {v:g}' for n, v in per_call.items()) or '-'} |"
+        )
+    lines += [
+        "",
+        f"Verified-token cache in the service: {_cache_text(meta)}. "
+        f"Measured: commit {meta['git']['commit']}"
+        f"{' with local changes to delegation_service/' if meta['git']['service_code_modified'] else ''}. "
+        f"Total errors: {data['errors_total']}."
+        + (" INCOMPLETE: " + meta["incomplete"] if meta.get("incomplete") else ""),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cache_text(meta: Mapping[str, Any]) -> str:
+    setting = meta.get("verified_token_cache_setting")
+    if setting:
+        return f"yes (`{setting['setting']}`, default {setting['default']:,})"
+    return "detected" if meta.get("verified_token_cache") else "none yet"
+
+
+def chart(data: Mapping[str, Any], path: Path) -> None:
+    """Throughput and p99 of each service scenario beside its floor (and the bare echo)."""
+    scenarios: Mapping[str, Mapping[str, Any]] = data["scenarios"]
+    pairs = [
+        ("service", "Delegate", "Delegate\nfresh parent"),
+        ("service", "DelegateWarm", "Delegate\nwarm parent"),
+        ("service", "Introspect", "Introspect\nfresh token"),
+        ("service", "IntrospectWarm", "Introspect\nwarm token"),
+        ("service", "Revoke", "Revoke"),
+        ("service", "RevokeChain", "RevokeChain\n(floor: echo)"),
+        ("service-2p", "Delegate", "Delegate\n2 processes"),
+        ("service-2p", "Introspect", "Introspect\n2 processes"),
+    ]
+    panels = [
+        ("rps", 64, "Throughput at 64 in flight (rps, higher is better)"),
+        ("rps", 1, "Throughput at 1 in flight (rps)"),
+        ("p99_ms", 1, "p99 latency at 1 in flight (ms, lower is better)"),
+        ("p99_ms", 64, "p99 latency at 64 in flight (ms)"),
+    ]
+    figure, axes = plt.subplots(2, 2, figsize=(15, 9))
+    for axis, (metric, concurrency, title) in zip(axes.flat, panels, strict=True):
+        labels, mine, theirs = [], [], []
+        for target, rpc, label in pairs:
+            scenario = scenarios.get(key_of(target, rpc, concurrency))
+            floor = FLOOR_OF[(target, rpc)]
+            floor_scenario = scenarios.get(key_of(floor[0], floor[1], concurrency))
+            if not scenario or not floor_scenario:
+                continue
+            labels.append(label)
+            mine.append(scenario["median"].get(metric, 0.0))
+            theirs.append(floor_scenario["median"].get(metric, 0.0))
+        positions = range(len(labels))
+        width = 0.38
+        bars = axis.bar([p - width / 2 for p in positions], mine, width, label="service", color="#3b6fb6")
+        axis.bar([p + width / 2 for p in positions], theirs, width, label="floor", color="#e39b3a")
+        for bar, a, b in zip(bars, mine, theirs, strict=True):
+            if b:
+                axis.annotate(
+                    f"{a / b:.2f}x",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+        echo = scenarios.get(key_of("echo", "Echo", concurrency))
+        if echo:
+            value = echo["median"].get(metric, 0.0)
+            axis.axhline(
+                value, color="grey", linestyle="--", linewidth=1, label="bare echo (floor of RevokeChain)"
+            )
+            axis.annotate(
+                f"bare echo {value:,.0f}" if metric == "rps" else f"bare echo {value:.2f}",
+                (len(labels) - 0.5, value),
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="grey",
+            )
+        axis.set_title(title, fontsize=10)
+        axis.set_xticks(list(positions))
+        axis.set_xticklabels(labels, fontsize=8)
+        axis.legend(fontsize=8, loc="best")
+        axis.grid(axis="y", alpha=0.3)
+    meta = data["meta"]
+    figure.suptitle(
+        f"delegation-service vs its floor · {meta['machine']} · median of {meta['reps']} runs · "
+        f"ratio = service / floor",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,255 @@
+"""The cost of scale: chains of 1 and N children, Redis memory per tracked token, round trips per call.
+
+Chains are written straight into Redis with the registry's own ``record_child`` (its real key layout
+and encoding), pipelined in batches, rather than through gRPC: 100,000 children load in seconds.
+Round trips are counted from ``MONITOR`` (commands sent by clients, not those run inside scripts) during
+a short census, and from ``INFO commandstats`` deltas during the measured phases.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from bench.common import (
+    CHILD_CLIENT,
+    CHILD_SCOPES,
+    LOOPBACK,
+    PARENT_CLIENT,
+    PARENT_SCOPES,
+    SERVICE_KEY_PREFIX,
+    UPSTREAM_ISSUER,
+)
+from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.domain.revocation import TokenRecord
+from delegation_service.domain.tokens import TokenKind, root_chain_id
+
+PIPELINE_BATCH = 2000
+MEMORY_SAMPLES = 200
+
+
+class PipelinedScripts:
+    """A stand-in client for :class:`RedisRegistry` that queues its script calls on a pipeline.
+
+    The registry computes keys and encodes records exactly as in service; each script call is queued
+    and answers 1 ("recorded") at once; :meth:`flush` sends the batch and checks every real answer.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._pipeline = client.pipeline(transaction=False)
+        self._queued = 0
+        self.refused = 0
+
+    def register_script(self, source: str) -> Callable[..., int]:
+        script = self._client.register_script(source)
+
+        def call(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> int:
+            script(keys=keys, args=args, client=self._pipeline)
+            self._queued += 1
+            if self._queued >= PIPELINE_BATCH:
+                self.flush()
+            return 1
+
+        return call
+
+    def flush(self) -> None:
+        if self._queued:
+            self.refused += sum(1 for answer in self._pipeline.execute() if int(answer) != 1)
+            self._queued = 0
+
+
+def service_registry(client: Any) -> RedisRegistry:
+    # The prefix, leeway and retentions the bench service runs with (Config defaults).
+    return RedisRegistry(
+        client, prefix=SERVICE_KEY_PREFIX, leeway_seconds=30, horizon_retention_seconds=86_430
+    )
+
+
+def root_record(name: str, now: int) -> TokenRecord:
+    """An upstream root's record (a chain of its own), as the service would keep it."""
+    token_id = f"root-{name}"
+    return TokenRecord(
+        token_id=token_id,
+        chain_id=root_chain_id(UPSTREAM_ISSUER, token_id),
+        kind=TokenKind.UPSTREAM,
+        parent_token_id=None,
+        subject=f"chain-{name}",
+        client_id=PARENT_CLIENT,
+        root_client_id=PARENT_CLIENT,
+        scopes=" ".join(PARENT_SCOPES),
+        bearer=f"Per/chain-{name}",
+        issued_at=now,
+        root_issued_at=now,
+        expires_at=now + 3600,
+    )
+
+
+def _child(root: TokenRecord, index: int, now: int) -> TokenRecord:
+    return TokenRecord(
+        token_id=f"c{index:07d}-{root.token_id[-6:]}xxxxxxxxxx",  # 22 characters, like a real jti
+        chain_id=root.chain_id,
+        kind=TokenKind.DELEGATED,
+        parent_token_id=root.token_id,
+        subject=root.subject,
+        client_id=CHILD_CLIENT,
+        root_client_id=root.client_id,
+        scopes=" ".join(CHILD_SCOPES),
+        bearer=root.bearer,
+        issued_at=now,
+        root_issued_at=root.issued_at,
+        expires_at=now + 900,
+    )
+
+
+def load_chain(client: redis.Redis, name: str, children: int) -> tuple[TokenRecord, int]:
+    """Write a chain of ``children`` children through the registry, pipelined; (root, refused)."""
+    now = int(time.time())
+    root = root_record(name, now)
+    stand_in = PipelinedScripts(client)
+    registry = service_registry(stand_in)
+    for index in range(children):
+        registry.record_child(root, _child(root, index, now))
+    stand_in.flush()
+    return root, stand_in.refused
+
+
+def used_memory(client: redis.Redis) -> int:
+    """Redis's ``used_memory`` (bytes allocated for data and overhead)."""
+    info: dict[str, Any] = client.info("memory")
+    return int(info["used_memory"])
+
+
+def memory_per_token(client: redis.Redis, big_chain: int, small_chains: int) -> dict[str, Any]:
+    """Memory per tracked token: INFO deltas over a big chain and over many 1-child chains, and samples.
+
+    Returns the big chain's root too (under ``"big_root"``) so that it can be revoked afterwards.
+    """
+    before = used_memory(client)
+    big_root, refused_big = load_chain(client, "big", big_chain)
+    after_big = used_memory(client)
+    now = int(time.time())
+    stand_in = PipelinedScripts(client)
+    registry = service_registry(stand_in)
+    small_roots = []
+    for index in range(small_chains):
+        root = root_record(f"small{index}", now)
+        small_roots.append(root)
+        registry.record_child(root, _child(root, 0, now))
+    stand_in.flush()
+    after_small = used_memory(client)
+
+    def usage(key: str) -> int:
+        return int(client.memory_usage(key, samples=0) or 0)
+
+    step = max(1, big_chain // MEMORY_SAMPLES)
+    child_keys = [
+        f"{SERVICE_KEY_PREFIX}:{{{big_root.chain_id}}}:t:{_child(big_root, i, now).token_id}"
+        for i in range(0, big_chain, step)
+    ]
+    sampled_roots = small_roots[:MEMORY_SAMPLES]
+    members_key = f"{SERVICE_KEY_PREFIX}:{{{big_root.chain_id}}}:m"
+    return {
+        "big_root": big_root,
+        "small_roots": small_roots,
+        "big_chain_children": big_chain,
+        "small_chains": small_chains,
+        "refused_writes": refused_big + stand_in.refused,
+        "bytes_per_child_in_big_chain": (after_big - before) / big_chain if big_chain else 0.0,
+        "bytes_per_token_in_1_child_chains": (after_small - after_big) / (2 * small_chains)
+        if small_chains
+        else 0.0,
+        "bytes_per_1_child_chain": (after_small - after_big) / small_chains if small_chains else 0.0,
+        "memory_usage_child_record": statistics.mean(usage(k) for k in child_keys) if child_keys else 0.0,
+        "memory_usage_root_record": statistics.mean(
+            usage(f"{SERVICE_KEY_PREFIX}:{{{r.chain_id}}}:t:{r.token_id}") for r in sampled_roots
+        )
+        if sampled_roots
+        else 0.0,
+        "memory_usage_members_per_child_big_chain": usage(members_key) / big_chain if big_chain else 0.0,
+        "memory_usage_members_1_child_chain": usage(f"{SERVICE_KEY_PREFIX}:{{{sampled_roots[0].chain_id}}}:m")
+        if sampled_roots
+        else 0.0,
+    }
+
+
+# -- round trips --------------------------------------------------------------------------------------------
+
+_MONITOR_LINE = re.compile(r'^\+\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"')
+_BACKGROUND = frozenset({"PING", "INFO", "MONITOR", "CLIENT", "HELLO", "SELECT"})
+"""Commands that are not part of serving a call (health probes, connection set-up, our own)."""
+
+
+class CommandCensus:
+    """Counts the commands clients send to Redis (not those run inside scripts), via ``MONITOR``.
+
+    A pipeline of N commands would count N here; the service sends none. Bounded: it reads until
+    :meth:`stop` or ``limit_seconds``.
+    """
+
+    def __init__(self, port: int, limit_seconds: float = 120.0) -> None:
+        self._socket = socket.create_connection((LOOPBACK, port), timeout=5)
+        self._socket.sendall(b"MONITOR\r\n")
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._limit = time.monotonic() + limit_seconds
+        self._buffer = b""
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._read, name="monitor", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._limit:
+            try:
+                chunk = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._buffer += chunk
+            *lines, self._buffer = self._buffer.split(b"\r\n")
+            with self._lock:
+                for line in lines:
+                    match = _MONITOR_LINE.match(line.decode("utf-8", "replace"))
+                    if match and match.group(1) != "lua" and match.group(2).upper() not in _BACKGROUND:
+                        self._counts[match.group(2).upper()] += 1
+
+    def take(self) -> Counter[str]:
+        """The commands counted since the last call (after letting in-flight lines arrive)."""
+        time.sleep(0.3)
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        return counts
+
+    def stop(self) -> None:
+        """Stop reading and close the connection."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._socket.close()
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    """``INFO commandstats`` as {command: calls} (script-internal commands included)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_").upper(): int(value["calls"]) for name, value in stats.items()}
+
+
+def per_call_delta(before: dict[str, int], after: dict[str, int], calls: int) -> dict[str, float]:
+    """Each command's calls between two ``commandstats`` readings, per RPC (INFO itself left out)."""
+    if calls <= 0:
+        return {}
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    return {
+        name: round(count / calls, 3) for name, count in sorted(delta.items()) if count > 0 and name != "INFO"
+    }

@@ -1,0 +1,307 @@
+"""One bench server process: the real service, the minimal floor, or a bare echo.
+
+``python -m bench.server --kind service|minimal|echo ...`` listens on a loopback port, writes the port it
+got to ``--ready-file`` once it serves, and runs until SIGTERM or SIGINT. All three kinds use the same
+gRPC server model as ``delegation-service serve`` (a sync ``grpc.server`` with a thread pool, the same
+options and limits); only what runs inside a call differs.
+
+* ``service``: the application built by the composition root exactly as ``serve`` builds it (config,
+  Redis client, keys parsed once, interceptor, health, reflection, JSON logs at ``--log-level``), with a
+  ``DevUpstreamIssuer`` whose key is passed in as the one trusted upstream issuer.
+* ``minimal``: the floor. ``Delegate`` verifies the ES256 parent with PyJWT (key object parsed once),
+  signs an ES256 child and makes one Redis round trip (one EVALSHA recording it); ``Introspect``
+  verifies the token and makes one MGET of the keys the service reads. No policy, no interceptor.
+* ``echo``: a generic unary method that returns its request bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from google.protobuf import timestamp_pb2
+
+from bench.common import (
+    ECHO_METHOD,
+    FLOOR_KEY_PREFIX,
+    LOOPBACK,
+    SERVICE_ISSUER,
+    SERVICE_KEY_PREFIX,
+    UPSTREAM_ISSUER,
+)
+from delegation.v1 import delegation_pb2, delegation_pb2_grpc
+from delegation_service import logs
+from delegation_service.adapters.keys import KeySet, SigningKey, load_private_key_file
+from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
+from delegation_service.app import build, load_catalog, redis_client
+from delegation_service.config import Config
+from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.tokens import root_chain_id
+from delegation_service.transport.server import MAX_MESSAGE_BYTES, MAX_METADATA_BYTES
+
+LEEWAY_SECONDS = 30
+CHILD_LIFETIME_SECONDS = 900
+
+# The floor's one round trip for Delegate: refuse a revoked chain, record root and child, index the child.
+# KEYS: chain marker, members, root record, child record. ARGV: root id, root value, root exp, child id,
+# child value, child exp.
+FLOOR_RECORD_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[3], ARGV[2], 'NX', 'EXAT', ARGV[3])
+redis.call('SET', KEYS[4], ARGV[5], 'EXAT', ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1], ARGV[6], ARGV[4])
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+def server_options(reuse_port: bool) -> list[tuple[str, int]]:
+    """The channel options ``transport.server.start_server`` uses."""
+    return [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.server_handshake_timeout_ms", int(Config.handshake_timeout_seconds * 1000)),
+    ]
+
+
+def _plain_server(args: argparse.Namespace) -> grpc.Server:
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="rpc"),
+        maximum_concurrent_rpcs=args.max_concurrent_rpcs,
+        options=server_options(args.reuse_port),
+    )
+
+
+def _timestamp(seconds: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
+    """The floor: only the cryptography and one Redis round trip per call (other RPCs: UNIMPLEMENTED)."""
+
+    def __init__(self, redis_client: Any, upstream: SigningKey, signing: SigningKey) -> None:
+        self._redis = redis_client
+        self._record = redis_client.register_script(FLOOR_RECORD_SCRIPT)
+        self._jwt = jwt.PyJWT()
+        # Key objects, parsed once: PyJWT never sees a PEM here.
+        self._upstream_key = upstream.public_key
+        self._service_key = signing.public_key
+        self._signing_key = signing.private_key
+        self._headers = {"kid": signing.kid, "typ": "at+jwt"}
+
+    def _decode(self, token: str, key: Any, issuer: str) -> dict[str, Any] | None:
+        try:
+            claims: dict[str, Any] = self._jwt.decode(
+                token,
+                key,
+                algorithms=["ES256"],
+                issuer=issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "jti"], "verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            return None
+        return claims
+
+    def Delegate(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.DelegateRequest, context: grpc.ServicerContext
+    ) -> delegation_pb2.DelegateResponse:
+        """Verify the parent, record the child in one EVALSHA, sign it."""
+        parent = self._decode(request.parent_token, self._upstream_key, UPSTREAM_ISSUER)
+        if parent is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the parent token does not verify")
+        now = int(time.time())
+        parent_id = str(parent["jti"])
+        parent_exp = int(parent["exp"])
+        chain_id = root_chain_id(UPSTREAM_ISSUER, parent_id)
+        child_id = secrets.token_urlsafe(16)
+        expires_at = min(now + CHILD_LIFETIME_SECONDS, parent_exp)
+        scope = " ".join(request.scopes)
+        subject = str(parent["sub"])
+        tag = f"{FLOOR_KEY_PREFIX}:{{{chain_id}}}"
+        recorded = self._record(
+            keys=[f"{tag}:rc", f"{tag}:m", f"{tag}:t:{parent_id}", f"{tag}:t:{child_id}"],
+            args=[
+                parent_id,
+                f'[1,"{parent.get("client_id", "")}","{parent.get("scope", "")}","{subject}"]',
+                parent_exp,
+                child_id,
+                f'[2,"{request.client_id}","{scope}",{now - int(parent["iat"])},{expires_at - now}]',
+                expires_at,
+            ],
+        )
+        if int(recorded) != 1:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the chain is revoked")
+        claims = {
+            "iss": SERVICE_ISSUER,
+            "sub": subject,
+            "aud": "warehouse",
+            "client_id": request.client_id,
+            "scope": scope,
+            "iat": now,
+            "nbf": now,
+            "exp": expires_at,
+            "jti": child_id,
+            "act": {"sub": parent.get("client_id", "")},
+            "bearer": parent.get("bearer", {"type": "Per"}),
+            "parent_jti": parent_id,
+            "chain_id": chain_id,
+        }
+        token = self._jwt.encode(claims, self._signing_key, algorithm="ES256", headers=self._headers)
+        return delegation_pb2.DelegateResponse(
+            access_token=token,
+            token_type="Bearer",
+            issued_token_type="urn:ietf:params:oauth:token-type:jwt",
+            scopes=list(request.scopes),
+            bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
+            expire_time=_timestamp(expires_at),
+            token_id=child_id,
+            chain_id=chain_id,
+            client_id=request.client_id,
+        )
+
+    def Introspect(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.IntrospectRequest, context: grpc.ServicerContext
+    ) -> delegation_pb2.IntrospectResponse:
+        """Verify the token, read its record, markers and horizons in one MGET."""
+        claims = self._decode(request.token, self._service_key, SERVICE_ISSUER)
+        if claims is None:
+            return delegation_pb2.IntrospectResponse(active=False)
+        chain_id, token_id = str(claims["chain_id"]), str(claims["jti"])
+        subject, client_id = str(claims["sub"]), str(claims.get("client_id", ""))
+        actor = str(claims.get("act", {}).get("sub", ""))
+        tag = f"{SERVICE_KEY_PREFIX}:{{{chain_id}}}"
+        values = self._redis.mget(
+            [
+                f"{tag}:t:{token_id}",
+                f"{tag}:rt:{token_id}",
+                f"{tag}:rc",
+                f"{tag}:t:{claims.get('parent_jti', '')}",
+                f"{SERVICE_KEY_PREFIX}:h:s:{subject}",
+                f"{SERVICE_KEY_PREFIX}:h:c:{client_id}",
+                f"{SERVICE_KEY_PREFIX}:h:c:{actor}",
+            ]
+        )
+        if values[0] is None or values[1] is not None or values[2] is not None:
+            return delegation_pb2.IntrospectResponse(active=False)
+        aud = claims.get("aud", [])
+        return delegation_pb2.IntrospectResponse(
+            active=True,
+            scopes=str(claims.get("scope", "")).split(),
+            client_id=client_id,
+            subject=subject,
+            issuer=SERVICE_ISSUER,
+            audiences=[aud] if isinstance(aud, str) else list(aud),
+            issue_time=_timestamp(int(claims["iat"])),
+            expire_time=_timestamp(int(claims["exp"])),
+            token_id=token_id,
+            chain_id=chain_id,
+            parent_token_id=str(claims.get("parent_jti", "")),
+            bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
+            actor_client_id=actor,
+            kind=delegation_pb2.TOKEN_KIND_DELEGATED,
+        )
+
+
+def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    return request
+
+
+def _build_service(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The real application, built as ``serve`` builds it; returns (running server, stop callable)."""
+    config = Config(
+        listen=f"{LOOPBACK}:{args.port}",
+        issuer=SERVICE_ISSUER,
+        store="redis",
+        redis_url=args.redis_url,
+        redis_key_prefix=SERVICE_KEY_PREFIX,
+        operator_token_sha256=(args.operator_sha256,),
+        max_workers=args.max_workers,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        log_level=args.log_level,
+        # The bench's Redis keeps nothing on disk (a throw-away server); production refuses that.
+        redis_allow_unsafe_persistence=True,
+        # Introspection open to any caller (loopback only), as on the dev server: the bench measures
+        # the token work, not caller authentication.
+        access_mode="open",
+    ).validate()
+    logs.configure(config.log_level)
+    upstream = DevUpstreamIssuer(UPSTREAM_ISSUER, key=load_private_key_file(args.upstream_key, "ES256"))
+    app = build(
+        config,
+        keys=KeySet(load_private_key_file(args.signing_key, "ES256")),
+        catalog=load_catalog(demo_catalog_path()),
+        extra_trusted=[upstream.trusted_issuer()],
+    )
+    running = app.serve(reuse_port=args.reuse_port)
+    return running.port, lambda: running.stop(1.0)
+
+
+def _build_plain(args: argparse.Namespace) -> tuple[Any, Any]:
+    server = _plain_server(args)
+    if args.kind == "echo":
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_echo)
+        service, method = ECHO_METHOD.strip("/").split("/")
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+    else:
+        client = redis_client(Config(redis_url=args.redis_url))
+        servicer = MinimalServicer(  # type: ignore[abstract]  # the other RPCs answer UNIMPLEMENTED
+            client,
+            load_private_key_file(args.upstream_key, "ES256"),
+            load_private_key_file(args.signing_key, "ES256"),
+        )
+        delegation_pb2_grpc.add_DelegationServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{LOOPBACK}:{args.port}")
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {LOOPBACK}:{args.port}")
+    server.start()
+    return port, lambda: server.stop(1.0).wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("service", "minimal", "echo"), required=True)
+    parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
+    parser.add_argument("--ready-file", type=Path, required=True, help="the bound port is written here")
+    parser.add_argument("--redis-url", default="")
+    parser.add_argument("--upstream-key", type=Path, help="PEM of the dev upstream issuer's key")
+    parser.add_argument("--signing-key", type=Path, help="PEM of the service's signing key")
+    parser.add_argument("--operator-sha256", default="0" * 64)
+    parser.add_argument("--max-workers", type=int, default=Config.max_workers)
+    parser.add_argument("--max-concurrent-rpcs", type=int, default=Config.max_concurrent_rpcs)
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="SO_REUSEPORT (several processes, one port)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="service log level (JSON lines to stdout)")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    port, shutdown = _build_service(args) if args.kind == "service" else _build_plain(args)
+    partial = args.ready_file.with_suffix(".tmp")
+    partial.write_text(f"{port} {os.getpid()}\n")
+    partial.replace(args.ready_file)
+    while not stop.wait(1.0):
+        pass
+    shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

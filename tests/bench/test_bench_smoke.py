@@ -1,0 +1,101 @@
+"""A short smoke run of the benchmark harness (`python -m bench --quick`): it runs, reports every figure,
+and nothing failed. No timing assertions: the figures of a quick run on a shared machine mean nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SERVICE_RPCS = ("Delegate", "DelegateWarm", "Introspect", "Revoke", "RevokeChain")
+SCENARIOS = (
+    [f"service/{rpc}/c{c}" for rpc in SERVICE_RPCS for c in (1, 64)]
+    + [f"floor/{rpc}/c{c}" for rpc in ("Delegate", "Introspect") for c in (1, 64)]
+    + ["echo/Echo/c1", "echo/Echo/c64"]
+    + [f"{target}/{rpc}/c64" for target in ("service-2p", "floor-2p") for rpc in ("Delegate", "Introspect")]
+)
+MEDIAN_KEYS = {
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "server_cpu_ms_per_call",
+    "redis_cpu_ms_per_call",
+    "loadgen_cpu_ms_per_call",
+    "errors",
+    "calls",
+    "runs",
+    "redis_commands_per_call",
+}
+COMPARISON_KEYS = {"scenario", "floor", "rps_ratio", "p99_ratio", "cpu_ratio", "rps_ratio_vs_echo"}
+MEMORY_KEYS = {
+    "bytes_per_child_in_big_chain",
+    "bytes_per_token_in_1_child_chains",
+    "memory_usage_child_record",
+    "memory_usage_root_record",
+    "memory_usage_members_per_child_big_chain",
+}
+CHAIN_KEYS = {"chain_1_ms", "chain_big_ms", "ratio", "big_chain_children", "big_dry_run_count", "errors"}
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--results-dir", str(results), "--budget", "200"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    data = json.loads((results / "bench.json").read_text())
+    assert {
+        "meta",
+        "scenarios",
+        "comparisons",
+        "process_scaling",
+        "revoke_chain_scale",
+        "memory",
+        "round_trips",
+        "errors_total",
+    } <= data.keys()
+    assert data["errors_total"] == 0
+    assert not data["meta"]["incomplete"]
+
+    for key in SCENARIOS:
+        scenario = data["scenarios"][key]
+        assert scenario["median"].keys() >= MEDIAN_KEYS, key
+        assert scenario["median"]["errors"] == 0, (key, [r["error_kinds"] for r in scenario["runs"]])
+        assert scenario["median"]["calls"] > 0, key
+
+    compared = {row["scenario"]: row for row in data["comparisons"]}
+    for key in SCENARIOS:
+        if key.startswith("service"):
+            assert compared[key].keys() >= COMPARISON_KEYS, key
+            assert compared[key]["rps_ratio"] is not None, key
+
+    assert data["revoke_chain_scale"].keys() >= CHAIN_KEYS
+    assert data["revoke_chain_scale"]["errors"] == 0
+    # The dry run sees the whole big chain (its children and its root): the loader wrote every record.
+    chain = data["revoke_chain_scale"]
+    assert chain["big_dry_run_count"] == chain["big_chain_children"] + 1
+    assert data["memory"].keys() >= MEMORY_KEYS
+    assert data["memory"]["refused_writes"] == 0
+    for rpc in SERVICE_RPCS:
+        census = data["round_trips"][f"service/{rpc}"]
+        assert census["errors"] == 0
+        assert census["per_call"] >= 1
+    assert len(data["process_scaling"]) == 4
+
+    table = (results / "bench.md").read_text()
+    assert "Service vs floor" in table and "rps xfloor" in table
+    assert (results / "bench.png").read_bytes().startswith(b"\x89PNG")
