@@ -444,6 +444,11 @@ class RedisRegistry:
         try:
             if self._require_persistence and self.check_persistence():
                 return False
+            if self._cluster:
+                # Every master: a plain PING reaches one node, and the chains of the others could be
+                # unreachable while it answers.
+                cluster = cast(RedisCluster, self._client)
+                return bool(cluster.ping(target_nodes=RedisCluster.PRIMARIES))
             return bool(self._client.ping())
         except (StoreUnavailable, RedisError, RedisClusterException, OSError):
             return False

@@ -8,6 +8,7 @@ on. Every call carries a deadline; every load loop is bounded in calls and in ti
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +21,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from delegation.v1 import delegation_pb2
 from delegation_service.adapters.redis_registry import UnsafePersistence
 from delegation_service.client import DelegationClient
 from tests.integration.harness import Harness, start_harness
-from tests.redis_processes import DURABLE, PrivateRedis
+from tests.redis_processes import DURABLE, PrivateRedis, start_redis_cluster
 
 pytestmark = pytest.mark.redis
 
@@ -111,8 +113,6 @@ def every_kind_of_call(client: DelegationClient, parent: str, child: str, chain_
 
 
 def first_revocation(client: DelegationClient) -> object:
-    from delegation.v1 import delegation_pb2  # noqa: PLC0415  (generated code, imported where used)
-
     stream = client.public.WatchRevocations(
         delegation_pb2.WatchRevocationsRequest(), timeout=DEADLINE_SECONDS
     )
@@ -339,3 +339,67 @@ def test_redis_losing_its_aof_while_serving_turns_the_service_unavailable(
             assert client.introspect(child).active
         finally:
             admin.close()
+
+
+# -- Redis Cluster ----------------------------------------------------------------------------------
+
+
+def test_a_frozen_cluster_master_fails_its_chains_closed_and_the_service_recovers(tmp_path: Path) -> None:
+    cluster = start_redis_cluster(tmp_path / "cluster")
+    router = cluster.client()
+
+    def master_of(key: str) -> int:
+        port: int = router.get_node_from_key(key).port
+        return port
+
+    # Freeze the master that holds none of the horizons these tokens are checked against (subject
+    # alice, clients gateway and billing), so the chains on the other masters can still be checked.
+    horizons = {master_of(f"it:h:{kind}") for kind in ("s:alice", "c:gateway", "c:billing")}
+    frozen_port = next(node.port for node in cluster.nodes if node.port not in horizons)
+    (frozen,) = [node for node in cluster.nodes if node.port == frozen_port]
+    try:
+        with (
+            running_service(
+                cluster.url, redis_mode="cluster", redis_allow_unsafe_persistence=True
+            ) as harness,
+            harness.client(timeout=DEADLINE_SECONDS) as client,
+        ):
+            on_frozen: list[tuple[str, str, str]] = []
+            elsewhere: list[tuple[str, str, str]] = []
+            for _ in range(60):
+                seeded = seed(harness, client)
+                (on_frozen if master_of(f"it:{{{seeded[2]}}}:m") == frozen_port else elsewhere).append(seeded)
+                if len(on_frozen) >= 3 and len(elsewhere) >= 3:
+                    break
+            assert len(on_frozen) >= 3 and len(elsewhere) >= 3
+            assert health(harness) == "SERVING"
+
+            frozen.process.send_signal(signal.SIGSTOP)
+            try:
+                frozen_at = time.monotonic()
+                wait_for_health(harness, "NOT_SERVING")
+                not_serving_after = time.monotonic() - frozen_at
+                with ThreadPoolExecutor(8) as pool:
+                    stuck = list(
+                        pool.map(lambda s: timed("Introspect", lambda: client.introspect(s[1])), on_frozen)
+                    )
+                    other = list(
+                        pool.map(lambda s: timed("Introspect", lambda: client.introspect(s[1])), elsewhere)
+                    )
+            finally:
+                frozen.process.send_signal(signal.SIGCONT)
+
+            # The chains of the frozen master fail closed; the others are still checked, correctly.
+            assert_failed_closed_in_time(stuck)
+            assert [o.answer for o in other] == ["ACTIVE"] * len(other)
+            serving_in = wait_for_health(harness, "SERVING")
+            assert all(client.introspect(child).active for _, child, _ in [*on_frozen, *elsewhere])
+            print(
+                f"\ncluster master frozen: {len(stuck)} calls on its chains failed closed (slowest "
+                f"{max(o.seconds for o in stuck):.3f}s), {len(other)} on other masters answered (slowest "
+                f"{max(o.seconds for o in other):.3f}s); NOT_SERVING {not_serving_after:.2f}s after SIGSTOP; "
+                f"SERVING {serving_in:.2f}s after SIGCONT"
+            )
+    finally:
+        router.close()
+        cluster.stop()
