@@ -142,18 +142,22 @@ def test_a_registry_that_met_redis_down_checks_before_its_first_call(
     private_redis: PrivateRedis, client: redis.Redis
 ) -> None:
     private_redis.stop()
-    registry = RedisRegistry(private_redis.client(), prefix="p", require_persistence=True)
-    with pytest.raises(StoreUnavailable):
-        registry.check_persistence()
+    own = private_redis.client()
+    registry = RedisRegistry(own, prefix="p", require_persistence=True)
+    try:
+        with pytest.raises(StoreUnavailable):
+            registry.check_persistence()
 
-    private_redis.settings["appendonly"] = "no"
-    private_redis.start()
-    with pytest.raises(StoreUnavailable, match="durable"):
-        registry.events(None, 10)
+        private_redis.settings["appendonly"] = "no"
+        private_redis.start()
+        with pytest.raises(StoreUnavailable, match="durable"):
+            registry.events(None, 10)
 
-    client.config_set("appendonly", "yes")
-    assert registry.ping() is True
-    assert list(registry.events(None, 10)) == []
+        client.config_set("appendonly", "yes")
+        assert registry.ping() is True
+        assert list(registry.events(None, 10)) == []
+    finally:
+        own.close()
 
 
 def test_a_registry_without_the_requirement_never_reads_config(client: redis.Redis) -> None:
