@@ -53,6 +53,42 @@ COMPONENTS: Sequence[tuple[str, tuple[str, ...]]] = (
 )
 
 
+# Exclusive attribution: each sample goes to the innermost frame that names one of these components,
+# so the shares add up to 100% (the rest, no frame of ours or of a library named here, is gRPC's Python
+# layer: request dispatch, the thread pool, status and completion handling).
+OWNERS: Sequence[tuple[str, tuple[str, ...]]] = (
+    ("verify (JwtVerifier, with PyJWT and cryptography under it)", ("JwtVerifier.",)),
+    ("verified-token cache lookup", ("CachingVerifier.",)),
+    ("sign (JwtSigner, with PyJWT and cryptography under it)", ("JwtSigner.",)),
+    ("Redis (registry + redis-py)", ("RedisRegistry.", "redis/")),
+    ("policy", ("DelegationPolicy.", "delegation_service/domain/scopes.py")),
+    (
+        "logging (audit + access log lines)",
+        ("logging/", "delegation_service/logs.py", "delegation_service/audit.py"),
+    ),
+    (
+        "metrics (interceptor + prometheus_client)",
+        ("delegation_service/transport/metrics.py", "prometheus_client/"),
+    ),
+    ("servicer (proto in/out)", ("delegation_service/transport/servicer.py",)),
+    ("other use-case code", ("delegation_service/service.py", "delegation_service/domain/")),
+    (
+        "error/auth interceptor",
+        ("delegation_service/transport/interceptors.py", "delegation_service/transport/auth"),
+    ),
+)
+GRPC_LAYER = "gRPC Python layer and thread pool (the rest)"
+
+
+def owner(frames: Sequence[str]) -> str:
+    """The component a sample's time belongs to: the innermost frame that names one."""
+    for frame in reversed(frames):
+        for label, markers in OWNERS:
+            if any(marker in frame for marker in markers):
+                return label
+    return GRPC_LAYER
+
+
 def py_spy() -> str | None:
     """The py-spy executable beside this Python, or on PATH."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -95,6 +131,7 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
     total = 0
     components: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    owners: Counter[str] = Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -103,12 +140,16 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
         frames = stack.split(";")
         total += count
         leaves[frames[-1]] += count
+        owners[owner(frames)] += count
         for label, markers in COMPONENTS:
             if any(marker in frame for frame in frames for marker in markers):
                 components[label] += count
     share = {label: round(100 * components[label] / total, 1) if total else 0.0 for label, _ in COMPONENTS}
     return {
         "samples": total,
+        "owner_percent": {label: round(100 * n / total, 1) for label, n in owners.most_common()}
+        if total
+        else {},
         "component_percent": share,
         "top_leaf_percent": {frame: round(100 * n / total, 1) for frame, n in leaves.most_common(top)},
     }
@@ -125,6 +166,8 @@ def markdown(profiles: dict[str, dict[str, Any]]) -> str:
             "|---|--:|",
         ]
         lines += [f"| {label} | {value} |" for label, value in summary["component_percent"].items()]
+        lines += ["", "| owner (innermost frame; adds up to 100%) | % |", "|---|--:|"]
+        lines += [f"| {label} | {value} |" for label, value in summary["owner_percent"].items()]
         lines += ["", "| leaf frame (self) | % |", "|---|--:|"]
         lines += [f"| `{frame}` | {value} |" for frame, value in summary["top_leaf_percent"].items()]
         lines.append("")
