@@ -34,11 +34,8 @@ import grpc
 
 from bench import loadgen, profiling, report, scale
 from bench.common import (
-    RedisProcess,
     cpu_seconds,
     loadavg,
-    start_redis,
-    stop_process,
     write_private_key,
 )
 from delegation_service import service
@@ -47,6 +44,7 @@ from delegation_service.adapters.keys import generate_signing_key
 from delegation_service.client import DelegationClient
 from delegation_service.config import Config
 from delegation_service.transport.auth import operator_secret_digest
+from devtools.redis_server import RedisServer, start_redis_server, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_SECONDS = 60.0
@@ -265,7 +263,7 @@ class Run:
         write_private_key(signing, self.signing_key)
         self.operator_secret = secrets.token_urlsafe(24)
 
-        self.redis: RedisProcess = start_redis(workdir)
+        self.redis: RedisServer = start_redis_server(workdir)
         stack.callback(self.redis.stop)
         self.redis_client = self.redis.client()
         stack.callback(self.redis_client.close)

@@ -22,7 +22,6 @@ import redis
 from bench.common import (
     CHILD_CLIENT,
     CHILD_SCOPES,
-    LOOPBACK,
     PARENT_CLIENT,
     PARENT_SCOPES,
     SERVICE_KEY_PREFIX,
@@ -31,6 +30,7 @@ from bench.common import (
 from delegation_service.adapters.redis_registry import RedisRegistry
 from delegation_service.domain.revocation import TokenRecord
 from delegation_service.domain.tokens import TokenKind, root_chain_id
+from devtools.redis_server import LOOPBACK
 
 PIPELINE_BATCH = 2000
 MEMORY_SAMPLES = 200

@@ -34,7 +34,6 @@ from google.protobuf import timestamp_pb2
 from bench.common import (
     ECHO_METHOD,
     FLOOR_KEY_PREFIX,
-    LOOPBACK,
     SERVICE_ISSUER,
     SERVICE_KEY_PREFIX,
     UPSTREAM_ISSUER,
@@ -48,6 +47,7 @@ from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.tokens import root_chain_id
 from delegation_service.transport.server import MAX_MESSAGE_BYTES, MAX_METADATA_BYTES
+from devtools.redis_server import LOOPBACK
 
 LEEWAY_SECONDS = 30
 CHILD_LIFETIME_SECONDS = 900

@@ -20,15 +20,15 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from tests.conftest import (
+from devtools.redis_server import (
     LOOPBACK,
     START_ATTEMPTS,
     START_TIMEOUT_SECONDS,
     STOP_TIMEOUT_SECONDS,
     RedisServer,
     free_loopback_port,
-    start_redis_server,
 )
+from tests.conftest import start_redis_server
 
 CLUSTER_CREATE_TIMEOUT_SECONDS = 30.0
 TERM_WAIT_SECONDS = 1.0

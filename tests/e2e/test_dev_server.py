@@ -2,69 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-CLI = [sys.executable, "-m", "delegation_service.cli"]
-
-
-@dataclass
-class DevServer:
-    process: subprocess.Popen[str]
-    banner: str
-    env: dict[str, str]
-    drain: threading.Thread
-
-    def stop(self) -> int:
-        """SIGTERM, as an orchestrator would; the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            self.drain.join(timeout=5)
-            assert self.process.stdout is not None
-            self.process.stdout.close()
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=30, check=False
-        )
-
-
-def start_dev(extra_env: dict[str, str] | None = None) -> DevServer:
-    env = {**os.environ, **(extra_env or {})}
-    env.pop("REDIS_URL", None) if extra_env is None or "REDIS_URL" not in extra_env else None
-    process = subprocess.Popen(
-        [*CLI, "dev", "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "now inactive" in line:  # the banner's last command
-            break
-    banner = "".join(lines)
-    exports = dict(re.findall(r"^\s+export (\w+)=(\S+)$", banner, re.MULTILINE))
-    assert {"DELEGATION_ADDRESS", "DELEGATION_PARENT_TOKEN", "DELEGATION_OPERATOR_TOKEN"} <= set(exports), (
-        banner
-    )
-    # Keep reading the server's log so a full pipe never blocks it.
-    drain = threading.Thread(target=process.stdout.read, daemon=True)
-    drain.start()
-    return DevServer(process, banner, {**env, **exports}, drain)
+from tests.devserver import CLI, DevServer, start_dev
 
 
 @pytest.fixture
@@ -109,7 +53,7 @@ def test_the_printed_commands_work_as_pasted(dev_server: DevServer) -> None:
 
 
 def test_dev_server_on_redis(redis_server: object) -> None:
-    server = start_dev({"REDIS_URL": redis_server.url})  # type: ignore[attr-defined]
+    server = start_dev(redis_server.url)  # type: ignore[attr-defined]
     try:
         assert "(Redis;" in server.banner
         result = server.run("delegate", "--client-id", "search", "--output", "json")

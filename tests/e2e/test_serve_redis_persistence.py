@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import free_loopback_port
+from devtools.redis_server import free_loopback_port
 from tests.redis_processes import DURABLE, PrivateRedis
 
 pytestmark = pytest.mark.redis

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operability.devserver import REPO, DevServer, start_dev
+from tests.devserver import REPO, DevServer, start_dev
 from tests.operability.readme import block
 
 INSTALL_TIMEOUT_SECONDS = 600

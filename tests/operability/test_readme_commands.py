@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from google.rpc import error_details_pb2
 
-from tests.operability.devserver import DevServer, start_dev
+from tests.devserver import DevServer, start_dev
 from tests.operability.readme import block, commands
 
 BUF_PERMISSION_DENIED_EXIT = 8 * 7  # buf curl exits with 8 x the gRPC code

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "delegation_service.cli"]
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 20
@@ -42,6 +42,12 @@ class DevServer:
             if self.process.stdout is not None:
                 self.process.stdout.close()
 
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the CLI with the banner's exports."""
+        return subprocess.run(
+            [*CLI, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=30, check=False
+        )
+
     def bash(self, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a shell script from the repository root with the banner's exports."""
         return subprocess.run(
@@ -55,9 +61,11 @@ class DevServer:
         )
 
 
-def start_dev() -> DevServer:
-    """Start the dev server (in-memory store) and wait for its banner."""
+def start_dev(redis_url: str | None = None) -> DevServer:
+    """Start the dev server (in-memory store, or Redis at ``redis_url``) and wait for its banner."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     process = subprocess.Popen(
         [*CLI, "dev", "--port", "0"],
