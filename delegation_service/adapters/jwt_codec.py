@@ -3,9 +3,15 @@
 The verifier treats every input as hostile (RFC 8725). It reads nothing it has not bounded first, parses
 both JSON segments itself (refusing duplicate members, so what it checks is exactly what was signed),
 lets the token choose nothing: the unverified ``iss`` selects an issuer by exact string equality, the
-``kid`` selects a key *of that issuer only*, and the key, not the header, fixes the algorithm. PyJWT then
-checks the signature with the already-parsed key object, and the claims are checked here with the
-injected clock, so every time rule is testable and applied the same way to upstream and own tokens.
+``kid`` selects a key *of that issuer only*, and the key, not the header, fixes the algorithm. The
+signature is then checked with ``cryptography`` directly, on the signing input, with the key object parsed
+at start-up and a check function bound to the key's one algorithm (:func:`signature_check`): the segments
+are decoded and parsed once, here, never a second time by a JWT library. The claims are checked here too,
+with the injected clock, so every time rule is testable and applied the same way to upstream and own
+tokens.
+
+Signing is equally direct: the header segment of each key is built once, and a child costs one JSON
+encoding, one base64url encoding and one signature (ES256: the raw ``r || s`` of RFC 7518 §3.4).
 """
 
 from __future__ import annotations
@@ -14,18 +20,24 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn, TypeGuard
 
-from jwt.api_jws import PyJWS
-from jwt.exceptions import PyJWTError
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
+    PrivateKey,
+    SigningKey,
     VerificationKey,
     distinct_keys,
 )
@@ -66,13 +78,123 @@ MAX_IDENTIFIER_LENGTH = 1024
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+_HASHES: Mapping[str, type[hashes.HashAlgorithm]] = MappingProxyType(
+    {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+)
+
+SignatureCheck = Callable[[bytes, bytes], bool]
+"""``check(signature, signing_input)``: whether the signature is valid, for one key and one algorithm."""
+
+
+def signature_check(key: VerificationKey) -> SignatureCheck:
+    """A function that checks signatures made with ``key`` under ``key.alg``, and nothing else.
+
+    Built once per key. Every algorithm of :data:`ASYMMETRIC_ALGORITHMS` is covered; ``alg`` was bound to
+    the key (and the key checked to fit it) when the key was loaded.
+    """
+    alg, public_key = key.alg, key.key
+    if alg == "EdDSA":
+        if not isinstance(public_key, Ed25519PublicKey | Ed448PublicKey):
+            raise ValueError("EdDSA needs an Ed25519 or Ed448 key")
+        eddsa_key = public_key
+
+        def check_eddsa(signature: bytes, signing_input: bytes) -> bool:
+            try:
+                eddsa_key.verify(signature, signing_input)
+            except InvalidSignature:
+                return False
+            return True
+
+        return check_eddsa
+    if alg not in ASYMMETRIC_ALGORITHMS:
+        raise ValueError(f"algorithm {alg!r} is not an allowed asymmetric algorithm")
+    hash_algorithm = _HASHES[alg[2:]]()
+    if alg.startswith("ES"):
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise ValueError(f"{alg} needs an elliptic-curve key")
+        ec_key = public_key
+        size = (public_key.curve.key_size + 7) // 8
+        ecdsa = ec.ECDSA(hash_algorithm)
+
+        def check_ecdsa(signature: bytes, signing_input: bytes) -> bool:
+            # JOSE carries ECDSA signatures as the raw, fixed-size r || s (RFC 7518 §3.4), not DER.
+            if len(signature) != 2 * size:
+                return False
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            try:
+                ec_key.verify(encode_dss_signature(r, s), signing_input, ecdsa)
+            except InvalidSignature:
+                return False
+            return True
+
+        return check_ecdsa
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise ValueError(f"{alg} needs an RSA key")
+    rsa_key = public_key
+    rsa_padding: padding.AsymmetricPadding = (
+        padding.PKCS1v15()
+        if alg.startswith("RS")
+        # RFC 7518 §3.5: MGF1 with the same hash, and a salt as long as the hash's output.
+        else padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size)
+    )
+
+    def check_rsa(signature: bytes, signing_input: bytes) -> bool:
+        try:
+            rsa_key.verify(signature, signing_input, rsa_padding, hash_algorithm)
+        except InvalidSignature:
+            return False
+        return True
+
+    return check_rsa
+
+
+def _signature_function(key: SigningKey) -> Callable[[bytes], bytes]:
+    """``sign(signing_input) -> JOSE signature`` for one of our signing keys."""
+    private_key: PrivateKey = key.private_key
+    if key.alg == "ES256":
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+            raise ValueError("ES256 needs an elliptic-curve key")
+        ec_key = private_key
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def sign_ecdsa(signing_input: bytes) -> bytes:
+            r, s = decode_dss_signature(ec_key.sign(signing_input, ecdsa))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+        return sign_ecdsa
+    if key.alg == "EdDSA":
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise ValueError("EdDSA signing needs an Ed25519 key")
+        return private_key.sign
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise ValueError("RS256 needs an RSA key")
+    rsa_key = private_key
+    pkcs1 = padding.PKCS1v15()
+    sha256 = hashes.SHA256()
+
+    def sign_rsa(signing_input: bytes) -> bytes:
+        return rsa_key.sign(signing_input, pkcs1, sha256)
+
+    return sign_rsa
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
 
 class JwtSigner:
     """Signs child tokens with the active key of a :class:`KeySet` (RFC 9068 profile, SPEC §4)."""
 
     def __init__(self, keys: KeySet) -> None:
         self._keys = keys
-        self._jws = PyJWS()
+        active = keys.active
+        # The protected header never changes for a key: encode it once (members sorted, as PyJWT did).
+        header = {"alg": active.alg, "kid": active.kid, "typ": ACCESS_TOKEN_TYP}
+        self._header_segment = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+        self._sign = _signature_function(active)
 
     @property
     def keys(self) -> KeySet:
@@ -81,14 +203,9 @@ class JwtSigner:
 
     def sign(self, child: ChildToken) -> str:
         """The compact JWS of ``child``'s claims, with ``typ: at+jwt`` and the active ``kid``."""
-        active = self._keys.active
-        payload = json.dumps(child.claims(), separators=(",", ":"), ensure_ascii=True).encode("ascii")
-        return self._jws.encode(
-            payload,
-            active.private_key,
-            algorithm=active.alg,
-            headers={"typ": ACCESS_TOKEN_TYP, "kid": active.kid, "alg": active.alg},
-        )
+        payload = _JSON_ENCODER.encode(child.claims()).encode("ascii")
+        signing_input = self._header_segment + b"." + _b64url(payload)
+        return (signing_input + b"." + _b64url(self._sign(signing_input))).decode("ascii")
 
     def jwks(self) -> Mapping[str, object]:
         """The public JWK Set of every key in the set (never any private member)."""
@@ -136,6 +253,8 @@ class _IssuerRules:
     algorithms: frozenset[str]
     audience: str | None
     allow_extra_audiences: bool = False
+    checks: Mapping[str, SignatureCheck] = field(default_factory=dict, repr=False)
+    """Each key's signature check, by kid, built once."""
 
 
 class JwtVerifier:
@@ -169,6 +288,7 @@ class JwtVerifier:
                 keys=own_keys.verification_keys(),
                 algorithms=frozenset(key.alg for key in own_verification_keys),
                 audience=None,
+                checks=_checks(own_keys.verification_keys()),
             )
         }
         for issuer in trusted:
@@ -185,13 +305,13 @@ class JwtVerifier:
                 algorithms=frozenset(issuer.algorithms),
                 audience=issuer.audience,
                 allow_extra_audiences=issuer.allow_extra_audiences,
+                checks=_checks(issuer.keys),
             )
         self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
         self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
         self._leeway = leeway_seconds
         self._max_token_bytes = max_token_bytes
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._jws = PyJWS()
 
     def verify(self, raw_token: str) -> VerifiedToken:
         """Verify signature, algorithm, issuer, audience and times; raise ``ParentRejected`` otherwise."""
@@ -199,7 +319,7 @@ class JwtVerifier:
             return self._verify(raw_token)
         except ParentRejected:
             raise
-        except (PyJWTError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             # ``from None``: library messages may quote parts of the token; the type is enough.
             raise ParentRejected(f"malformed token ({type(exc).__name__})") from None
         except Exception as exc:
@@ -257,15 +377,11 @@ class JwtVerifier:
         elif typ is not None and typ.lower() not in _UPSTREAM_TYPS:
             _reject("upstream token is not an access token (typ)")
 
-        # 4. Signature, with the key object parsed at start-up and the key's own algorithm only.
-        try:
-            self._jws.decode_complete(
-                raw_token,
-                key.key,
-                algorithms=[key.alg],
-                options={"verify_signature": True, "enforce_minimum_key_length": True},
-            )
-        except PyJWTError:
+        # 4. Signature, with the key object parsed at start-up and the key's own algorithm only, over the
+        # exact bytes received (the segments decoded above are not decoded again).
+        signature = _decode_signature(signature_segment)
+        signing_input = raw_token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+        if signature is None or not rules.checks[kid](signature, signing_input):
             _reject("bad signature")
 
         # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
@@ -341,6 +457,27 @@ class JwtVerifier:
 
 def _reject(detail: str) -> NoReturn:
     raise ParentRejected(detail)
+
+
+def _checks(keys: Mapping[str, VerificationKey]) -> Mapping[str, SignatureCheck]:
+    return MappingProxyType({kid: signature_check(key) for kid, key in keys.items()})
+
+
+def _decode_signature(segment: str) -> bytes | None:
+    """The signature bytes of a canonical base64url segment, or ``None``.
+
+    Canonical only: a signature spelled with stray low bits would otherwise give one upstream token
+    without ``jti`` several spellings, hence several fingerprints (token ids), one per spelling.
+    """
+    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        return None
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if _b64url(data).decode("ascii") != segment:
+        return None
+    return data
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

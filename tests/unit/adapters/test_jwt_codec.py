@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc import jwt as joserfc_jwt
@@ -25,7 +26,15 @@ from jwt import algorithms as pyjwt_algorithms
 from jwt.algorithms import get_default_algorithms
 
 from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
-from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
+from delegation_service.adapters.keys import (
+    ASYMMETRIC_ALGORITHMS,
+    KeySet,
+    SigningKey,
+    VerificationKey,
+    generate_signing_key,
+    jwk_thumbprint,
+    load_jwks,
+)
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.domain.errors import ParentRejected
 from delegation_service.domain.scopes import Bearer, BearerType, parse_scope
@@ -276,16 +285,108 @@ def test_rotation_to_another_algorithm_keeps_old_tokens_valid(world: World) -> N
 
 
 def test_keys_are_never_parsed_per_call(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    # SPEC §4: PyJWT gets key objects. If it ever got PEM text, it would call these loaders.
+    # SPEC §4: key objects are parsed once. If PEM text were used per call, these loaders would run.
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a key was parsed per call")
 
     for loader in ("load_pem_private_key", "load_pem_public_key", "load_ssh_public_key"):
         monkeypatch.setattr(pyjwt_algorithms, loader, refuse)
+        monkeypatch.setattr(serialization, loader, refuse)
     for alg in ("ES256", "EdDSA", "RS256"):
         keys = KeySet(world.own[alg])
         assert world.verifier(keys).verify(JwtSigner(keys).sign(world.child())).kind is TokenKind.DELEGATED
     assert world.verifier().verify(world.forge()).kind is TokenKind.UPSTREAM
+
+
+# --- every algorithm, against an independent signer ---------------------------------------------------
+
+_PRIVATE_KEYS: dict[str, Callable[[], Any]] = {
+    "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
+    "ES384": lambda: ec.generate_private_key(ec.SECP384R1()),
+    "ES512": lambda: ec.generate_private_key(ec.SECP521R1()),
+    "EdDSA": ed25519.Ed25519PrivateKey.generate,
+    "EdDSA-Ed448": ed448.Ed448PrivateKey.generate,
+    **{
+        alg: lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def private_keys() -> dict[str, Any]:
+    return {name: make() for name, make in _PRIVATE_KEYS.items()}
+
+
+def _upstream_world(name: str, private_keys: dict[str, Any]) -> tuple[str, Any, JwtVerifier]:
+    alg = name.split("-", maxsplit=1)[0]
+    private_key = private_keys[name]
+    public = private_key.public_key()
+    kid = jwk_thumbprint(public)
+    key = VerificationKey(kid=kid, alg=alg, key=public, thumbprint=kid)
+    verifier = JwtVerifier(
+        OWN,
+        KeySet(generate_signing_key("ES256")),
+        [TrustedIssuer(UPSTREAM, {kid: key}, algorithms=(alg,))],
+        LEEWAY,
+        clock=FixedClock(),
+    )
+    return alg, private_key, verifier
+
+
+def _pyjwt_token(alg: str, private_key: Any, kid: str, claims: Mapping[str, Any]) -> str:
+    # PyJWT as the independent signer: ES* raw r || s, PS* with a salt as long as the hash, RFC 8037.
+    signing_input = f"{b64(jdump({'alg': alg, 'kid': kid, 'typ': 'JWT'}))}.{b64(jdump(claims))}"
+    signature = get_default_algorithms()[alg].sign(signing_input.encode(), private_key)
+    return f"{signing_input}.{b64(signature)}"
+
+
+def test_every_allowed_algorithm_is_covered() -> None:
+    assert {name.split("-")[0] for name in _PRIVATE_KEYS} == ASYMMETRIC_ALGORITHMS
+
+
+@pytest.mark.parametrize("name", sorted(_PRIVATE_KEYS))
+def test_every_algorithm_verifies_what_pyjwt_signs_and_nothing_else(
+    name: str, world: World, private_keys: dict[str, Any]
+) -> None:
+    alg, private_key, verifier = _upstream_world(name, private_keys)
+    kid = jwk_thumbprint(private_key.public_key())
+    token = _pyjwt_token(alg, private_key, kid, world.upstream_claims())
+    verified = verifier.verify(token)
+    assert (verified.kind, verified.token_id, verified.subject) == (TokenKind.UPSTREAM, "up-1", "user-1")
+    # Any change to the signing input or the signature breaks it.
+    tampered = _pyjwt_token(alg, private_key, kid, world.upstream_claims(sub="user-2"))
+    swapped = ".".join([*tampered.split(".")[:2], token.split(".")[2]])
+    for bad in (swapped, _flip_signature_bit(token)):
+        with pytest.raises(ParentRejected) as raised:
+            verifier.verify(bad)
+        assert raised.value.detail == "bad signature"
+
+
+@pytest.mark.parametrize("alg", ["PS256", "PS384", "PS512"])
+def test_pss_needs_the_salt_length_rfc7518_fixes(
+    alg: str, world: World, private_keys: dict[str, Any]
+) -> None:
+    _, private_key, verifier = _upstream_world(alg, private_keys)
+    kid = jwk_thumbprint(private_key.public_key())
+    signing_input = f"{b64(jdump({'alg': alg, 'kid': kid}))}.{b64(jdump(world.upstream_claims()))}"
+    hash_algorithm = {"PS256": hashes.SHA256(), "PS384": hashes.SHA384(), "PS512": hashes.SHA512()}[alg]
+    pss = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size + 1)
+    signature = private_key.sign(signing_input.encode(), pss, hash_algorithm)
+    with pytest.raises(ParentRejected) as raised:
+        verifier.verify(f"{signing_input}.{b64(signature)}")
+    assert raised.value.detail == "bad signature"
+
+
+def test_signer_output_verifies_with_pyjwt(world: World) -> None:
+    # Our signer bypasses PyJWT; PyJWT, as an independent verifier, must accept what it signs.
+    for alg in ("ES256", "EdDSA", "RS256"):
+        key = world.own[alg]
+        token = JwtSigner(KeySet(key)).sign(world.child())
+        head, payload, signature = token.split(".")
+        signature_bytes = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        algorithm = get_default_algorithms()[alg]
+        assert algorithm.verify(f"{head}.{payload}".encode(), key.public_key, signature_bytes)
 
 
 # --- upstream tokens ---------------------------------------------------------------------------------
@@ -453,6 +554,34 @@ def _flip_signature_bit(token: str) -> str:
     return f"{head}.{payload}.{b64(bytes(raw))}"
 
 
+def _non_canonical_signature(world: World) -> str:
+    # Same signature bytes, another spelling: without a jti, each spelling would be another token id.
+    token = world.forge()
+    head, payload, signature = token.split(".")
+    assert len(signature) % 4 != 0  # a 64-byte ES256 signature leaves stray low bits in its last character
+    decoded = base64.urlsafe_b64decode(signature + "==")
+    for char in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        spelled = signature[:-1] + char
+        if spelled != signature and base64.urlsafe_b64decode(spelled + "==") == decoded:
+            return f"{head}.{payload}.{spelled}"
+    raise AssertionError("no alternative spelling found")
+
+
+def _der_signature(world: World) -> str:
+    # The DER form of a valid ECDSA signature (what cryptography returns) is not JOSE's raw r || s.
+    head, payload, _ = world.forge().split(".")
+    der = world.upstream_es.private_key.sign(  # type: ignore[call-arg]
+        f"{head}.{payload}".encode(),
+        ec.ECDSA(hashes.SHA256()),  # type: ignore[arg-type]
+    )
+    return f"{head}.{payload}.{b64(der)}"
+
+
+def _truncated_signature(world: World) -> str:
+    head, payload, signature = world.forge().split(".")
+    return f"{head}.{payload}.{b64(base64.urlsafe_b64decode(signature + '==')[:-1])}"
+
+
 def _non_canonical_payload(world: World) -> str:
     # Same decoded bytes, different spelling: set low bits that base64 decoding silently drops.
     claims = world.upstream_claims()
@@ -581,6 +710,11 @@ HOSTILE: list[Any] = [
     pytest.param(lambda w: w.forge().rsplit(".", 1)[0] + ".", "unsigned token", id="stripped-signature"),
     pytest.param(lambda w: w.forge() + "AA", "bad signature", id="signature-with-extra-bytes"),
     pytest.param(lambda w: w.forge()[:-1] + "=", "bad signature", id="signature-with-padding-char"),
+    pytest.param(_non_canonical_signature, "bad signature", id="non-canonical-signature"),
+    pytest.param(_der_signature, "bad signature", id="ecdsa-signature-in-der"),
+    pytest.param(_truncated_signature, "bad signature", id="signature-one-byte-short"),
+    pytest.param(lambda w: w.forge().rsplit(".", 1)[0] + ".AA!A", "bad signature", id="signature-not-b64"),
+    pytest.param(lambda w: w.forge().rsplit(".", 1)[0] + ".A", "bad signature", id="signature-length-1"),
     pytest.param(lambda w: w.forge().rsplit(".", 1)[0], "three segments", id="two-segments"),
     pytest.param(lambda w: w.forge() + ".e30", "three segments", id="four-segments"),
     pytest.param(lambda w: "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", "three segments", id="jwe-five-segments"),
