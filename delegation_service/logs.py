@@ -1,6 +1,10 @@
 """Logging: JSON lines for machines (the default), a short human format for the dev server.
 
 Structured fields travel in ``extra={...}``; nothing here ever formats a token.
+
+Every RPC writes an access line and every mint, refusal and revocation an audit line, so the JSON
+formatter is on the hot path: the parts that never change per logger and level are encoded once, the
+time prefix once per second, and the rest in one pass of a pre-built encoder.
 """
 
 from __future__ import annotations
@@ -9,31 +13,56 @@ import json
 import logging
 import sys
 import time
+from json.encoder import encode_basestring_ascii
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
+# One encoder for every line: ``json.dumps`` with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_MAX_CACHED_LOGGERS = 1024
+
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v not in (None, "")}
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None and v != ""}
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the structured fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+        self._static: dict[tuple[str, str], str] = {}
+
     def format(self, record: logging.LogRecord) -> str:
         """Render one record."""
-        entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            **_fields(record),
-        }
+        second = int(record.created)
+        cached = self._second  # one read: another thread may replace it meanwhile, never half of it
+        if cached[0] != second:
+            cached = (second, '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        static = self._static.get((record.levelname, record.name))
+        if static is None:
+            static = self._static_part(record)
+        fields = _fields(record)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+            fields["exception"] = self.formatException(record.exc_info)
+        head = f'{cached[1]}.{int(record.msecs):03d}Z",{static}{encode_basestring_ascii(record.getMessage())}'
+        if not fields:
+            return head + "}"
+        return head + "," + _ENCODER.encode(fields)[1:]
+
+    def _static_part(self, record: logging.LogRecord) -> str:
+        """``"level":...,"logger":...,"message":`` for one logger and level, encoded once."""
+        static = (
+            f'"level":{encode_basestring_ascii(record.levelname.lower())},'
+            f'"logger":{encode_basestring_ascii(record.name)},"message":'
+        )
+        if len(self._static) >= _MAX_CACHED_LOGGERS:
+            self._static.clear()  # bounded, whatever names loggers get
+        self._static[(record.levelname, record.name)] = static
+        return static
 
 
 class HumanFormatter(logging.Formatter):

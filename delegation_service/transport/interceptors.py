@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "/delegation.v1."
 ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
+MAX_CACHED_METHODS = 256
+"""Wrapped handlers kept by method name (only methods the server has a handler for)."""
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
@@ -29,6 +33,8 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, gate: CallerGate) -> None:
         self._gate = gate
+        # The server hands out the same handler object for a method on every call: wrap it once.
+        self._handlers: dict[str, tuple[_Handler, _Handler]] = {}
 
     def intercept_service(
         self,
@@ -40,6 +46,16 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or not method.startswith(PACKAGE_PREFIX):
             return handler
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._handlers) >= MAX_CACHED_METHODS:
+            self._handlers.clear()
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: _Handler, method: str) -> _Handler:
         admin = method.startswith(ADMIN_PREFIX)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -142,16 +142,32 @@ class ServiceMetrics:
         self.signing_key.info({"kid": active_kid, "alg": active_alg})
 
 
+MAX_CACHED_METHODS = 256
+"""Wrapped handlers kept by method name. Only methods the server has a handler for are ever cached."""
+MAX_LABEL_CHILDREN = 1024
+"""Label children kept per cache (codes, reasons, client ids: bounded sets, capped all the same)."""
+
+_OK = grpc.StatusCode.OK
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every RPC (health and reflection included) and writes one access log line each.
 
     Install it first (outermost), so it sees the final status the inner interceptors set, including
     refusals of operator credentials. The access line names the method, the status code, the duration,
     the peer and, when the response carries them, the token and chain ids; never a token or a request.
+
+    Metrics and the access line are one piece of work per call: the clock is read twice, the status once,
+    and everything that depends only on the method (its labels, its metric children, its log level) is
+    resolved once per method and kept, with the wrapped handler itself.
     """
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
+        self._handlers: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     def intercept_service(
         self,
@@ -163,119 +179,154 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._handlers) >= MAX_CACHED_METHODS:
+            self._handlers.clear()
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
+                _unary(handler.unary_unary, _Method(self._metrics, method, UNARY)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method, SERVER_STREAMING),
+                _streaming(handler.unary_stream, _Method(self._metrics, method, SERVER_STREAMING)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, CLIENT_STREAMING),
+                _unary(handler.stream_unary, _Method(self._metrics, method, CLIENT_STREAMING)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method, BIDI_STREAMING),
+                _streaming(handler.stream_stream, _Method(self._metrics, method, BIDI_STREAMING)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _unary(
-        self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str, kind: str = UNARY
-    ) -> Any:
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            call = _Call(self._metrics, method, kind, context)
-            response = None
-            try:
-                response = behavior(request, context)
-                return response
-            except BaseException:
-                call.failed()
-                raise
-            finally:
-                call.finish(response)
 
-        return handle
+def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method) -> Any:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        method.started.inc()
+        start = time.perf_counter()
+        response = None
+        fallback = _OK
+        try:
+            response = behavior(request, context)
+            return response
+        except BaseException:
+            # The handler raised: an abort has set the code; anything else reaches the caller as UNKNOWN.
+            fallback = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            method.finish(context, time.perf_counter() - start, response, fallback)
 
-    def _streaming(
-        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, kind: str
-    ) -> Any:
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = _Call(self._metrics, method, kind, context)
-            try:
-                yield from behavior(request, context)
-            except GeneratorExit:
-                call.cancelled()  # the caller went away, or the server stopped the stream
-                raise
-            except BaseException:
-                call.failed()
-                raise
-            finally:
-                call.finish(None)
-
-        return handle
+    return handle
 
 
-class _Call:
-    """One RPC being measured."""
+def _streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: _Method) -> Any:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        method.started.inc()
+        start = time.perf_counter()
+        fallback = _OK
+        try:
+            yield from behavior(request, context)
+        except GeneratorExit:
+            fallback = grpc.StatusCode.CANCELLED  # the caller went away, or the server stopped the stream
+            raise
+        except BaseException:
+            fallback = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            method.finish(context, time.perf_counter() - start, None, fallback)
 
-    def __init__(self, metrics: ServiceMetrics, method: str, kind: str, context: grpc.ServicerContext):
+    return handle
+
+
+class _Method:
+    """What never changes for one method: its labels, metric children and access-line level."""
+
+    def __init__(self, metrics: ServiceMetrics, method: str, kind: str) -> None:
         self._metrics = metrics
-        self._method = method
-        self._context = context
-        self._service, _, self._name = method.lstrip("/").rpartition("/")
-        self._labels = (kind, self._service, self._name)
-        self._fallback_code: grpc.StatusCode | None = None
-        self._start = time.perf_counter()
-        metrics.started.labels(*self._labels).inc()
+        self.method = method
+        service, _, self.name = method.lstrip("/").rpartition("/")
+        self._labels = (kind, service, self.name)
+        self.started = metrics.started.labels(*self._labels)
+        self._handling = metrics.handling_seconds.labels(*self._labels)
+        self._handled: dict[str, Any] = {}
+        self._denied: dict[str, Any] = {}
+        self._issued: dict[str, Any] = {}
+        self._delegate = method == DELEGATE_METHOD
+        self._level = logging.DEBUG if method.startswith(QUIET_SERVICE_PREFIX) else logging.INFO
 
-    def failed(self) -> None:
-        """The handler raised: an abort has set the code; anything else reaches the caller as UNKNOWN."""
-        self._fallback_code = grpc.StatusCode.UNKNOWN
-
-    def cancelled(self) -> None:
-        """The stream was closed before it ended by itself."""
-        self._fallback_code = grpc.StatusCode.CANCELLED
-
-    def finish(self, response: Any) -> None:
-        """Count, time and log the RPC."""
-        elapsed = time.perf_counter() - self._start
+    def finish(
+        self, context: grpc.ServicerContext, elapsed: float, response: Any, fallback: grpc.StatusCode
+    ) -> None:
+        """Count, time and log one call."""
         # grpcio's ServicerContext has code() at run time; the type stubs leave it out.
-        code = getattr(self._context, "code", lambda: None)() or self._fallback_code or grpc.StatusCode.OK
-        metrics = self._metrics
-        metrics.handled.labels(*self._labels, code.name).inc()
-        metrics.handling_seconds.labels(*self._labels).observe(elapsed)
-        reason = _error_reason(self._context) if code is not grpc.StatusCode.OK else ""
-        if self._method == DELEGATE_METHOD:
-            if code is not grpc.StatusCode.OK:
-                metrics.tokens_denied.labels(reason or code.name).inc()
-            elif response is not None and response.access_token:
-                metrics.tokens_issued.labels(response.client_id).inc()
-            elif response is not None:
-                metrics.delegations_validated.inc()
+        code: grpc.StatusCode = context.code() or fallback  # type: ignore[attr-defined]
+        code_name: str = code.name
+        handled = self._handled.get(code_name)
+        if handled is None:
+            handled = _child(self._handled, code_name, self._metrics.handled, *self._labels, code_name)
+        handled.inc()
+        self._handling.observe(elapsed)
+        reason = "" if code is _OK else _error_reason(context)
+        if self._delegate:
+            self._count_delegate(code, code_name, reason, response)
+        if not access_log.isEnabledFor(self._level):
+            return
         fields: dict[str, object] = {
             "event": "rpc",
-            "method": self._method,
-            "code": code.name,
+            "method": self.method,
+            "code": code_name,
             "duration_ms": round(elapsed * 1000, 3),
-            "peer": self._context.peer(),
+            "peer": context.peer(),
             "reason": reason,
         }
-        for name in ("token_id", "chain_id"):
-            value = getattr(response, name, "")
-            if isinstance(value, str) and value:
-                fields["jti" if name == "token_id" else name] = value
-        level = logging.DEBUG if self._method.startswith(QUIET_SERVICE_PREFIX) else logging.INFO
-        access_log.log(level, "rpc %s %s", self._name, code.name, extra=fields)
+        if response is not None:
+            token_id = getattr(response, "token_id", "")
+            if token_id and isinstance(token_id, str):
+                fields["jti"] = token_id
+            chain_id = getattr(response, "chain_id", "")
+            if chain_id and isinstance(chain_id, str):
+                fields["chain_id"] = chain_id
+        access_log.log(self._level, "rpc %s %s", self.name, code_name, extra=fields)
+
+    def _count_delegate(self, code: grpc.StatusCode, code_name: str, reason: str, response: Any) -> None:
+        metrics = self._metrics
+        if code is not _OK:
+            label = reason or code_name
+            denied = self._denied.get(label) or _child(self._denied, label, metrics.tokens_denied, label)
+            denied.inc()
+        elif response is not None and response.access_token:
+            client_id = response.client_id
+            issued = self._issued.get(client_id) or _child(
+                self._issued, client_id, metrics.tokens_issued, client_id
+            )
+            issued.inc()
+        elif response is not None:
+            metrics.delegations_validated.inc()
+
+
+def _child(cache: dict[str, Any], key: str, family: Any, *labels: str) -> Any:
+    """``family.labels(*labels)``, kept in ``cache`` under ``key`` (bounded)."""
+    child = family.labels(*labels)
+    if len(cache) >= MAX_LABEL_CHILDREN:
+        cache.clear()
+    cache[key] = child
+    return child
 
 
 def _error_reason(context: grpc.ServicerContext) -> str:

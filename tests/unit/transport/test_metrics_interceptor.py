@@ -1,0 +1,160 @@
+"""MetricsInterceptor with fake contexts: codes, fallbacks, the access line, and what it caches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+import pytest
+
+from delegation_service.transport import metrics as metrics_module
+from delegation_service.transport.metrics import DELEGATE_METHOD, MetricsInterceptor, ServiceMetrics
+
+HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+WATCH_METHOD = "/delegation.v1.DelegationService/WatchRevocations"
+
+
+class FakeContext:
+    def __init__(self, code: grpc.StatusCode | None = None) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5555"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def context(code: grpc.StatusCode | None = None) -> grpc.ServicerContext:
+    return cast(grpc.ServicerContext, FakeContext(code))
+
+
+@dataclass
+class Details:
+    method: str
+    invocation_metadata: tuple[()] = ()
+
+
+@dataclass
+class Response:
+    access_token: str = ""
+    client_id: str = ""
+    token_id: str = ""
+    chain_id: str = ""
+
+
+def sample(metrics: ServiceMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def rpc_labels(method: str, kind: str = "UNARY") -> dict[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"grpc_type": kind, "grpc_service": service, "grpc_method": name}
+
+
+def unary(behaviour: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(behaviour)
+
+
+def test_the_wrapped_handler_is_built_once_per_method() -> None:
+    interceptor = MetricsInterceptor(ServiceMetrics(process_metrics=False))
+    handler = unary(lambda request, context: Response())
+    first = interceptor.intercept_service(lambda _: handler, Details(DELEGATE_METHOD))  # type: ignore[arg-type]
+    again = interceptor.intercept_service(lambda _: handler, Details(DELEGATE_METHOD))  # type: ignore[arg-type]
+    assert first is again is not handler
+    other = unary(lambda request, context: Response())
+    assert interceptor.intercept_service(lambda _: other, Details(DELEGATE_METHOD)) is not first  # type: ignore[arg-type]
+    assert interceptor.intercept_service(lambda _: None, Details("/no.Such/Method")) is None  # type: ignore[arg-type]
+
+
+def test_codes_outcomes_and_the_access_line(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = ServiceMetrics(process_metrics=False)
+    interceptor = MetricsInterceptor(metrics)
+    responses = iter(
+        [
+            Response(access_token="t", client_id="billing", token_id="j1", chain_id="c1"),
+            Response(access_token="t", client_id="billing", token_id="j2", chain_id="c1"),
+            Response(),  # validate_only
+            Response(),  # refused: the handler's return value does not count once the code is set
+        ]
+    )
+    handler = interceptor.intercept_service(
+        lambda _: unary(lambda request, context: next(responses)),
+        Details(DELEGATE_METHOD),  # type: ignore[arg-type]
+    )
+    assert handler is not None and handler.unary_unary is not None
+    caplog.set_level(logging.INFO, logger="delegation_service.access")
+    for _ in range(3):
+        handler.unary_unary(None, context())
+    handler.unary_unary(None, context(grpc.StatusCode.PERMISSION_DENIED))  # an abort set the code
+    labels = rpc_labels(DELEGATE_METHOD)
+    assert sample(metrics, "grpc_server_started_total", **labels) == 4
+    assert sample(metrics, "grpc_server_handled_total", **labels, grpc_code="OK") == 3
+    assert sample(metrics, "grpc_server_handled_total", **labels, grpc_code="PERMISSION_DENIED") == 1
+    assert sample(metrics, "grpc_server_handling_seconds_count", **labels) == 4
+    assert sample(metrics, "delegation_tokens_issued_total", client_id="billing") == 2
+    assert sample(metrics, "delegation_delegations_validated_total") == 1
+    assert sample(metrics, "delegation_tokens_denied_total", reason="PERMISSION_DENIED") == 1
+    lines = [r for r in caplog.records if r.name == "delegation_service.access"]
+    assert [(r.getMessage(), getattr(r, "jti", None), getattr(r, "chain_id", None)) for r in lines] == [
+        ("rpc Delegate OK", "j1", "c1"),
+        ("rpc Delegate OK", "j2", "c1"),
+        ("rpc Delegate OK", None, None),
+        ("rpc Delegate PERMISSION_DENIED", None, None),
+    ]
+    assert all(r.peer == "ipv4:127.0.0.1:5555" and r.duration_ms >= 0 for r in lines)  # type: ignore[attr-defined]
+
+
+def test_a_raising_handler_counts_as_unknown_and_health_logs_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = ServiceMetrics(process_metrics=False)
+    interceptor = MetricsInterceptor(metrics)
+
+    def boom(request: Any, context: Any) -> Any:
+        raise RuntimeError("boom")
+
+    handler = interceptor.intercept_service(lambda _: unary(boom), Details(HEALTH_METHOD))  # type: ignore[arg-type]
+    assert handler is not None and handler.unary_unary is not None
+    caplog.set_level(logging.INFO, logger="delegation_service.access")
+    with pytest.raises(RuntimeError):
+        handler.unary_unary(None, context())
+    assert sample(metrics, "grpc_server_handled_total", **rpc_labels(HEALTH_METHOD), grpc_code="UNKNOWN") == 1
+    assert not [r for r in caplog.records if r.name == "delegation_service.access"]  # DEBUG, not shown
+
+
+def test_a_stream_closed_early_counts_as_cancelled() -> None:
+    metrics = ServiceMetrics(process_metrics=False)
+    interceptor = MetricsInterceptor(metrics)
+
+    def events(request: Any, context: Any) -> Iterator[int]:
+        yield from range(10)
+
+    handler = interceptor.intercept_service(
+        lambda _: grpc.unary_stream_rpc_method_handler(events),
+        Details(WATCH_METHOD),  # type: ignore[arg-type]
+    )
+    assert handler is not None and handler.unary_stream is not None
+    stream = cast(Generator[int, None, None], handler.unary_stream(None, context()))
+    assert next(stream) == 0
+    stream.close()
+    labels = rpc_labels(WATCH_METHOD, "SERVER_STREAMING")
+    assert sample(metrics, "grpc_server_handled_total", **labels, grpc_code="CANCELLED") == 1
+    assert list(handler.unary_stream(None, context())) == list(range(10))
+    assert sample(metrics, "grpc_server_handled_total", **labels, grpc_code="OK") == 1
+
+
+def test_label_children_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_module, "MAX_LABEL_CHILDREN", 3)
+    metrics = ServiceMetrics(process_metrics=False)
+    cache: dict[str, Any] = {}
+    for i in range(10):
+        child = metrics_module._child(cache, f"client-{i}", metrics.tokens_issued, f"client-{i}")
+        assert cache[f"client-{i}"] is child is metrics.tokens_issued.labels(f"client-{i}")
+        assert len(cache) <= 3
