@@ -85,7 +85,7 @@ class Application:
                     public_url=config.admin_public_url,
                     jwks_max_age_seconds=config.jwks_max_age_seconds,
                 ),
-                self.metrics.registry,
+                self.metrics.exposition_registry(),
                 ready=lambda: running.health.serving,
             )
         except RuntimeError:

@@ -73,7 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_worker_of(config_path: str, index: int) -> int:
-    # One admin port per host: the first worker opens it (its metrics are that worker's own).
+    # One admin port per host: the first worker opens it; its /metrics sums every worker's (workers.py).
     return _serve_worker(config_path, reuse_port=True, admin=index == 0)
 
 

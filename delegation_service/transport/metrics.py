@@ -13,11 +13,19 @@ statuses, store calls), so ``domain/`` and the use cases know nothing of Prometh
 
 Each :class:`ServiceMetrics` owns its :class:`~prometheus_client.CollectorRegistry` instead of using the
 process-wide default: several applications can then live in one process (tests) without clashing.
+
+With ``serve --workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+multiprocess mode) before it starts the workers: each worker's counters, histograms and gauges live in
+files there, and /metrics (served by one worker) sums every worker's with a ``MultiProcessCollector``
+(:meth:`ServiceMetrics.exposition_registry`). The info metrics are the same in every worker and come
+from the serving worker; per-process metrics (``process_*``, ``python_gc_*``) are left out then, since
+one worker's figures would pass for the whole server's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -35,8 +43,12 @@ from prometheus_client import (
     Histogram,
     Info,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 access_log = logging.getLogger("delegation_service.access")
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess mode: set (by ``serve --workers``) before the workers start."""
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DELEGATE_METHOD = "/delegation.v1.DelegationService/Delegate"
@@ -59,6 +71,10 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, process_metrics: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # prometheus-client chose where values live when it was imported, from the same variable.
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+        self._process_metrics = process_metrics
+        self._exposition: CollectorRegistry | None = None
         if process_metrics:
             # The default collectors of prometheus-client (process_*, python_info, python_gc_*), which
             # only register themselves in the global registry.
@@ -131,9 +147,26 @@ class ServiceMetrics:
             "delegation_verification_keys",
             "Keys published in the JWKS (the active one and those kept for rotation).",
             registry=self.registry,
+            multiprocess_mode="livemax",  # the same in every worker: one series, not one per pid
         )
         self.build = Info("delegation_build", "The running version.", registry=self.registry)
         self.build.info({"version": _version()})
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What /metrics serves: this process's registry or, with several workers, all of theirs summed."""
+        if not self.multiprocess:
+            return self.registry
+        if self._exposition is None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            # Info metrics do not work in multiprocess mode: they hold the same values in every worker,
+            # so the serving worker's own are the server's.
+            registry.register(self.signing_key)
+            registry.register(self.build)
+            if self._process_metrics:
+                registry.register(PLATFORM_COLLECTOR)
+            self._exposition = registry
+        return self._exposition
 
     def describe_keys(self, active_kid: str, active_alg: str, jwks: Mapping[str, object]) -> None:
         """Record the active signing key and how many keys the published JWKS holds."""
