@@ -18,6 +18,8 @@ import hashlib
 import logging
 import re
 
+from delegation_service.logs import emit
+
 AUDIT_LOGGER = "delegation_service.audit"
 JWT_SHAPED = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 """A compact JWS/JWT: a base64url JSON object (``{"`` encodes to ``eyJ``) and two more segments."""
@@ -65,7 +67,7 @@ def record(
 ) -> None:
     """Write one audit event. Extra ``fields`` are added as they are (strings redacted)."""
     if not _audit.isEnabledFor(logging.INFO):
-        return
+        return  # nothing to redact for nobody
     extra: dict[str, object] = {
         "audit": True,
         "event": redact(event),
@@ -79,7 +81,7 @@ def record(
     }
     for name, value in fields.items():
         extra[name] = _clean(value)
-    _audit.info(redact(message), extra=extra)
+    emit(_audit, logging.INFO, redact(message), (), extra)
 
 
 def _clean(value: object) -> object:

@@ -78,6 +78,20 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
+def emit(
+    logger: logging.Logger, level: int, message: str, args: tuple[object, ...], fields: dict[str, object]
+) -> None:
+    """``logger.log(level, message, *args, extra=fields)`` for the lines written on every call.
+
+    The same record, minus the caller's file and line (which no formatter here prints): ``Logger.log``
+    walks the stack to find them, a cost paid twice per RPC for nothing.
+    """
+    if logger.isEnabledFor(level):
+        logger.handle(
+            logger.makeRecord(logger.name, level, "(unknown file)", 0, message, args, None, None, fields)
+        )
+
+
 def configure(level: str, human: bool = False) -> None:
     """Send every log line to stdout in the chosen format."""
     handler = logging.StreamHandler(sys.stdout)

@@ -45,6 +45,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from delegation_service.logs import emit
+
 access_log = logging.getLogger("delegation_service.access")
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -335,7 +337,7 @@ class _Method:
             chain_id = getattr(response, "chain_id", "")
             if chain_id and isinstance(chain_id, str):
                 fields["chain_id"] = chain_id
-        access_log.log(self._level, "rpc %s %s", self.name, code_name, extra=fields)
+        emit(access_log, self._level, "rpc %s %s", (self.name, code_name), fields)
 
     def _count_delegate(self, code: grpc.StatusCode, code_name: str, reason: str, response: Any) -> None:
         metrics = self._metrics

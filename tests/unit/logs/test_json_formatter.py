@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delegation_service.logs import _STANDARD, JsonFormatter
+from delegation_service.logs import _STANDARD, JsonFormatter, emit
 
 
 def reference(record: logging.LogRecord, formatter: logging.Formatter) -> str:
@@ -94,3 +94,17 @@ def test_any_record_formats_as_the_reference(name: str, message: str, extra: dic
     line = formatter.format(record)
     assert line == reference(record, formatter)
     assert "\n" not in line
+
+
+def test_emit_writes_the_line_logger_log_writes(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("delegation_service.test_emit")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    fields: dict[str, object] = {"event": "rpc", "code": "OK", "duration_ms": 0.5}
+    logger.info("rpc %s %s", "Delegate", "OK", extra=fields)
+    emit(logger, logging.INFO, "rpc %s %s", ("Delegate", "OK"), fields)
+    emit(logger, logging.DEBUG, "not shown", (), fields)
+    logged, emitted = caplog.records
+    formatter = JsonFormatter()
+    emitted.created, emitted.msecs = logged.created, logged.msecs
+    assert formatter.format(emitted) == formatter.format(logged)
+    assert emitted.lineno == 0 and not emitted.funcName  # the caller is not looked up
