@@ -493,6 +493,10 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ParentRejected("non-standard JSON constant")  # NaN, Infinity: not JSON (RFC 8259)
 
 
+# Built once: json.loads with options builds a new decoder on every call.
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+
+
 def _decode_segment(segment: str, name: str) -> dict[str, Any]:
     """Decode one base64url JSON segment strictly: canonical base64url, UTF-8, one object, no duplicates."""
     if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
@@ -509,7 +513,7 @@ def _decode_segment(segment: str, name: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         _reject(f"{name}: not UTF-8")
     try:
-        value = json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+        value = _JSON_DECODER.decode(text)
     except RecursionError:
         _reject(f"{name}: JSON nested too deeply")
     except ValueError:
