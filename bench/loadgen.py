@@ -7,7 +7,7 @@ It takes commands over a pipe from the orchestrator, one at a time:
 * ``prepare``: build one phase's requests, open its channels and warm up. Phases that must not benefit
   from any cache get tokens never presented before: fresh parents for ``Delegate``, and for
   ``Introspect`` fresh children, signed with the service's own signer and key and recorded with the
-  registry's own ``record_child`` (pipelined), exactly as ``Delegate`` would have left them;
+  registry's own ``mint`` (pipelined), exactly as ``Delegate`` would have left them;
 * ``run``: run the prepared phase and report rps, latency percentiles, errors and its own CPU;
 * ``stop``.
 
@@ -143,7 +143,7 @@ class LoadGenerator:
                 issued_at=now,
                 expires_at=now + CHILD_LIFETIME_SECONDS,
             )
-            registry.record_child(root, record_child(child, root))
+            registry.mint(root, record_child(child, root))
             tokens.append(self._signer.sign(child))
         stand_in.flush()
         if stand_in.refused:

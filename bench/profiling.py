@@ -35,14 +35,15 @@ COMPONENTS: Sequence[tuple[str, tuple[str, ...]]] = (
     ),
     ("JwtSigner.sign", ("sign (delegation_service/adapters/jwt_codec.py",)),
     ("cryptography (sign/verify primitives)", ("cryptography/", "jwt/algorithms.py")),
-    ("registry.snapshot (1 MGET)", ("snapshot (delegation_service/adapters/redis_registry.py",)),
-    ("registry.record_child (1 EVALSHA)", ("record_child (delegation_service/adapters/redis_registry.py",)),
+    ("registry.snapshot (1 EVALSHA)", ("snapshot (delegation_service/adapters/redis_registry.py",)),
+    ("registry.mint (1 EVALSHA)", ("mint (delegation_service/adapters/redis_registry.py",)),
     ("registry.chain", ("chain (delegation_service/adapters/redis_registry.py",)),
     (
         "registry revoke (mark + publish)",
         (
             "revoke_token (delegation_service/adapters/redis_registry.py",
             "revoke_chain (delegation_service/adapters/redis_registry.py",
+            "revoke_known_chain (delegation_service/adapters/redis_registry.py",
         ),
     ),
     ("redis-py (all)", ("redis/",)),

@@ -231,10 +231,12 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"| {_fmt(memory.get('bytes_per_child_in_big_chain'), 0)} |",
         f"| Redis bytes per token, {memory.get('small_chains', 0):,} chains of root + 1 child (INFO delta) "
         f"| {_fmt(memory.get('bytes_per_token_in_1_child_chains'), 0)} |",
-        f"| MEMORY USAGE of a child record key (mean) | {_fmt(memory.get('memory_usage_child_record'), 0)} |",
-        f"| MEMORY USAGE of a root record key (mean) | {_fmt(memory.get('memory_usage_root_record'), 0)} |",
-        f"| MEMORY USAGE of the big chain's member set, per child "
-        f"| {_fmt(memory.get('memory_usage_members_per_child_big_chain'), 0)} |",
+        "| MEMORY USAGE of a root + 1 child chain (its one hash; mean) "
+        f"| {_fmt(memory.get('memory_usage_1_child_chain'), 0)} |",
+        "| MEMORY USAGE of the big chain's records hash, per child "
+        f"| {_fmt(memory.get('memory_usage_records_per_child_big_chain'), 0)} |",
+        "| MEMORY USAGE of the big chain's expiry index, per child "
+        f"| {_fmt(memory.get('memory_usage_index_per_child_big_chain'), 0)} |",
         "",
         "## Redis round trips per call",
         "",

@@ -10,7 +10,8 @@ options and limits); only what runs inside a call differs.
   ``DevUpstreamIssuer`` whose key is passed in as the one trusted upstream issuer.
 * ``minimal``: the floor. ``Delegate`` verifies the ES256 parent with PyJWT (key object parsed once),
   signs an ES256 child and makes one Redis round trip (one EVALSHA recording it); ``Introspect``
-  verifies the token and makes one MGET of the keys the service reads. No policy, no interceptor.
+  verifies the token and makes one EVALSHA of a read-only script over the keys the service reads.
+  No policy, no interceptor.
 * ``echo``: a generic unary method that returns its request bytes.
 """
 
@@ -66,6 +67,19 @@ redis.call('EXPIREAT', KEYS[2], ARGV[3])
 return 1
 """
 
+# The floor's Introspect reads what the service's check reads, in the service's key layout (the tokens
+# it checks were recorded by the service's registry): the token's field of its chain's hash, both
+# markers and three horizons. KEYS: chain hash, token marker, chain marker, horizons. ARGV: token id.
+FLOOR_CHECK_SCRIPT = """#!lua flags=no-writes
+local reply = {redis.call('HGET', KEYS[1], ARGV[1])}
+reply[2] = redis.call('EXISTS', KEYS[2])
+reply[3] = redis.call('EXISTS', KEYS[3])
+for i = 4, #KEYS do
+  reply[i] = redis.call('GET', KEYS[i])
+end
+return reply
+"""
+
 
 def server_options(reuse_port: bool) -> list[tuple[str, int]]:
     """The channel options ``transport.server.start_server`` uses."""
@@ -96,6 +110,7 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
     def __init__(self, redis_client: Any, upstream: SigningKey, signing: SigningKey) -> None:
         self._redis = redis_client
         self._record = redis_client.register_script(FLOOR_RECORD_SCRIPT)
+        self._check = redis_client.register_script(FLOOR_CHECK_SCRIPT)
         self._jwt = jwt.PyJWT()
         # Key objects, parsed once: PyJWT never sees a PEM here.
         self._upstream_key = upstream.public_key
@@ -177,7 +192,7 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
     def Introspect(  # noqa: N802 - the RPC's name
         self, request: delegation_pb2.IntrospectRequest, context: grpc.ServicerContext
     ) -> delegation_pb2.IntrospectResponse:
-        """Verify the token, read its record, markers and horizons in one MGET."""
+        """Verify the token, read its record, markers and horizons in one EVALSHA (a read-only script)."""
         claims = self._decode(request.token, self._service_key, SERVICE_ISSUER)
         if claims is None:
             return delegation_pb2.IntrospectResponse(active=False)
@@ -185,18 +200,18 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
         subject, client_id = str(claims["sub"]), str(claims.get("client_id", ""))
         actor = str(claims.get("act", {}).get("sub", ""))
         tag = f"{SERVICE_KEY_PREFIX}:{{{chain_id}}}"
-        values = self._redis.mget(
-            [
-                f"{tag}:t:{token_id}",
+        values = self._check(
+            keys=[
+                tag,
                 f"{tag}:rt:{token_id}",
                 f"{tag}:rc",
-                f"{tag}:t:{claims.get('parent_jti', '')}",
                 f"{SERVICE_KEY_PREFIX}:h:s:{subject}",
                 f"{SERVICE_KEY_PREFIX}:h:c:{client_id}",
                 f"{SERVICE_KEY_PREFIX}:h:c:{actor}",
-            ]
+            ],
+            args=[token_id],
         )
-        if values[0] is None or values[1] is not None or values[2] is not None:
+        if values[0] is None or int(values[1]) or int(values[2]):
             return delegation_pb2.IntrospectResponse(active=False)
         aud = claims.get("aud", [])
         return delegation_pb2.IntrospectResponse(

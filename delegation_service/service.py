@@ -44,6 +44,10 @@ MINT_MARGIN_SECONDS = 0.005
 take about a millisecond, and a token minted for a caller that has already given up would be recorded
 for nobody. With less left, the call answers DEADLINE_EXCEEDED and mints nothing."""
 
+CHAIN_VIEW_LIMIT = 1000
+"""Most tokens one chain view (GetChain) lists: the root and the children that expire last. The blast
+radius of a dry-run RevokeChain gives the whole chain's count."""
+
 TimeLeft = Callable[[], float | None]
 """Seconds left before the caller's deadline, ``None`` when the call has none (gRPC's
 ``context.time_remaining``)."""
@@ -140,7 +144,8 @@ class DelegationService:
         """Mint a child token (SPEC §3), or raise the :class:`DelegationError` that explains why not.
 
         ``time_left`` reports what is left of the caller's deadline; with less than
-        :data:`MINT_MARGIN_SECONDS` left, nothing is minted (:class:`DeadlineTooShort`).
+        :data:`MINT_MARGIN_SECONDS` left before minting, nothing is minted, and after recording,
+        nothing is signed (:class:`DeadlineTooShort`).
         """
         parent: list[VerifiedToken] = []  # filled once the parent verifies, for the audit event
         try:
@@ -188,10 +193,13 @@ class DelegationService:
         _check_deadline(time_left)
         parent = self._verify(command.parent_token)
         verified.append(parent)
-        root = self._active_record(parent)
-        if parent.kind is TokenKind.DELEGATED:
-            # Decided from our own record (rule 4): the token is tracked as a child of some chain.
-            raise ParentCannotDelegate()
+        if parent.kind is TokenKind.DELEGATED or command.validate_only:
+            # A read of the parent's state: a delegated parent is refused either way, as unknown or
+            # revoked or else because it cannot delegate (rule 4, decided from our own record); and
+            # validate_only must write nothing. An upstream parent is judged by the mint below.
+            self._active_record(parent)
+            if parent.kind is TokenKind.DELEGATED:
+                raise ParentCannotDelegate()
         decision = self._policy.decide(
             parent,
             DelegationRequest(command.client_id, command.scopes, command.allow_partial),
@@ -216,10 +224,26 @@ class DelegationService:
             return DelegateResult(child, None, decision.dropped)
         _check_deadline(time_left)
         # Record first, sign second: a crash in between leaves a record of a token nobody holds,
-        # never a token the service cannot revoke.
-        if not self._registry.record_child(root, record_child(child, root)):
-            raise ParentRejected("chain revoked while delegating")
+        # never a token the service cannot revoke. A caller whose deadline ran out while the store
+        # answered gets nothing signed either (the same record of a token nobody holds).
+        self._mint(record_of(parent), child)
+        _check_deadline(time_left)
         return DelegateResult(child, self._signer.sign(child), decision.dropped)
+
+    def _mint(self, root: TokenRecord, child: ChildToken) -> None:
+        """Record ``child`` in the one store step that also reads whether its root is active.
+
+        The store writes only for an active root; the domain's rule, applied to what that step read,
+        decides what the caller is told (a revoked parent gets the same refusal as on any other path).
+        """
+        outcome = self._registry.mint(root, record_child(child, root))
+        state = evaluate(root, outcome.snapshot, self._clock.now())
+        if state is not TokenState.ACTIVE:
+            raise ParentRejected(f"parent is {state.value}")
+        if not outcome.recorded:
+            # Active by the service's clock, not by the store's (an expiry within the clock skew), or a
+            # stored root that is not this token: nothing was recorded, so nothing may be signed.
+            raise ParentRejected("parent is not active in the token store")
 
     def introspect(self, raw_token: str) -> Introspection:
         """RFC 7662: the token's claims when it is active, nothing otherwise.
@@ -311,47 +335,72 @@ class DelegationService:
         justification: str = "",
         caller: str = "",
     ) -> BlastRadius:
-        """Revoke a chain, or one token of it with everything minted from it; report the blast radius."""
+        """Revoke a chain, or one token of it with everything minted from it; report the blast radius.
+
+        A whole chain costs the same whatever its size (Vault's lesson): its marker is written first,
+        then the radius is read from constant-cost counts. It counts the chain's tokens not yet expired,
+        including any revoked one by one before (telling those apart would mean reading every record),
+        and is zero when the chain was already revoked. One token of a chain is judged from its record.
+        """
         with _operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
             if not chain_id:
                 raise InvalidRequest(
                     violations=[Violation("chain_id", "", Reason.INVALID_REQUEST, "chain_id is required")]
                 )
-            chain = self._registry.chain(chain_id)
-            if chain is None:
-                raise ChainNotFound()
             now = self._clock.now()
-            states = chain.states(now)
-            root_ids = {r.token_id for r, _ in states if r.kind is TokenKind.UPSTREAM}
-            whole_chain = not token_id or token_id in root_ids
-            targets = [(r, s) for r, s in states if whole_chain or r.token_id == token_id]
-            if not targets:
-                raise ChainNotFound(message="no such token in the chain")
-            live = [r for r, s in targets if s is TokenState.ACTIVE]
+            if token_id:
+                target = self._registry.record(chain_id, token_id)
+                if target is None:
+                    raise ChainNotFound(message="no such token in the chain")
+                if target.kind is TokenKind.DELEGATED:
+                    return self._revoke_one_token(target, dry_run, justification, caller, now)
+            outcome = self._registry.revoke_known_chain(chain_id, now, dry_run=dry_run)
+            if outcome is None:
+                raise ChainNotFound()
+            newly_revoked = not outcome.already_revoked
             radius = BlastRadius(
-                len(live),
-                tuple(sorted({r.client_id for r in live if r.client_id})),
+                outcome.unexpired_token_count if newly_revoked else 0,
+                outcome.client_ids if newly_revoked else (),
                 dry_run,
                 None if dry_run else now,
             )
-            if dry_run:
-                audit_event(
-                    "revoke_chain dry run",
-                    event="revoke_chain",
-                    outcome="dry_run",
-                    chain_id=chain_id,
-                    caller=caller,
-                    token_id=token_id,
-                    revoked_token_count=radius.revoked_token_count,
-                )
-                return radius
-            expires_at = max(r.expires_at for r, _ in targets)
-            if whole_chain:
-                event = self._registry.revoke_chain(chain_id, expires_at, now)
+            if outcome.event is None:
+                self._audit_dry_run(chain_id, token_id, caller, radius)
             else:
-                event = self._registry.revoke_token(chain_id, token_id, expires_at, now)
-            self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
+                self._audit_revocation(
+                    outcome.event, caller, "operator", justification, radius.revoked_token_count
+                )
             return radius
+
+    def _revoke_one_token(
+        self, target: TokenRecord, dry_run: bool, justification: str, caller: str, now: int
+    ) -> BlastRadius:
+        """Revoke one child of a chain (nothing is minted from a child): the radius is that token."""
+        live = evaluate(target, self._registry.snapshot(target), now) is TokenState.ACTIVE
+        radius = BlastRadius(
+            1 if live else 0,
+            (target.client_id,) if live and target.client_id else (),
+            dry_run,
+            None if dry_run else now,
+        )
+        if dry_run:
+            self._audit_dry_run(target.chain_id, target.token_id, caller, radius)
+            return radius
+        event = self._registry.revoke_token(target.chain_id, target.token_id, target.expires_at, now)
+        self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
+        return radius
+
+    @staticmethod
+    def _audit_dry_run(chain_id: str, token_id: str, caller: str, radius: BlastRadius) -> None:
+        audit_event(
+            "revoke_chain dry run",
+            event="revoke_chain",
+            outcome="dry_run",
+            chain_id=chain_id,
+            caller=caller,
+            token_id=token_id,
+            revoked_token_count=radius.revoked_token_count,
+        )
 
     def revoke_subject(self, subject: str, justification: str = "", caller: str = "") -> int:
         """Revoke every token of ``subject`` issued up to now; returns the horizon."""
@@ -366,9 +415,10 @@ class DelegationService:
         )
 
     def get_chain(self, chain_id: str, caller: str = "") -> ChainView:
-        """The tokens of a chain with their states."""
+        """The tokens of a chain with their states: the root and the children that expire last, at most
+        :data:`CHAIN_VIEW_LIMIT` in all, so that no view grows with the chain."""
         with _operator_action("get_chain", caller, chain_id=chain_id):
-            chain = self._registry.chain(chain_id) if chain_id else None
+            chain = self._registry.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
             if chain is None:
                 raise ChainNotFound()
         audit_event("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)

@@ -15,14 +15,19 @@ from collections import deque
 from collections.abc import Sequence
 
 from delegation_service.domain.errors import InvalidRequest
-from delegation_service.domain.ports import Clock, RevocationEvent
+from delegation_service.domain.ports import ChainRevocation, Clock, MintOutcome, RevocationEvent
 from delegation_service.domain.revocation import (
     ChainSnapshot,
     HorizonKey,
     HorizonKind,
     StateSnapshot,
     TokenRecord,
+    TokenState,
+    evaluate,
+    lineage_problem,
+    same_root,
 )
+from delegation_service.domain.tokens import TokenKind
 
 _HORIZON_EVENT_KINDS = {HorizonKind.SUBJECT: "subject", HorizonKind.CLIENT: "client"}
 
@@ -73,33 +78,29 @@ class MemoryRegistry:
     def snapshot(self, expected: TokenRecord) -> StateSnapshot:
         """The record, markers and horizons that decide ``expected``'s state, read under the lock."""
         with self._lock:
-            now = self._clock.now()
-            return StateSnapshot(
-                record=self._live_record(expected.chain_id, expected.token_id, now),
-                token_revoked=self._alive(
-                    self._token_markers.get((expected.chain_id, expected.token_id)), now
-                ),
-                chain_revoked=self._alive(self._chain_markers.get(expected.chain_id), now),
-                horizons=self._live_horizons(expected.horizon_keys(), now),
-            )
+            return self._snapshot(expected, self._clock.now())
 
-    def record_child(self, root: TokenRecord, child: TokenRecord) -> bool:
-        """Record ``child`` (and ``root`` unless known); ``False``, writing nothing, on a revoked chain."""
-        if root.chain_id != child.chain_id:
-            raise ValueError("a child is recorded in its root's chain")
+    def mint(self, root: TokenRecord, child: TokenRecord) -> MintOutcome:
+        """Judge ``root`` and record ``child`` (and ``root`` unless known) under the lock, if it is active."""
+        problem = lineage_problem(root, child)
+        if problem is not None:
+            raise ValueError(problem)
         with self._lock:
             now = self._clock.now()
             self._purge(now)
-            if self._alive(self._chain_markers.get(child.chain_id), now):
-                return False
+            snapshot = self._snapshot(root, now)
+            stored = snapshot.record
+            active = evaluate(root, snapshot, now) is TokenState.ACTIVE
+            if not active or (stored is not None and not same_root(stored, root)):
+                return MintOutcome(snapshot, recorded=False)
             records = self._chains.setdefault(child.chain_id, {})
-            if self._live_record(root.chain_id, root.token_id, now) is None:
+            if stored is None:
                 self._store_record(records, root, now)
             self._store_record(records, child, now)
             if not records:
                 # Both were already expired: leave no empty chain behind.
                 del self._chains[child.chain_id]
-            return True
+            return MintOutcome(snapshot, recorded=True)
 
     def revoke_token(self, chain_id: str, token_id: str, expires_at: int, now: int) -> RevocationEvent:
         """Mark one token revoked until ``expires_at`` (plus leeway); idempotent, never shortened."""
@@ -125,6 +126,31 @@ class MemoryRegistry:
             self._expire_at(until, ("chain", chain_id, ""))
             return self._publish("chain", chain_id=chain_id, revoked_at=now, expires_at=expires_at)
 
+    def revoke_known_chain(self, chain_id: str, now: int, *, dry_run: bool = False) -> ChainRevocation | None:
+        """Mark a known chain revoked until its root's expiry (plus leeway) and report the blast radius.
+
+        Counting walks the chain's records: this store is for development and tests, where chains are
+        small; the Redis store counts in constant time.
+        """
+        with self._lock:
+            current = self._clock.now()
+            self._purge(current)
+            records = self._chains.get(chain_id, {}).values()
+            already_revoked = self._alive(self._chain_markers.get(chain_id), current)
+            if not records and not already_revoked:
+                return None
+            unexpired = [record for record in records if record.expires_at > current]
+            clients = tuple(sorted({record.client_id for record in unexpired if record.client_id}))
+            root = next((r for r in records if r.kind is TokenKind.UPSTREAM), None)
+            expires_at = root.expires_at if root is not None else current + self._horizon_retention
+            event = None
+            if not dry_run:
+                until = max(expires_at + self._leeway, self._chain_markers.get(chain_id, 0))
+                self._chain_markers[chain_id] = until
+                self._expire_at(until, ("chain", chain_id, ""))
+                event = self._publish("chain", chain_id=chain_id, revoked_at=now, expires_at=expires_at)
+            return ChainRevocation(already_revoked, len(unexpired), clients, event)
+
     def revoke_horizon(self, key: HorizonKey, at: int, now: int) -> RevocationEvent:
         """Move the horizon to ``at`` unless it is already later; the event carries the horizon in force."""
         with self._lock:
@@ -144,18 +170,26 @@ class MemoryRegistry:
                 expires_at=effective + self._horizon_retention,
             )
 
-    def chain(self, chain_id: str) -> ChainSnapshot | None:
-        """The chain's live records, markers and horizons; ``None`` when nothing of it is alive."""
+    def record(self, chain_id: str, token_id: str) -> TokenRecord | None:
+        """The live record of ``token_id`` in ``chain_id``."""
+        with self._lock:
+            return self._live_record(chain_id, token_id, self._clock.now())
+
+    def chain(self, chain_id: str, limit: int) -> ChainSnapshot | None:
+        """Up to ``limit`` live records (the root, then the children expiring last), markers and horizons;
+        ``None`` when nothing of the chain is alive."""
         with self._lock:
             now = self._clock.now()
-            records = tuple(
+            live = [
                 record
                 for record in self._chains.get(chain_id, {}).values()
                 if self._alive(record.expires_at + self._leeway, now)
-            )
+            ]
             chain_revoked = self._alive(self._chain_markers.get(chain_id), now)
-            if not records and not chain_revoked:
+            if not live and not chain_revoked:
                 return None
+            live.sort(key=lambda r: (r.kind is not TokenKind.UPSTREAM, -r.expires_at, r.token_id))
+            records = tuple(live[: max(limit, 0)])
             horizon_keys = tuple(dict.fromkeys(key for record in records for key in record.horizon_keys()))
             return ChainSnapshot(
                 chain_id=chain_id,
@@ -195,6 +229,14 @@ class MemoryRegistry:
         return True
 
     # -- helpers ----------------------------------------------------------------------------------------
+
+    def _snapshot(self, expected: TokenRecord, now: int) -> StateSnapshot:
+        return StateSnapshot(
+            record=self._live_record(expected.chain_id, expected.token_id, now),
+            token_revoked=self._alive(self._token_markers.get((expected.chain_id, expected.token_id)), now),
+            chain_revoked=self._alive(self._chain_markers.get(expected.chain_id), now),
+            horizons=self._live_horizons(expected.horizon_keys(), now),
+        )
 
     @staticmethod
     def _alive(until: int | None, now: int) -> bool:

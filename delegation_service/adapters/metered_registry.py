@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
 
-from delegation_service.domain.ports import RevocationEvent, TokenRegistry
+from delegation_service.domain.ports import ChainRevocation, MintOutcome, RevocationEvent, TokenRegistry
 from delegation_service.domain.revocation import ChainSnapshot, HorizonKey, StateSnapshot, TokenRecord
 
 
@@ -58,10 +58,10 @@ class MeteredRegistry:
         with self._measure("snapshot"):
             return self._inner.snapshot(expected)
 
-    def record_child(self, root: TokenRecord, child: TokenRecord) -> bool:
-        """See :meth:`TokenRegistry.record_child`."""
-        with self._measure("record_child"):
-            return self._inner.record_child(root, child)
+    def mint(self, root: TokenRecord, child: TokenRecord) -> MintOutcome:
+        """See :meth:`TokenRegistry.mint`."""
+        with self._measure("mint"):
+            return self._inner.mint(root, child)
 
     def revoke_token(self, chain_id: str, token_id: str, expires_at: int, now: int) -> RevocationEvent:
         """See :meth:`TokenRegistry.revoke_token`."""
@@ -73,14 +73,27 @@ class MeteredRegistry:
         """See :meth:`TokenRegistry.revoke_chain`."""
         return self._revocation("revoke_chain", lambda: self._inner.revoke_chain(chain_id, expires_at, now))
 
+    def revoke_known_chain(self, chain_id: str, now: int, *, dry_run: bool = False) -> ChainRevocation | None:
+        """See :meth:`TokenRegistry.revoke_known_chain`; a dry run counts no revocation."""
+        with self._measure("revoke_known_chain"):
+            outcome = self._inner.revoke_known_chain(chain_id, now, dry_run=dry_run)
+        if outcome is not None and outcome.event is not None:
+            self._revocations.labels(outcome.event.kind).inc()
+        return outcome
+
     def revoke_horizon(self, key: HorizonKey, at: int, now: int) -> RevocationEvent:
         """See :meth:`TokenRegistry.revoke_horizon`."""
         return self._revocation("revoke_horizon", lambda: self._inner.revoke_horizon(key, at, now))
 
-    def chain(self, chain_id: str) -> ChainSnapshot | None:
+    def record(self, chain_id: str, token_id: str) -> TokenRecord | None:
+        """See :meth:`TokenRegistry.record`."""
+        with self._measure("record"):
+            return self._inner.record(chain_id, token_id)
+
+    def chain(self, chain_id: str, limit: int) -> ChainSnapshot | None:
         """See :meth:`TokenRegistry.chain`."""
         with self._measure("chain"):
-            return self._inner.chain(chain_id)
+            return self._inner.chain(chain_id, limit)
 
     def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
         """See :meth:`TokenRegistry.events`."""

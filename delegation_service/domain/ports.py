@@ -40,6 +40,34 @@ class RevocationEvent:
     expires_at: int
 
 
+@dataclass(frozen=True)
+class MintOutcome:
+    """What minting read of the root's state (in the same atomic step), and whether it recorded the child.
+
+    The use case judges ``snapshot`` with the domain's rule (it is authoritative); ``recorded`` is
+    ``False`` when the store found the root inactive and wrote nothing.
+    """
+
+    snapshot: StateSnapshot
+    recorded: bool
+
+
+@dataclass(frozen=True)
+class ChainRevocation:
+    """What revoking a whole chain found (and, unless a dry run, did), from constant-cost reads.
+
+    ``unexpired_token_count`` counts the chain's tracked tokens not yet expired by the store's clock,
+    root included, whether or not some were revoked one by one before; ``client_ids`` are the clients
+    holding those tokens (the root's too). ``already_revoked`` says the chain's marker was set before
+    this call. ``event`` is the published revocation, ``None`` for a dry run.
+    """
+
+    already_revoked: bool
+    unexpired_token_count: int
+    client_ids: tuple[str, ...]
+    event: RevocationEvent | None
+
+
 class TokenRegistry(Protocol):
     """Where minted tokens, revocation markers and horizons live (SPEC §5).
 
@@ -51,11 +79,14 @@ class TokenRegistry(Protocol):
         """Read, in one round trip where possible, what decides the state of ``expected``'s token."""
         ...
 
-    def record_child(self, root: TokenRecord, child: TokenRecord) -> bool:
-        """Record ``child`` (and ``root`` if not yet recorded) atomically within the chain.
+    def mint(self, root: TokenRecord, child: TokenRecord) -> MintOutcome:
+        """Read what decides ``root``'s state and record ``child`` only if the root is active, atomically.
 
-        The child is recorded before anything points at it, and nothing is written when the chain is
-        already revoked: then the call returns ``False``. Every key expires with its token.
+        Active here means: no chain or root marker, no horizon covering the root, not expired, and any
+        stored record of the root the same token as ``root`` (:func:`~.revocation.same_root`). The root
+        is recorded with its first child. The child is recorded before anything points at it, and every
+        key expires with its token. Raises ``ValueError`` when ``child`` is not a child of ``root``
+        (:func:`~.revocation.lineage_problem`).
         """
         ...
 
@@ -67,12 +98,27 @@ class TokenRegistry(Protocol):
         """Mark a whole chain revoked until ``expires_at`` (a single write); idempotent."""
         ...
 
+    def revoke_known_chain(self, chain_id: str, now: int, *, dry_run: bool = False) -> ChainRevocation | None:
+        """Revoke a chain the store knows, marker first, and report its blast radius; ``None`` otherwise.
+
+        The marker lives until the root's expiry (plus leeway), or for the horizon retention when no
+        root record is left. The blast radius comes from constant-cost reads, whatever the chain's
+        size. A dry run reads the same and writes nothing. A chain the store holds neither a record nor
+        a marker of is left alone (``None``).
+        """
+        ...
+
     def revoke_horizon(self, key: HorizonKey, at: int, now: int) -> RevocationEvent:
         """Revoke every token of a subject or client issued at or before ``at`` (never moves back)."""
         ...
 
-    def chain(self, chain_id: str) -> ChainSnapshot | None:
-        """The records and markers of a chain, or ``None`` when the store knows nothing of it."""
+    def record(self, chain_id: str, token_id: str) -> TokenRecord | None:
+        """The live record of one token of a chain, or ``None``."""
+        ...
+
+    def chain(self, chain_id: str, limit: int) -> ChainSnapshot | None:
+        """Up to ``limit`` records of a chain (its root, then the children that expire last), its markers
+        and horizons; ``None`` when the store knows nothing of it."""
         ...
 
     def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:

@@ -186,6 +186,47 @@ def record_of(token: VerifiedToken) -> TokenRecord:
     )
 
 
+def lineage_problem(root: TokenRecord, child: TokenRecord) -> str | None:
+    """Why ``child`` cannot be recorded as a child of ``root``, or ``None`` when it can.
+
+    Chains are one level deep and a child shares its root's chain, subject and bearer and never outlives
+    it (SPEC §3): a store may keep a child as what differs from its root and borrow the rest.
+    """
+    if root.kind is not TokenKind.UPSTREAM or child.kind is not TokenKind.DELEGATED:
+        return "a chain has an upstream root and delegated children"
+    shared = (root.chain_id, root.token_id, root.subject, root.bearer, root.client_id, root.issued_at)
+    if shared != (
+        child.chain_id,
+        child.parent_token_id,
+        child.subject,
+        child.bearer,
+        child.root_client_id,
+        child.root_issued_at,
+    ):
+        return "the child's chain, parent, subject, bearer or root facts differ from its root's"
+    if child.expires_at > root.expires_at:
+        return "a child never outlives its root"
+    return None
+
+
+def same_root(stored: TokenRecord, presented: TokenRecord) -> bool:
+    """Whether a stored root record describes the root token presented now.
+
+    Everything a child's record borrows from its root, and everything a state check reads, must agree;
+    only the scopes may differ (the record kept is the first one written).
+    """
+    return (
+        stored.kind is presented.kind is TokenKind.UPSTREAM
+        and stored.chain_id == presented.chain_id
+        and stored.token_id == presented.token_id
+        and stored.subject == presented.subject
+        and stored.client_id == presented.client_id
+        and stored.bearer == presented.bearer
+        and stored.issued_at == presented.issued_at
+        and stored.expires_at == presented.expires_at
+    )
+
+
 def record_child(child: ChildToken, root: TokenRecord) -> TokenRecord:
     """The record of a child about to be minted from ``root``."""
     return TokenRecord(

@@ -36,9 +36,9 @@ COMPARISON_KEYS = {"scenario", "floor", "rps_ratio", "p99_ratio", "cpu_ratio", "
 MEMORY_KEYS = {
     "bytes_per_child_in_big_chain",
     "bytes_per_token_in_1_child_chains",
-    "memory_usage_child_record",
-    "memory_usage_root_record",
-    "memory_usage_members_per_child_big_chain",
+    "memory_usage_1_child_chain",
+    "memory_usage_records_per_child_big_chain",
+    "memory_usage_index_per_child_big_chain",
 }
 CHAIN_KEYS = {"chain_1_ms", "chain_big_ms", "ratio", "big_chain_children", "big_dry_run_count", "errors"}
 

@@ -128,9 +128,11 @@ def test_revoke_chain_dry_run_then_confirmation_then_revocation(
     chain = a_chain(server, client)
 
     dry = cli(server, "revoke", "chain", "--chain-id", chain.chain_id, "--dry-run")
+    # The blast radius counts the chain's unexpired tokens, the one revoked before included (counting
+    # without reading every record), and their clients.
     assert (dry.returncode, dry.stdout.strip()) == (
         0,
-        "would revoke 3 live token(s); clients: billing, gateway",
+        "would revoke 4 live token(s); clients: billing, gateway, search",
     )
     assert client.introspect(chain.parent).active
 
@@ -139,7 +141,10 @@ def test_revoke_chain_dry_run_then_confirmation_then_revocation(
     assert client.introspect(chain.parent).active
 
     done = cli(server, "revoke", "chain", "--chain-id", chain.chain_id, "--yes", "--justification", "e2e")
-    assert (done.returncode, done.stdout.strip()) == (0, "revoked 3 live token(s); clients: billing, gateway")
+    assert (done.returncode, done.stdout.strip()) == (
+        0,
+        "revoked 4 live token(s); clients: billing, gateway, search",
+    )
     shown = cli(server, "chain", "show", "--chain-id", chain.chain_id)
     assert shown.stdout.splitlines()[0] == f"Chain {chain.chain_id}  REVOKED"
     assert shown.stdout.splitlines()[-1] == "4 tokens: 4 revoked; clients: billing, gateway, search"

@@ -368,7 +368,7 @@ def test_a_frozen_cluster_master_fails_its_chains_closed_and_the_service_recover
             elsewhere: list[tuple[str, str, str]] = []
             for _ in range(60):
                 seeded = seed(harness, client)
-                (on_frozen if master_of(f"it:{{{seeded[2]}}}:m") == frozen_port else elsewhere).append(seeded)
+                (on_frozen if master_of(f"it:{{{seeded[2]}}}") == frozen_port else elsewhere).append(seeded)
                 if len(on_frozen) >= 3 and len(elsewhere) >= 3:
                     break
             assert len(on_frozen) >= 3 and len(elsewhere) >= 3

@@ -5,7 +5,7 @@ cluster (SPEC §5).
   with ``INFO commandstats`` on every master; every child is inactive as soon as RevokeChain returns.
 - Every key the service writes has a TTL, and once short-lived tokens expire the service's keys are gone.
 
-The 10,000 children are recorded with the registry's own ``record_child`` (the script Delegate runs),
+The 10,000 children are recorded with the registry's own ``mint`` (the script Delegate runs),
 not minted one RPC at a time, to keep the suite fast; a few are minted through Delegate as well, so
 real tokens are checked through Introspect too.
 """
@@ -23,7 +23,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.adapters.redis_registry import SMALL_CHAIN_FIELDS, RedisRegistry
 from delegation_service.domain.revocation import TokenRecord, TokenState, evaluate
 from delegation_service.domain.tokens import TokenKind
 from tests.integration.harness import SHORT_LIVED, SHORT_LIVED_PARENT_SECONDS, Harness, start_harness
@@ -133,7 +133,7 @@ def build_chain(deployment: Deployment, children: int) -> Chain:
             for _ in range(min(children, MINTED_THROUGH_DELEGATE))
         ]
     chain_id = minted[0].chain_id
-    snapshot = deployment.registry.chain(chain_id)
+    snapshot = deployment.registry.chain(chain_id, 1000)
     assert snapshot is not None
     root = next(r for r in snapshot.records if r.kind is TokenKind.UPSTREAM)
     model = next(r for r in snapshot.records if r.kind is TokenKind.DELEGATED)
@@ -142,7 +142,7 @@ def build_chain(deployment: Deployment, children: int) -> Chain:
         for index in range(children - len(minted))
     ]
     for record in bulk:
-        assert deployment.registry.record_child(root, record)
+        assert deployment.registry.mint(root, record).recorded
     recorded = [r for r in snapshot.records if r.kind is TokenKind.DELEGATED] + bulk
     assert len(recorded) == children
     return Chain(chain_id, [m.access_token for m in minted], recorded)
@@ -213,6 +213,9 @@ def test_every_key_has_a_ttl_and_all_are_gone_once_the_tokens_expire(short_lived
             for parent in parents
             for client_id in ("billing", "search")
         ]
+        # Enough children on one chain for it to get its expiry index (a key of its own).
+        for _ in range(SMALL_CHAIN_FIELDS):
+            client.delegate(parents[3], "billing", ["warehouse.items.r"])
         client.revoke(children[0].access_token)  # a token marker
         client.revoke_chain(children[2].chain_id)  # a chain marker
         client.revoke_subject("user-2")  # a subject horizon
@@ -220,7 +223,7 @@ def test_every_key_has_a_ttl_and_all_are_gone_once_the_tokens_expire(short_lived
         assert not client.introspect(children[0].access_token).active
         assert client.introspect(children[6].access_token).active
     written = len(short_lived.keys())
-    assert written - baseline >= 10  # records, members, markers, horizons, the event stream
+    assert written - baseline >= 10  # 4 chains' records and 1 index, 2 markers, 2 horizons, the stream
 
     waited_from = time.monotonic()
     remaining = written

@@ -134,7 +134,7 @@ def test_metrics_parse_and_counters_move_after_calls(service: Service) -> None:
     assert value(delta, "delegation_delegations_validated_total") == 1
     assert value(delta, "delegation_tokens_denied_total", reason="SCOPE_WAS_NOT_GRANTED_IN_PARENT") == 1
     assert value(delta, "delegation_revocations_total", kind="chain") == 1
-    assert value(delta, "delegation_store_operation_duration_seconds_count", operation="record_child") == 1
+    assert value(delta, "delegation_store_operation_duration_seconds_count", operation="mint") == 1
     kid = service.app.service.jwks()["keys"][0]["kid"]  # type: ignore[index]
     assert value(after, "delegation_signing_key_info", kid=kid, alg="ES256") == 1
     assert value(after, "delegation_verification_keys") == 1
