@@ -52,7 +52,7 @@ def test_the_cli_introspects_and_shows_a_chain_with_operator_credentials(
     """In authenticated mode the CLI sends its credential with Introspect too (chain show --token uses it)."""
     parent = secure.upstream()
     child = secure.delegate(parent).access_token
-    common = ["--address", secure.address, "--operator-token", secure.operator_secret]
+    common = ["--address", secure.address, f"--operator-token={secure.operator_secret}"]
 
     assert cli.main(["introspect", child, *common]) == cli.EXIT_OK
     assert cli.main(["chain", "show", "--token", parent, *common]) == cli.EXIT_OK
