@@ -1087,6 +1087,29 @@ def test_every_operation_works_on_a_cluster_without_crossing_slots(cluster_regis
     assert cluster_registry.ping() is True
 
 
+@pytest.mark.redis
+def test_an_indexed_chain_is_minted_counted_and_revoked_on_a_cluster(cluster_registry: RedisRegistry) -> None:
+    root = make_root(now())
+    children = [make_child(root, client_id=f"client-{i % 3}") for i in range(SMALL_CHAIN_FIELDS + 6)]
+    for child in children:
+        assert cluster_registry.mint(root, child).recorded
+    assert cluster_registry.record(root.chain_id, children[-1].token_id) == children[-1]
+
+    dry = cluster_registry.revoke_known_chain(root.chain_id, now(), dry_run=True)
+    done = cluster_registry.revoke_known_chain(root.chain_id, now())
+
+    assert dry is not None and done is not None and done.event is not None
+    assert (dry.unexpired_token_count, dry.client_ids) == (
+        len(children) + 1,
+        ("client-0", "client-1", "client-2", "gateway"),
+    )
+    assert (done.already_revoked, done.unexpired_token_count) == (False, len(children) + 1)
+    assert [e.cursor for e in cluster_registry.events(None, 10)] == [done.event.cursor]
+    assert evaluate(children[0], cluster_registry.snapshot(children[0]), now()) is TokenState.REVOKED
+    view = cluster_registry.chain(root.chain_id, 10)
+    assert view is not None and view.chain_revoked and len(view.records) == 10
+
+
 # == Memory only =====================================================================================
 
 
