@@ -657,9 +657,10 @@ class RedisRegistry:
         """Mark a chain this store knows revoked, then read its blast radius, in one script on its slot.
 
         The marker lives until the root's expiry plus leeway (for the horizon retention when no root
-        record is left); the count is a ZCOUNT of the chain's index and the clients one field: the
-        same cost for 1 child or 100,000. On a single node the event is published by the same script;
-        on a cluster right after it.
+        record is left); the count is a ZCOUNT of the chain's index and the clients one field (a chain
+        without an index, at most SMALL_CHAIN_FIELDS fields, is read whole): the same cost for 100
+        children or 100,000. On a single node the event is published by the same script; on a cluster
+        right after it.
         """
         if not _is_valid_chain_id(chain_id):
             return None
