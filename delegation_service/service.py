@@ -200,12 +200,19 @@ class DelegationService:
             self._active_record(parent)
             if parent.kind is TokenKind.DELEGATED:
                 raise ParentCannotDelegate()
-        decision = self._policy.decide(
-            parent,
-            DelegationRequest(command.client_id, command.scopes, command.allow_partial),
-        )
-        now = self._clock.now()
-        expires_at = self._lifetimes.child_expiry(now, parent.expires_at, command.lifetime_seconds)
+        try:
+            decision = self._policy.decide(
+                parent,
+                DelegationRequest(command.client_id, command.scopes, command.allow_partial),
+            )
+            now = self._clock.now()
+            expires_at = self._lifetimes.child_expiry(now, parent.expires_at, command.lifetime_seconds)
+        except DelegationError:
+            # A refused request pays one read, so a revoked parent is told it is not valid whatever
+            # else is wrong with the request (rule 2 comes before the scope rules).
+            if parent.kind is TokenKind.UPSTREAM and not command.validate_only:
+                self._active_record(parent)
+            raise
         child = ChildToken(
             token_id=self._token_ids(),
             chain_id=parent.chain_id,

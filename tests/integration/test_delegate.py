@@ -214,6 +214,15 @@ def test_revoked_parent_is_unauthenticated_with_the_same_message(
     assert (revoked.reason, revoked.message) == (garbage.reason, garbage.message)
 
 
+def test_revoked_parent_is_unauthenticated_even_when_its_scopes_are_also_wrong(
+    harness: Harness, client: DelegationClient
+) -> None:
+    parent = harness.parent()
+    client.revoke(parent)
+    details = refused(lambda: client.delegate(parent, "billing", ["warehouse.items.rwx"]))
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_PARENT_TOKEN")
+
+
 def test_omitted_scopes_grant_everything_the_client_may_hold(
     harness: Harness, client: DelegationClient
 ) -> None:

@@ -22,6 +22,7 @@ from delegation_service.domain.errors import (
     DeadlineTooShort,
     ParentCannotDelegate,
     ParentRejected,
+    ScopesRefused,
 )
 from delegation_service.domain.policy import DelegationPolicy
 from delegation_service.domain.ports import TokenRegistry
@@ -204,6 +205,22 @@ def test_a_revoked_parent_is_refused_by_the_mint_and_nothing_is_recorded(world: 
     assert world.spy.calls == Counter({"mint": 1})
     chain = world.store.chain(first.chain_id, 10)
     assert chain is not None and len(chain.records) == 2  # the root and the first child only
+
+
+def test_a_revoked_parent_is_told_so_before_any_scope_refusal(world: World) -> None:
+    parent = world.parent()
+    world.service.revoke(parent)
+    world.spy.calls.clear()
+
+    with pytest.raises(ParentRejected):
+        world.service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.rwx",)))
+
+    assert world.spy.calls == Counter({"snapshot": 1})  # only a refused request pays the extra read
+
+
+def test_a_scope_refusal_for_an_active_parent_is_reported_as_such(world: World) -> None:
+    with pytest.raises(ScopesRefused):
+        world.service.delegate(DelegateCommand(world.parent(), "billing", ("warehouse.items.rwx",)))
 
 
 def test_a_delegated_token_cannot_delegate_and_an_unknown_one_is_rejected(world: World) -> None:
