@@ -40,7 +40,7 @@ from delegation_service.domain.policy import DelegationPolicy
 from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import CallerGate, OperatorAuthenticator
+from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import AdminHttpServer, AdminSettings
 from delegation_service.transport.metrics import MetricsInterceptor, ServiceMetrics
@@ -56,11 +56,9 @@ class Application:
 
     config: Config
     service: DelegationService
-    operators: OperatorAuthenticator
-    extra_trusted: Sequence[jwt_codec.TrustedIssuer] = field(default_factory=tuple)
+    access: CallerGate
+    """Who may call what (:class:`AccessGate`)."""
     metrics: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(process_metrics=False))
-    access: CallerGate | None = None
-    """Who may call what (:class:`AccessGate`); ``None`` falls back to ``operators`` alone."""
     tls: grpc.ServerCredentials | None = None
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
 
@@ -107,7 +105,7 @@ class Application:
                 credentials=self.tls,
                 handshake_timeout_seconds=config.handshake_timeout_seconds,
             ),
-            self.access if self.access is not None else self.operators,
+            self.access,
             outer_interceptors=[MetricsInterceptor(self.metrics)],
         )
 
@@ -173,14 +171,7 @@ def build(
         introspection_scope=config.introspection_scope,
         everyone_is_operator=open_operator_mode,
     )
-    return Application(
-        config,
-        service,
-        OperatorAuthenticator(config.operator_token_sha256, open_operator_mode),
-        metrics=metrics,
-        access=access,
-        tls=_tls_credentials(config),
-    )
+    return Application(config, service, access, metrics=metrics, tls=_tls_credentials(config))
 
 
 def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:

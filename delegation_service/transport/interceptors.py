@@ -21,7 +21,6 @@ from delegation_service.transport.errors import internal_status, status_for
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "/delegation.v1."
-ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
 MAX_CACHED_METHODS = 256
 """Wrapped handlers kept by method name (only methods the server has a handler for)."""
 
@@ -56,16 +55,15 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: _Handler, method: str) -> _Handler:
-        admin = method.startswith(ADMIN_PREFIX)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, admin),
+                self._unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, admin),
+                self._stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -74,7 +72,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
     def _enter(self, context: grpc.ServicerContext, method: str) -> None:
         set_caller(self._gate.admit(method, context))
 
-    def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str, admin: bool) -> Any:
+    def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 self._enter(context, method)
@@ -89,9 +87,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
 
         return handle
 
-    def _stream(
-        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, admin: bool
-    ) -> Any:
+    def _stream(self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 self._enter(context, method)
