@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -57,11 +59,47 @@ url = "{redis_url}"
     return config
 
 
-def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_server: object) -> None:
+@dataclass
+class Workers:
+    """``serve --workers 2`` as a subprocess, with its address and an upstream parent to delegate from."""
+
+    process: subprocess.Popen[str]
+    address: str
+    parent: str
+
+    def children(self) -> list[str]:
+        return subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], check=False, capture_output=True, text=True
+        ).stdout.split()
+
+    def delegate_until_answered(self, deadline: float) -> None:
+        with DelegationClient(self.address, timeout=2) as client:
+            while True:
+                try:
+                    client.delegate(self.parent, "billing", ["warehouse.items.r"])
+                    return
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, "the workers never answered"
+                    time.sleep(0.2)
+
+    def delegate_on_fresh_channels(self, count: int) -> None:
+        """Fresh channels are new connections, which SO_REUSEPORT spreads over the workers."""
+        for _ in range(count):
+            with DelegationClient(self.address, timeout=2) as fresh:
+                assert fresh.delegate(self.parent, "billing", ["warehouse.items.r"]).access_token
+
+
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, redis_url: str, admin_listen: str) -> Iterator[Workers]:
+    """Start two workers (the test Redis keeps nothing on disk); on exit, SIGTERM and expect exit 0."""
     upstream = DevUpstreamIssuer("https://idp.workers.invalid")
-    config = write_config(tmp_path, redis_server.url, upstream)  # type: ignore[attr-defined]
-    # The test Redis keeps nothing on disk; and no admin HTTP port is needed here.
-    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true", "DELEGATION_ADMIN_LISTEN": ""}
+    config = write_config(tmp_path, redis_url, upstream)
+    env = {
+        **os.environ,
+        "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true",
+        "DELEGATION_ADMIN_LISTEN": admin_listen,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "delegation_service.cli", "serve", "--config", str(config), "--workers", "2"],
         env=env,
@@ -69,26 +107,10 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_se
         stderr=subprocess.PIPE,
         text=True,
     )
+    address = config.read_text().split('listen = "')[1].split('"')[0]
+    parent = upstream.mint("alice", ("directory.delegations.rw", "warehouse.items.r"), "gateway")
     try:
-        address = config.read_text().split('listen = "')[1].split('"')[0]
-        parent = upstream.mint("alice", ("directory.delegations.rw", "warehouse.items.r"), "gateway")
-        deadline = time.monotonic() + 30
-        with DelegationClient(address, timeout=2) as client:
-            while True:
-                try:
-                    client.delegate(parent, "billing", ["warehouse.items.r"])
-                    break
-                except grpc.RpcError:
-                    assert time.monotonic() < deadline, "the workers never answered"
-                    time.sleep(0.2)
-            # Fresh channels spread over the workers; every call must succeed whichever answers.
-            for _ in range(10):
-                with DelegationClient(address, timeout=2) as fresh:
-                    assert fresh.delegate(parent, "billing", ["warehouse.items.r"]).access_token
-        children = subprocess.run(
-            ["pgrep", "-P", str(process.pid)], check=False, capture_output=True, text=True
-        ).stdout.split()
-        assert len(children) >= 2
+        yield Workers(process, address, parent)
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
@@ -96,6 +118,13 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_se
         errors = process.stderr.read()
         process.stderr.close()
     assert code == 0, errors
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_server: object) -> None:
+    with two_workers(tmp_path, redis_server.url, "") as workers:  # type: ignore[attr-defined]
+        workers.delegate_until_answered(time.monotonic() + 30)
+        workers.delegate_on_fresh_channels(10)  # every call succeeds, whichever worker answers
+        assert len(workers.children()) >= 2
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -134,25 +163,8 @@ def _merged(files: Iterable[Path]) -> dict[tuple[str, tuple[tuple[str, str], ...
 
 
 def test_metrics_of_two_workers_add_up_on_the_admin_port(tmp_path: Path, redis_server: object) -> None:
-    upstream = DevUpstreamIssuer("https://idp.workers.invalid")
-    config = write_config(tmp_path, redis_server.url, upstream)  # type: ignore[attr-defined]
     admin = f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true",
-        "DELEGATION_ADMIN_LISTEN": admin,
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "delegation_service.cli", "serve", "--config", str(config), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        address = config.read_text().split('listen = "')[1].split('"')[0]
-        parent = upstream.mint("alice", ("directory.delegations.rw", "warehouse.items.r"), "gateway")
+    with two_workers(tmp_path, redis_server.url, admin) as workers:  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -161,20 +173,9 @@ def test_metrics_of_two_workers_add_up_on_the_admin_port(tmp_path: Path, redis_s
             except OSError:
                 assert time.monotonic() < deadline, "the admin port never answered"
                 time.sleep(0.2)
-        calls = 0
-        with DelegationClient(address, timeout=2) as client:
-            while calls == 0:
-                try:
-                    client.delegate(parent, "billing", ["warehouse.items.r"])
-                    calls += 1
-                except grpc.RpcError:
-                    assert time.monotonic() < deadline, "the workers never answered"
-                    time.sleep(0.2)
-        # Fresh channels (new connections) are spread over the workers by SO_REUSEPORT.
-        for _ in range(29):
-            with DelegationClient(address, timeout=2) as fresh:
-                assert fresh.delegate(parent, "billing", ["warehouse.items.r"]).access_token
-                calls += 1
+        workers.delegate_until_answered(deadline)
+        workers.delegate_on_fresh_channels(29)
+        calls = 30
 
         after = _scrape(f"http://{admin}/metrics")
 
@@ -185,23 +186,14 @@ def test_metrics_of_two_workers_add_up_on_the_admin_port(tmp_path: Path, redis_s
         assert after[("delegation_verification_keys", ())] == 1
         names = {name for name, _ in after}
         assert {"delegation_signing_key_info", "delegation_build_info", "python_info"} <= names
-        children = subprocess.run(
-            ["pgrep", "-P", str(process.pid)], check=False, capture_output=True, text=True
-        ).stdout.split()
+        children = workers.children()
         # The supervisor's children: the two workers and multiprocessing's resource tracker.
         with_metrics = [pid for pid in children if "PROMETHEUS_MULTIPROC_DIR" in _environ(pid)]
         metrics_dir = Path(_environ(with_metrics[0])["PROMETHEUS_MULTIPROC_DIR"])
-        workers = [pid for pid in with_metrics if list(metrics_dir.glob(f"*_{pid}.db"))]
-        assert len(workers) == 2, (children, sorted(p.name for p in metrics_dir.iterdir()))
+        pids = [pid for pid in with_metrics if list(metrics_dir.glob(f"*_{pid}.db"))]
+        assert len(pids) == 2, (children, sorted(p.name for p in metrics_dir.iterdir()))
         # Each worker served some of the calls, and /metrics is their sum.
-        per_worker = [_delegate_ok(_merged(metrics_dir.glob(f"*_{pid}.db"))) for pid in workers]
+        per_worker = [_delegate_ok(_merged(metrics_dir.glob(f"*_{pid}.db"))) for pid in pids]
         assert all(count > 0 for count in per_worker), per_worker
         assert sum(per_worker) == _delegate_ok(after)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        assert process.stderr is not None
-        errors = process.stderr.read()
-        process.stderr.close()
-    assert code == 0, errors
     assert not metrics_dir.exists()  # the supervisor removed its metrics directory
