@@ -34,7 +34,6 @@ from delegation_service.domain.revocation import (
     record_child,
     record_of,
 )
-from delegation_service.domain.scopes import StructuredScope, UrlScope
 from delegation_service.domain.tokens import ChildToken, LifetimePolicy, TokenKind, VerifiedToken
 
 log = logging.getLogger(__name__)
@@ -183,7 +182,7 @@ class DelegationService:
             actor=child.actor_client_id,
             scope=child.scope_claim,
             exp=child.expires_at,
-            dropped=[f"{v.field}:{v.reason.identifier}" for v in result.dropped],
+            dropped=[f"{v.field}:{v.reason.identifier}" for v in result.dropped] if result.dropped else [],
         )
         return result
 
@@ -219,7 +218,7 @@ class DelegationService:
             parent_token_id=parent.token_id,
             issuer=self._issuer,
             subject=parent.subject,
-            audiences=_audiences(decision.granted),
+            audiences=decision.audiences,
             client_id=command.client_id,
             actor_client_id=parent.client_id,
             scopes=decision.granted,
@@ -516,8 +515,3 @@ def _operator_action(action: str, caller: str, **facts: str) -> Iterator[None]:
             **facts,
         )
         raise
-
-
-def _audiences(scopes: Sequence[StructuredScope | UrlScope]) -> tuple[str, ...]:
-    """The child's ``aud``: the apps its scopes are for (URL-form scopes name their API)."""
-    return tuple(sorted({s.audience if isinstance(s, StructuredScope) else s.url for s in scopes}))

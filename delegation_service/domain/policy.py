@@ -6,11 +6,14 @@ A pure function of the catalog, the verified parent, the target client and the r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from delegation_service.domain.catalog import Catalog, Client
 from delegation_service.domain.errors import (
+    DelegationError,
     InvalidRequest,
     MissingDelegationScope,
     NoGrantableScopes,
@@ -52,6 +55,12 @@ _DESCRIPTIONS = {
     Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT: "the target client may not hold the scope",
 }
 
+DECISION_CACHE_SIZE = 4096
+"""Policy decisions kept (least recently used dropped first) by :class:`DelegationPolicy`."""
+MAX_CACHED_REQUEST_CHARS = 4096
+"""A decision is cached only when the parent's scopes and the requested scopes add up to at most this
+many characters, so the cache holds at most about ``DECISION_CACHE_SIZE`` times that much text."""
+
 
 @dataclass(frozen=True)
 class DelegationRequest:
@@ -69,43 +78,100 @@ class Decision:
     granted: tuple[Scope, ...]
     dropped: tuple[Violation, ...]
 
+    @functools.cached_property
+    def audiences(self) -> tuple[str, ...]:
+        """The child's ``aud``: the apps its scopes are for (URL-form scopes name their API), sorted.
+
+        Built once per decision, and a cached decision serves many children."""
+        return tuple(sorted({s.audience if isinstance(s, StructuredScope) else s.url for s in self.granted}))
+
+
+class _Question(NamedTuple):
+    """Everything a decision depends on besides the policy itself: the decision cache's key."""
+
+    kind: TokenKind
+    parent_scopes: tuple[str, ...]
+    bearer: Bearer
+    client_id: str
+    scopes: tuple[str, ...]
+    allow_partial: bool
+
 
 @dataclass(frozen=True)
 class DelegationPolicy:
-    """The rules, configured once: the catalog, whether scopes must be explicit, the scope count cap."""
+    """The rules, configured once: the catalog, whether scopes must be explicit, the scope count cap.
+
+    A decision is a pure function of the (immutable) catalog, these settings, the parent's kind, scopes
+    and bearer, the target client, the requested scope entries and ``allow_partial``, so the last
+    ``cache_size`` decisions are kept by exactly those inputs (a gateway asks the same question for
+    every child of a parent). A cached refusal is raised again as a fresh, equivalent exception.
+    """
 
     catalog: Catalog
     require_explicit_scopes: bool = False
     max_scopes: int = 100
+    cache_size: int = DECISION_CACHE_SIZE
+    _cached: functools._lru_cache_wrapper[Decision | DelegationError] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cached", functools.lru_cache(maxsize=self.cache_size)(self._outcome))
 
     def decide(self, parent: VerifiedToken, request: DelegationRequest) -> Decision:
         """Decide the child's scopes, or raise the :class:`DelegationError` that explains the refusal."""
-        if parent.kind is TokenKind.DELEGATED:
+        question = _Question(
+            parent.kind,
+            tuple(parent.scopes),
+            parent.bearer,
+            request.client_id,
+            tuple(request.scopes),
+            request.allow_partial,
+        )
+        if sum(map(len, question.parent_scopes)) + sum(map(len, question.scopes)) > MAX_CACHED_REQUEST_CHARS:
+            return self._decide(question)
+        outcome = self._cached(question)
+        if isinstance(outcome, DelegationError):
+            raise _fresh(outcome)
+        return outcome
+
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits, misses and size of the decision cache."""
+        return self._cached.cache_info()
+
+    def _outcome(self, question: _Question) -> Decision | DelegationError:
+        """The decision, or the refusal as a value (kept without its traceback), for the cache."""
+        try:
+            return self._decide(question)
+        except DelegationError as refused:
+            return _fresh(refused)
+
+    def _decide(self, question: _Question) -> Decision:
+        kind, parent_scopes, bearer, client_id, scopes, allow_partial = question
+        if kind is TokenKind.DELEGATED:
             raise ParentCannotDelegate()
-        grant = _parse_grant(parent.scopes)
+        grant = _parse_grant(parent_scopes)
         # The parent's scope must cover the delegation scope, not the reverse: `directory.delegations.r`
         # does not hold `directory.delegations.rw`.
         if not any(held.covers(self.catalog.delegation_scope) for held in grant):
             raise MissingDelegationScope()
-        if not request.client_id:
+        if not client_id:
             raise InvalidRequest(
                 violations=[Violation("client_id", "", Reason.INVALID_REQUEST, "client_id is required")]
             )
-        client = self.catalog.clients.get(request.client_id)
+        client = self.catalog.clients.get(client_id)
         if client is None:
             raise UnknownClient(
-                violations=[
-                    Violation("client_id", request.client_id, Reason.UNKNOWN_CLIENT, "no such client")
-                ]
+                violations=[Violation("client_id", client_id, Reason.UNKNOWN_CLIENT, "no such client")]
             )
-        requested = split_scopes(request.scopes)
+        requested = split_scopes(scopes)
         if len(requested) > self.max_scopes:
             raise InvalidRequest(Reason.TOO_MANY_SCOPES, f"at most {self.max_scopes} scopes may be requested")
         if not requested:
             if self.require_explicit_scopes:
                 raise InvalidRequest(Reason.SCOPES_REQUIRED, "scopes must be requested explicitly")
-            return Decision(self._everything_for(client, parent.bearer, grant), ())
-        return self._explicit(client, parent.bearer, grant, requested, request.allow_partial)
+            return Decision(self._everything_for(client, bearer, grant), ())
+        return self._explicit(client, bearer, grant, requested, allow_partial)
 
     def _explicit(
         self,
@@ -189,3 +255,13 @@ def _parse_grant(scopes: Sequence[str]) -> list[Scope]:
             continue
         grant.append(scope.without_bearer() if isinstance(scope, StructuredScope) else scope)
     return grant
+
+
+def _fresh(refused: DelegationError) -> DelegationError:
+    """A new exception of the same class with the same state (reason, message, violations, detail),
+    and no traceback, cause or context: what a cache keeps, and what it raises on each hit."""
+    cls = type(refused)
+    copy = cls.__new__(cls)
+    copy.__dict__.update(refused.__dict__)
+    copy.args = refused.args
+    return copy

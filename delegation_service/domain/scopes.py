@@ -10,12 +10,15 @@ Two forms exist:
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_SCOPE_LENGTH = 256
 """Longer strings are refused before any regular expression runs on them."""
+PARSE_CACHE_SIZE = 4096
+"""Scope strings whose parse is kept (least recently used dropped first; each at most 256 characters)."""
 
 _STRUCTURED = re.compile(
     r"(?:(?P<bearer_type>Org|Per)(?:/(?P<bearer_id>[a-z0-9-]+))?\.)?"
@@ -123,9 +126,18 @@ class ScopeSyntaxError(ValueError):
 
 
 def parse_scope(text: str) -> Scope:
-    """Parse one scope string, or raise :class:`ScopeSyntaxError`."""
+    """Parse one scope string, or raise :class:`ScopeSyntaxError`.
+
+    Valid parses are cached (they are immutable values); a string that does not parse is checked again
+    each time, and nothing longer than :data:`MAX_SCOPE_LENGTH` reaches the cache.
+    """
     if not text or len(text) > MAX_SCOPE_LENGTH:
         raise ScopeSyntaxError(text)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse(text: str) -> Scope:
     if text.startswith("https://"):
         if _URL_FORM.fullmatch(text):
             return UrlScope(text)
