@@ -1,7 +1,8 @@
 """Signing keys, key sets and trusted issuers' JWKS, parsed once at start-up (SPEC §4).
 
-Every key is turned into a ``cryptography`` key object here, once. PyJWT then only ever receives key
-objects: handing it a PEM string would make it parse the key again on every call.
+Every key is turned into a ``cryptography`` key object here, once (PyJWT's JWK parsers read the
+trusted issuers' JWKS); signing and verification then use those objects directly, never a PEM string
+that would be parsed again on every call.
 
 A key's ``kid`` is its RFC 7638 JWK thumbprint, so the same key always has the same id wherever it is
 loaded, and a JWKS can never hold two different keys under one id.
