@@ -10,51 +10,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
 from delegation_service.domain.errors import DelegationError
 from delegation_service.transport.auth import CallerGate, set_caller
 from delegation_service.transport.errors import internal_status, status_for
+from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "/delegation.v1."
-MAX_CACHED_METHODS = 256
-"""Wrapped handlers kept by method name (only methods the server has a handler for)."""
-
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class ErrorAndAuthInterceptor(grpc.ServerInterceptor):
+class ErrorAndAuthInterceptor(WrappingInterceptor):
     """Wraps each ``delegation.v1`` handler; health and reflection pass through untouched."""
 
     def __init__(self, gate: CallerGate) -> None:
+        super().__init__()
         self._gate = gate
-        # The server hands out the same handler object for a method on every call: wrap it once.
-        self._handlers: dict[str, tuple[_Handler, _Handler]] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Return the method's handler with its behaviour wrapped."""
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(PACKAGE_PREFIX):
-            return handler
-        cached = self._handlers.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        if len(self._handlers) >= MAX_CACHED_METHODS:
-            self._handlers.clear()
-        self._handlers[method] = (handler, wrapped)
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        """Only ``delegation.v1`` methods: health and reflection pass through untouched."""
+        return method.startswith(PACKAGE_PREFIX)
 
-    def _wrap(self, handler: _Handler, method: str) -> _Handler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """The handler with admission and error translation around it."""
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -46,6 +46,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from delegation_service.logs import emit
+from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
 access_log = logging.getLogger("delegation_service.access")
 
@@ -177,16 +178,13 @@ class ServiceMetrics:
         self.signing_key.info({"kid": active_kid, "alg": active_alg})
 
 
-MAX_CACHED_METHODS = 256
-"""Wrapped handlers kept by method name. Only methods the server has a handler for are ever cached."""
 MAX_LABEL_CHILDREN = 1024
 """Label children kept per cache (codes, reasons, client ids: bounded sets, capped all the same)."""
 
 _OK = grpc.StatusCode.OK
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Counts and times every RPC (health and reflection included) and writes one access log line each.
 
     Install it first (outermost), so it sees the final status the inner interceptors set, including
@@ -199,31 +197,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):
     """
 
     def __init__(self, metrics: ServiceMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
-        self._handlers: dict[
-            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
-        ] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Return the method's handler wrapped with timing, counting and logging."""
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        cached = self._handlers.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        if len(self._handlers) >= MAX_CACHED_METHODS:
-            self._handlers.clear()
-        self._handlers[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """The handler with timing, counting and the access line around it."""
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(handler.unary_unary, _Method(self._metrics, method, UNARY)),
