@@ -234,12 +234,26 @@ def redis_client(config: Config) -> redis.Redis | RedisCluster:
     if config.redis_mode == "cluster":
         return RedisCluster.from_url(config.redis_url, **common)
     if config.redis_mode == "sentinel":
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in config.redis_url.split(",")]
+        hosts = sentinel_addresses(config.redis_url)
         # redis-py leaves Sentinel untyped.
         sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
         master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call]
         return master
     return redis.Redis.from_url(config.redis_url, **common)
+
+
+def sentinel_addresses(url: str) -> list[tuple[str, int]]:
+    """The Sentinels named by ``redis.url`` in sentinel mode: ``host:port[,host:port...]``, optionally
+    behind ``redis+sentinel://``; raise :class:`ConfigError` for anything else."""
+    hosts = []
+    for entry in url.removeprefix("redis+sentinel://").rstrip("/").split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "redis.url", f"in sentinel mode it lists the sentinels, host:port,...: {entry!r}"
+            )
+        hosts.append((host, int(port)))
+    return hosts
 
 
 def signing_keys(config: Config) -> KeySet:

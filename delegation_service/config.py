@@ -120,7 +120,11 @@ class Config:
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
-    redis_url: str = _setting("redis.url", "redis://127.0.0.1:6379/0", "Redis URL (rediss:// for TLS).")
+    redis_url: str = _setting(
+        "redis.url",
+        "redis://127.0.0.1:6379/0",
+        "Redis URL (rediss:// for TLS); a cluster node's URL; in sentinel mode the sentinels, host:port,...",
+    )
     redis_mode: str = _setting("redis.mode", "standalone", "standalone, sentinel or cluster.")
     redis_sentinel_service: str = _setting("redis.sentinel_service", "mymaster", "Sentinel master name.")
     redis_timeout_ms: int = _setting(
