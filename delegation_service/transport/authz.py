@@ -28,7 +28,6 @@ from delegation_service.domain.errors import DelegationError
 from delegation_service.domain.tokens import VerifiedToken
 from delegation_service.transport.tls import peer_certificate_names
 
-ADMIN_PREFIX = "/delegation.v1.DelegationAdminService/"
 PUBLIC_PREFIX = "/delegation.v1.DelegationService/"
 
 OPERATIONS: Mapping[str, Operation] = {

@@ -58,15 +58,31 @@ class Harness:
         )
 
 
-def start_harness(redis_url: str, **overrides: object) -> Harness:
-    """Build and start the application the way `serve` does, with test keys and issuer."""
-    secret = secrets.token_urlsafe(24)
+def build_test_app(**settings: object) -> tuple[Application, DevUpstreamIssuer, str]:
+    """The application as ``serve`` builds it, on a loopback port the kernel picks, with an ephemeral
+    signing key, the demo catalog, a test upstream issuer and a fresh operator secret."""
+    secret = "dso_" + secrets.token_urlsafe(24)
     config = Config(
         listen="127.0.0.1:0",
         issuer=SERVICE_ISSUER,
+        operator_token_sha256=(operator_secret_digest(secret),),
+        **settings,  # type: ignore[arg-type]
+    ).validate()
+    upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
+    app = build(
+        config,
+        keys=ephemeral_keys("ES256"),
+        catalog=load_catalog(demo_catalog_path()),
+        extra_trusted=[upstream.trusted_issuer()],
+    )
+    return app, upstream, secret
+
+
+def start_harness(redis_url: str, **overrides: object) -> Harness:
+    """Build and start the application over Redis at ``redis_url``."""
+    app, upstream, secret = build_test_app(
         store="redis",
         redis_url=redis_url,
-        operator_token_sha256=(operator_secret_digest(secret),),
         max_workers=16,
         # The suite's shared Redis keeps nothing on disk; tests of the persistence check override this.
         # Introspection open (loopback only), as on the dev server: these tests are about delegation and
@@ -76,13 +92,6 @@ def start_harness(redis_url: str, **overrides: object) -> Harness:
             "redis_allow_unsafe_persistence": True,
             "access_mode": "open",
             **overrides,
-        },  # type: ignore[arg-type]
-    ).validate()
-    upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
-    app = build(
-        config,
-        keys=ephemeral_keys("ES256"),
-        catalog=load_catalog(demo_catalog_path()),
-        extra_trusted=[upstream.trusted_issuer()],
+        },
     )
     return Harness(app, app.serve(), upstream, secret)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,15 +10,10 @@ from dataclasses import dataclass
 import pytest
 
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
-from delegation_service.app import Application, RunningApplication, build, ephemeral_keys, load_catalog
+from delegation_service.app import Application, RunningApplication
 from delegation_service.client import DelegationClient
-from delegation_service.config import Config
-from delegation_service.dev import demo_catalog_path
-from delegation_service.transport.auth import operator_secret_digest
+from tests.integration.harness import DELEGATION_SCOPE, build_test_app
 
-SERVICE_ISSUER = "https://delegation.test.invalid"
-UPSTREAM_ISSUER = "https://idp.test.invalid"
-DELEGATION_SCOPE = "directory.delegations.rw"
 HTTP_TIMEOUT_SECONDS = 5
 
 
@@ -67,22 +61,8 @@ def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -
 
 
 def start_service(**overrides: object) -> Service:
-    secret = secrets.token_urlsafe(24)
-    config = Config(
-        listen="127.0.0.1:0",
-        admin_listen="127.0.0.1:0",
-        issuer=SERVICE_ISSUER,
-        store="memory",
-        operator_token_sha256=(operator_secret_digest(secret),),
-        **overrides,  # type: ignore[arg-type]
-    ).validate()
-    upstream = DevUpstreamIssuer(UPSTREAM_ISSUER)
-    app = build(
-        config,
-        keys=ephemeral_keys("ES256"),
-        catalog=load_catalog(demo_catalog_path()),
-        extra_trusted=[upstream.trusted_issuer()],
-    )
+    """The application with its admin HTTP port, over the in-memory store."""
+    app, upstream, secret = build_test_app(admin_listen="127.0.0.1:0", store="memory", **overrides)
     running = app.serve(admin=True)
     assert isinstance(running, RunningApplication)
     return Service(app, running, upstream, secret)

@@ -17,7 +17,8 @@ from joserfc.jwk import KeySet
 from prometheus_client.parser import text_string_to_metric_families
 
 from delegation_service.client import error_details
-from tests.operability.conftest import DELEGATION_SCOPE, SERVICE_ISSUER, Service, http
+from tests.integration.harness import DELEGATION_SCOPE, SERVICE_ISSUER
+from tests.operability.conftest import Service, http
 
 
 def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,10 +17,10 @@ from typing import Any
 import grpc
 
 from delegation.v1 import admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
+from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
-from delegation_service.adapters.redis_registry import RedisRegistry
-from delegation_service.app import Application, build, load_catalog, redis_client
+from delegation_service.app import Application, build, build_registry, load_catalog
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.ports import TokenRegistry
@@ -200,6 +200,8 @@ def start_service(
         "operator_scope": OPERATOR_SCOPE,
         "introspection_scope": INTROSPECTION_SCOPE,
         "max_workers": 16,
+        # The suite's Redis keeps nothing on disk (the persistence check has tests of its own).
+        "redis_allow_unsafe_persistence": True,
         **overrides,
     }
     config = Config(**settings).validate()
@@ -208,14 +210,7 @@ def start_service(
     trusted = TrustedIssuer(
         UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream_key.public_jwk)]}), audience=SERVICE_AUDIENCE
     )
-    retention = config.max_parent_age_seconds + config.leeway_seconds
-    registry: TokenRegistry = RedisRegistry(
-        redis_client(config),
-        prefix=config.redis_key_prefix,
-        leeway_seconds=config.leeway_seconds,
-        horizon_retention_seconds=retention,
-        event_retention_seconds=retention,
-    )
+    registry = build_registry(config, SystemClock())
     if wrap_registry is not None:
         registry = wrap_registry(registry)
     app = build(
