@@ -28,6 +28,8 @@ from bench.common import (
     UPSTREAM_ISSUER,
 )
 from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.app import retention_seconds
+from delegation_service.config import Config
 from delegation_service.domain.revocation import TokenRecord
 from delegation_service.domain.tokens import TokenKind, root_chain_id
 from devtools.redis_server import LOOPBACK
@@ -70,9 +72,14 @@ class PipelinedScripts:
 
 
 def service_registry(client: Any) -> RedisRegistry:
-    # The prefix, leeway and retentions the bench service runs with (Config defaults).
+    """A registry over ``client`` with the prefix, leeway and retentions the bench service runs with."""
+    defaults = Config()
     return RedisRegistry(
-        client, prefix=SERVICE_KEY_PREFIX, leeway_seconds=30, horizon_retention_seconds=86_430
+        client,
+        prefix=SERVICE_KEY_PREFIX,
+        leeway_seconds=defaults.leeway_seconds,
+        horizon_retention_seconds=retention_seconds(defaults),
+        event_retention_seconds=retention_seconds(defaults),
     )
 
 

@@ -197,11 +197,18 @@ def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:
     )
 
 
+def retention_seconds(config: Config) -> int:
+    """How long horizons and revocation events are kept: longer than any token they can cover.
+
+    Events are kept as long as horizons, so the revocation stream still holds every revocation in
+    force (a cold gateway's snapshot misses none).
+    """
+    return max(config.max_parent_age_seconds, config.max_lifetime_seconds) + config.leeway_seconds
+
+
 def build_registry(config: Config, clock: Clock) -> TokenRegistry:
     """The token store the configuration names."""
-    # Horizons outlast every token they can cover; events are kept as long, so the revocation stream
-    # still holds every revocation in force (a cold gateway's snapshot misses none).
-    retention = max(config.max_parent_age_seconds, config.max_lifetime_seconds) + config.leeway_seconds
+    retention = retention_seconds(config)
     if config.store == "memory":
         return MemoryRegistry(clock, horizon_retention_seconds=retention, event_retention_seconds=retention)
     registry = RedisRegistry(
