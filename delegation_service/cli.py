@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except grpc.RpcError as error:
         return _report_rpc_error(error, args)
+    except OSError as error:  # a file named on the command line that cannot be read or written
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -423,7 +426,8 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        print(f"error: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
+        reason = f" {details.reason}" if details.reason else ""
+        print(f"error: {details.code.name}{reason}: {details.message}", file=sys.stderr)
         for field, reason, description in details.violations:
             print(f"  {field}: {reason}: {description}", file=sys.stderr)
     return EXIT_UNAVAILABLE if details.code in _UNAVAILABLE_CODES else EXIT_REFUSED
