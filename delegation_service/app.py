@@ -320,6 +320,8 @@ def _trusted_issuers(config: Config) -> list[jwt_codec.TrustedIssuer]:
                 algorithms=entry.algorithms,
                 audience=entry.audience,
                 allow_extra_audiences=entry.allow_extra_audiences,
+                actor_claim=entry.actor_claim,
+                allow_high_s=entry.allow_high_s,
             )
         )
     return trusted

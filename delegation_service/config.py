@@ -51,6 +51,10 @@ class TrustedIssuer:
     audience: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
     allow_extra_audiences: bool = False
+    actor_claim: str | None = None
+    """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
+    allow_high_s: bool = False
+    """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Config:
     trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
         "trusted_issuers",
         (),
-        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences.",
+        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences,"
+        " actor_claim, allow_high_s.",
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -368,7 +373,15 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table with issuer and jwks_file")
-    unknown = set(table) - {"issuer", "jwks_file", "audience", "algorithms", "allow_extra_audiences"}
+    unknown = set(table) - {
+        "issuer",
+        "jwks_file",
+        "audience",
+        "algorithms",
+        "allow_extra_audiences",
+        "actor_claim",
+        "allow_high_s",
+    }
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
     if not isinstance(table.get("issuer"), str) or not table["issuer"]:
@@ -390,6 +403,8 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         allow_extra_audiences=_convert(
             table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
         ),
+        actor_claim=_convert(table.get("actor_claim", ""), str | None, f"{path}.actor_claim", base),
+        allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
 
 

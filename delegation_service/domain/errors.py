@@ -29,6 +29,7 @@ class Reason(enum.Enum):
     SCOPE_NOT_ALLOWED_FOR_CLIENT = "scope_not_allowed_for_client"
     UNKNOWN_CLIENT = "unknown_client"
     MISSING_DELEGATION_SCOPE = "missing_delegation_scope"
+    PARENT_WITHOUT_CLIENT = "parent_without_client"
     EXPIRES_AFTER_PARENT = "expires_after_parent"
     INVALID_LIFETIME = "invalid_lifetime"
     NO_GRANTABLE_SCOPES = "no_grantable_scopes"
@@ -127,6 +128,13 @@ class MissingDelegationScope(DelegationError):
 
     reason = Reason.MISSING_DELEGATION_SCOPE
     message = "the parent token does not hold the delegation scope"
+
+
+class ParentWithoutClient(DelegationError):
+    """Raised when the parent names no client (``client_id``, ``azp`` or its issuer's actor claim)."""
+
+    reason = Reason.PARENT_WITHOUT_CLIENT
+    message = "the parent token names no client, so a child could not name who delegated"
 
 
 class UnknownClient(DelegationError):

@@ -34,6 +34,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.EXPIRES_AFTER_PARENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.MISSING_DELEGATION_SCOPE: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.PARENT_WITHOUT_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.NO_GRANTABLE_SCOPES: grpc.StatusCode.PERMISSION_DENIED,
     # Who is asking.
     Reason.INVALID_PARENT_TOKEN: grpc.StatusCode.UNAUTHENTICATED,

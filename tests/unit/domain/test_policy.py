@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -15,6 +16,7 @@ from delegation_service.domain.errors import (
     MissingDelegationScope,
     NoGrantableScopes,
     ParentCannotDelegate,
+    ParentWithoutClient,
     Reason,
     ScopesRefused,
     UnknownClient,
@@ -175,6 +177,15 @@ def test_parent_without_the_delegation_scope_cannot_delegate(
         policy.decide(make_parent(scopes), DelegationRequest("billing", ["directory.person.r"]))
 
     assert caught.value.reason is Reason.MISSING_DELEGATION_SCOPE
+
+
+def test_a_parent_naming_no_client_is_refused_rather_than_minting_an_unverifiable_child(
+    policy: DelegationPolicy, make_parent: ParentFactory
+) -> None:
+    parent = dataclasses.replace(make_parent((DELEGATION, "directory.person.r")), client_id="")
+    with pytest.raises(ParentWithoutClient) as caught:
+        policy.decide(parent, DelegationRequest("billing", ["directory.person.r"]))
+    assert caught.value.reason is Reason.PARENT_WITHOUT_CLIENT
 
 
 @pytest.mark.parametrize(
