@@ -23,6 +23,8 @@ DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ACCESS_MODES = ("authenticated", "open")
+MAX_STREAMS_LIMIT = 10_000
+"""A ceiling on ``server.max_streams``: each open stream holds a (sleeping) thread of its own."""
 MAX_SCOPES_LIMIT = 1000
 """A ceiling on ``tokens.max_scopes``: checking a scope costs a regex and a few lookups, and the count
 bounds that work per request."""
@@ -64,7 +66,15 @@ class Config:
     listen: str = _setting("server.listen", "127.0.0.1:50051", "gRPC listen address, host:port.")
     max_workers: int = _setting("server.max_workers", 8, "Threads serving RPCs in one process.")
     max_concurrent_rpcs: int = _setting(
-        "server.max_concurrent_rpcs", 256, "RPCs in flight before new ones get RESOURCE_EXHAUSTED."
+        "server.max_concurrent_rpcs",
+        256,
+        "RPCs in flight (beside open streams) before new ones get RESOURCE_EXHAUSTED at once.",
+    )
+    max_streams: int = _setting(
+        "server.max_streams",
+        1000,
+        "Open WatchRevocations streams per process; past it a new one gets RESOURCE_EXHAUSTED. Streams"
+        " have their own threads, so they never take the workers unary calls need.",
     )
     reflection: bool = _setting("server.reflection", True, "Serve gRPC server reflection.")
     grace_seconds: float = _setting("server.grace_seconds", 10.0, "Drain time for in-flight RPCs on SIGTERM.")
@@ -228,6 +238,8 @@ class Config:
             raise ConfigError("server.handshake_timeout_seconds", "must be in (0, 120]")
         if self.max_concurrent_rpcs <= 0:
             raise ConfigError("server.max_concurrent_rpcs", "must be positive")
+        if not 0 < self.max_streams <= MAX_STREAMS_LIMIT:
+            raise ConfigError("server.max_streams", f"must be between 1 and {MAX_STREAMS_LIMIT}")
         if not 0 < self.max_scopes <= MAX_SCOPES_LIMIT:
             raise ConfigError("tokens.max_scopes", f"must be between 1 and {MAX_SCOPES_LIMIT}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

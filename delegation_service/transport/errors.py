@@ -48,6 +48,8 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     # Everything else.
     Reason.CHAIN_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.CURSOR_EXPIRED: grpc.StatusCode.OUT_OF_RANGE,
+    Reason.TOO_MANY_STREAMS: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
