@@ -43,6 +43,7 @@ class Reason(enum.Enum):
     DEADLINE_TOO_SHORT = "deadline_too_short"
     CHAIN_NOT_FOUND = "chain_not_found"
     STORE_UNAVAILABLE = "store_unavailable"
+    SERVER_DRAINING = "server_draining"
 
     @property
     def identifier(self) -> str:
@@ -194,6 +195,13 @@ class StoreUnavailable(DelegationError):
 
     reason = Reason.STORE_UNAVAILABLE
     message = "the token store is unavailable"
+
+
+class ServerDraining(DelegationError):
+    """Raised when the server is shutting down: retry the call, or resume the stream, on another server."""
+
+    reason = Reason.SERVER_DRAINING
+    message = "the server is shutting down; retry on another server"
 
 
 # Malformed-input reasons outrank refusals: a request with both is first of all malformed.

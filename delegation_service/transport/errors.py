@@ -44,6 +44,8 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     # Everything else.
     Reason.CHAIN_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    # Resumable: a stream ended by shutdown resumes from its last cursor, a refused call is retried.
+    Reason.SERVER_DRAINING: grpc.StatusCode.UNAVAILABLE,
     Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
