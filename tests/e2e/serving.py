@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +117,19 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    tmp_path: Path, redis_url: str, workers: int = 1, environ: Mapping[str, str] | None = None
+    tmp_path: Path,
+    redis_url: str,
+    workers: int = 1,
+    environ: Mapping[str, str] | None = None,
+    prepare: Callable[[Path], None] = lambda folder: None,
 ) -> Iterator[Served]:
-    """Start ``serve`` (the test Redis keeps nothing on disk); on exit, make sure it is gone."""
+    """Start ``serve`` (the test Redis keeps nothing on disk); on exit, make sure it is gone.
+
+    ``prepare`` may change the files beside the configuration before the process starts.
+    """
     upstream = DevUpstreamIssuer("https://idp.workers.invalid")
     config = write_config(tmp_path, redis_url, upstream)
+    prepare(tmp_path)
     env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true", **(environ or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path / "serve.log"
