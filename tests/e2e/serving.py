@@ -21,11 +21,13 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives import serialization
 
+from delegation.v1 import delegation_pb2
 from delegation_service.adapters.keys import generate_signing_key
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.client import DelegationClient
 from delegation_service.dev import demo_catalog_path
 
+CLI = (sys.executable, "-m", "delegation_service.cli")
 STOP_TIMEOUT_SECONDS = 30
 SCOPES = ("directory.delegations.rw", "warehouse.items.r")
 
@@ -102,11 +104,19 @@ class Served:
                     assert time.monotonic() < deadline, "the server never answered"
                     time.sleep(0.2)
 
-    def delegate_on_fresh_channels(self, count: int) -> None:
-        """Fresh channels are new connections, which SO_REUSEPORT spreads over the workers."""
+    def delegate_on_fresh_channels(self, count: int, wait_for_ready: bool = False) -> None:
+        """Fresh channels are new connections, which SO_REUSEPORT spreads over the workers.
+
+        With ``wait_for_ready`` a connection that fails is tried again (gRPC's own reconnection)
+        within the call's deadline, instead of failing the call at once.
+        """
+        request = delegation_pb2.DelegateRequest(
+            parent_token=self.parent, client_id="billing", scopes=["warehouse.items.r"]
+        )
         for _ in range(count):
             with DelegationClient(self.address, timeout=5) as fresh:
-                assert fresh.delegate(self.parent, "billing", ["warehouse.items.r"]).access_token
+                response = fresh.public.Delegate(request, timeout=5, wait_for_ready=wait_for_ready)
+                assert response.access_token
 
     def stop(self) -> int:
         """SIGTERM, as an orchestrator would; the exit code."""
@@ -135,8 +145,7 @@ def serve(
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "delegation_service.cli", "serve", "--config", str(config)]
-            + ["--workers", str(workers)],
+            [*CLI, "serve", "--config", str(config), "--workers", str(workers)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

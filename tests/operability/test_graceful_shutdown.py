@@ -4,9 +4,9 @@ The production command runs as a subprocess over the session's real redis-server
 provably in flight when the signal lands, Redis is paused for a moment (``CLIENT PAUSE``, no debug
 command needed): Delegate calls sent then wait inside the server for their store round trip. Every one
 of them must complete OK; a call begun after the signal must get UNAVAILABLE; a revocation follower's
-stream ends at once (UNAVAILABLE, SERVER_DRAINING); the process must exit 0 well before the grace period is over. Background load
-runs throughout; every one of its calls ends OK or UNAVAILABLE, nothing else. Every loop is bounded in
-count and time.
+stream ends at once (UNAVAILABLE, SERVER_DRAINING); the process must exit 0 well before the grace
+period is over. Background load runs throughout; every one of its calls ends OK or UNAVAILABLE, nothing
+else. Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
