@@ -122,9 +122,9 @@ class RunningApplication(RunningServer):
 
     admin: AdminHttpServer | None = None
 
-    def stop(self, grace: float) -> None:
+    def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
         """Drain gRPC (readiness turns 503 with health), then close the admin port."""
-        super().stop(grace)
+        super().stop(grace, drain_seconds)
         if self.admin is not None:
             self.admin.stop()
 

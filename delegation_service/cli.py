@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -70,8 +70,17 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.listen.endswith(":0"):
         raise UsageError("--workers needs a fixed port in server.listen (the workers share it)")
     logs.configure(settings.log_level)
+    policy = workers.RestartPolicy(
+        backoff_seconds=settings.worker_restart_backoff_seconds,
+        max_backoff_seconds=settings.worker_restart_backoff_max_seconds,
+        crash_loop_crashes=settings.worker_crash_loop_crashes,
+        crash_loop_window_seconds=settings.worker_crash_loop_window_seconds,
+    )
     return workers.supervise(
-        args.workers, functools.partial(_serve_worker_of, args.config), settings.grace_seconds
+        args.workers,
+        functools.partial(_serve_worker_of, args.config),
+        stop_seconds=settings.drain_seconds + settings.grace_seconds,
+        policy=policy,
     )
 
 
@@ -95,8 +104,7 @@ def _serve_worker(config_path: str, reuse_port: bool, admin: bool = True) -> int
     except RuntimeError as error:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_USAGE
-    _run_until_signal(running, settings.grace_seconds)
-    return EXIT_OK
+    return _run_until_signal(running, settings.grace_seconds, settings.drain_seconds)
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -124,8 +132,8 @@ def _dev(args: argparse.Namespace) -> int:
         operator_secret,
         admin_url=_admin_url(running),
     )
-    _run_until_signal(running, application.config.grace_seconds)
-    return EXIT_OK
+    # No drain period: the dev server is on loopback, with no load balancer to tell.
+    return _run_until_signal(running, application.config.grace_seconds, drain_seconds=0.0)
 
 
 def _admin_url(running: Any) -> str:
@@ -134,14 +142,30 @@ def _admin_url(running: Any) -> str:
     return f"http://127.0.0.1:{admin.port}" if admin is not None else ""
 
 
-def _run_until_signal(running: Any, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, finish in-flight RPCs, exit."""
+def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoReturn:
+    """Serve until SIGTERM or SIGINT, drain (README "Shutdown"), then exit without grpc's ``stop()``.
+
+    Once drained nothing is in flight, but grpc's ``stop()`` would still cancel (``CANCELLED``, which
+    clients do not retry) the calls that reached the server in its last instant; exiting closes the
+    connections instead, which clients read as ``UNAVAILABLE`` and retry elsewhere.
+    """
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    log.info("draining", extra={"event": "shutdown", "grace_seconds": grace})
-    running.stop(grace)
+    log.info(
+        "draining",
+        extra={"event": "shutdown", "drain_seconds": drain_seconds, "grace_seconds": grace},
+    )
+    running.drain(grace, drain_seconds)
+    admin = getattr(running, "admin", None)
+    if admin is not None:
+        admin.stop()
+    log.info("exiting", extra={"event": "exit"})
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def _health(args: argparse.Namespace) -> int:

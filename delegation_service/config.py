@@ -77,12 +77,40 @@ class Config:
         " have their own threads, so they never take the workers unary calls need.",
     )
     reflection: bool = _setting("server.reflection", True, "Serve gRPC server reflection.")
-    grace_seconds: float = _setting("server.grace_seconds", 10.0, "Drain time for in-flight RPCs on SIGTERM.")
+    drain_seconds: float = _setting(
+        "server.drain_seconds",
+        2.0,
+        "On SIGTERM, how long health reports NOT_SERVING while calls are still served (load balancers "
+        "stop sending); after it, new calls get UNAVAILABLE.",
+    )
+    grace_seconds: float = _setting(
+        "server.grace_seconds",
+        10.0,
+        "After the drain period, how long calls in flight may take to finish before they are cancelled.",
+    )
     log_level: str = _setting("server.log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     handshake_timeout_seconds: float = _setting(
         "server.handshake_timeout_seconds",
         5.0,
         "A connection that has not finished its TLS and HTTP/2 handshake by then is dropped.",
+    )
+
+    worker_restart_backoff_seconds: float = _setting(
+        "workers.restart_backoff_seconds",
+        0.5,
+        "serve --workers: delay before restarting a crashed worker; doubles with each recent crash.",
+    )
+    worker_restart_backoff_max_seconds: float = _setting(
+        "workers.restart_backoff_max_seconds", 15.0, "The longest delay before restarting a crashed worker."
+    )
+    worker_crash_loop_crashes: int = _setting(
+        "workers.crash_loop_crashes",
+        5,
+        "A worker that crashes more often than this within crash_loop_window_seconds is not restarted: "
+        "the supervisor stops and exits 1.",
+    )
+    worker_crash_loop_window_seconds: float = _setting(
+        "workers.crash_loop_window_seconds", 60.0, "The window over which a worker's crashes are counted."
     )
 
     tls_cert_file: Path | None = _setting(
@@ -230,7 +258,24 @@ class Config:
             if trusted.issuer == self.issuer:
                 raise ConfigError(f"trusted_issuers[{index}].issuer", "must differ from issuer.name")
         self._validate_security()
+        self._validate_lifecycle()
         return self
+
+    def _validate_lifecycle(self) -> None:
+        """Rules of the shutdown and worker-restart settings (issue 11)."""
+        for path, value in (
+            ("server.drain_seconds", self.drain_seconds),
+            ("server.grace_seconds", self.grace_seconds),
+            ("workers.restart_backoff_seconds", self.worker_restart_backoff_seconds),
+        ):
+            if value < 0:
+                raise ConfigError(path, "must not be negative")
+        if self.worker_restart_backoff_max_seconds < self.worker_restart_backoff_seconds:
+            raise ConfigError("workers.restart_backoff_max_seconds", "must be >= restart_backoff_seconds")
+        if self.worker_crash_loop_crashes < 1:
+            raise ConfigError("workers.crash_loop_crashes", "must be at least 1")
+        if self.worker_crash_loop_window_seconds <= 0:
+            raise ConfigError("workers.crash_loop_window_seconds", "must be positive")
 
     def _validate_security(self) -> None:
         """Rules of the TLS, access and limit settings (issue 4)."""

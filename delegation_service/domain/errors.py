@@ -46,6 +46,7 @@ class Reason(enum.Enum):
     STORE_UNAVAILABLE = "store_unavailable"
     CURSOR_EXPIRED = "cursor_expired"
     TOO_MANY_STREAMS = "too_many_streams"
+    SERVER_DRAINING = "server_draining"
 
     @property
     def identifier(self) -> str:
@@ -204,6 +205,13 @@ class StoreUnavailable(DelegationError):
 
     reason = Reason.STORE_UNAVAILABLE
     message = "the token store is unavailable"
+
+
+class ServerDraining(DelegationError):
+    """Raised when the server is shutting down: retry the call, or resume the stream, on another server."""
+
+    reason = Reason.SERVER_DRAINING
+    message = "the server is shutting down; retry on another server"
 
 
 # Malformed-input reasons outrank refusals: a request with both is first of all malformed.

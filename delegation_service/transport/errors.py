@@ -50,6 +50,8 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.CURSOR_EXPIRED: grpc.StatusCode.OUT_OF_RANGE,
     Reason.TOO_MANY_STREAMS: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # Resumable: a stream ended by shutdown resumes from its last cursor, a refused call is retried.
+    Reason.SERVER_DRAINING: grpc.StatusCode.UNAVAILABLE,
     Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
-from delegation_service.transport.interceptors import ErrorAndAuthInterceptor
+from delegation_service.transport.interceptors import DrainInterceptor, ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
@@ -109,18 +110,48 @@ class HealthMonitor:
 
 @dataclass
 class RunningServer:
-    """A started server, its health monitor and its revocation feed."""
+    """A started server, its health monitor, its revocation feed and the count of its calls in flight."""
 
     server: grpc.Server
     port: int
     health: HealthMonitor
     feed: RevocationFeed
+    calls: DrainInterceptor
 
-    def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within ``grace`` seconds."""
+    def drain(self, grace: float, drain_seconds: float = 0.0) -> bool:
+        """Shutdown's first part: whether every admitted call finished within ``grace`` seconds.
+
+        Health turns NOT_SERVING and revocation streams end (resumable) at once; for ``drain_seconds``
+        new calls are still served, while load balancers notice; then new calls are answered
+        UNAVAILABLE and the calls in flight get up to ``grace`` seconds to finish. (grpc's own
+        ``stop(grace)`` would instead cancel the calls that arrive meanwhile, and the unfinished.)
+        """
         self.health.drain()
-        self.server.stop(grace).wait()
-        self.feed.stop()
+        self.feed.stop()  # wakes every stream now, however long its heartbeat interval
+        if drain_seconds > 0:
+            time.sleep(drain_seconds)
+        self.calls.refuse_new_calls()
+        began = time.monotonic()
+        idle = self.calls.wait_idle(grace)
+        log.log(
+            logging.INFO if idle else logging.WARNING,
+            "drained" if idle else "grace period over with calls still in flight",
+            extra={
+                "event": "drained",
+                "in_flight": self.calls.in_flight,
+                "seconds": round(time.monotonic() - began, 3),
+            },
+        )
+        return idle
+
+    def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
+        """Drain, then stop the server in this process (tests, benchmarks; the CLI exits instead).
+
+        grpc's ``stop()`` cancels what is left: calls past the grace period, and calls that reached
+        the server in the last instant (refusals, done in microseconds, that it had not yet run).
+        """
+        self.drain(grace, drain_seconds)
+        self.server.stop(0).wait()
 
     def wait(self) -> None:
         """Block until the server stops."""
@@ -176,9 +207,11 @@ def start_server(
     stream_pool = futures.ThreadPoolExecutor(
         max_workers=settings.max_streams + STREAM_REFUSAL_THREADS, thread_name_prefix="stream"
     )
+    draining = threading.Event()
+    calls = DrainInterceptor(draining)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[StreamThreads(stream_pool), *outer_interceptors, ErrorAndAuthInterceptor(gate)],
+        interceptors=[StreamThreads(stream_pool), *outer_interceptors, calls, ErrorAndAuthInterceptor(gate)],
         # gRPC counts streams in this limit too: they get a budget of their own beside the unary one.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs + settings.max_streams,
         options=[
@@ -192,7 +225,6 @@ def start_server(
             ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
         ],
     )
-    draining = threading.Event()
     delegation_pb2_grpc.add_DelegationServiceServicer_to_server(
         DelegationServicer(service, feed, draining), server
     )
@@ -217,4 +249,4 @@ def start_server(
     server.start()
     monitor.start()
     log.info("serving", extra={"event": "serving", "listen": settings.listen, "port": port})
-    return RunningServer(server, port, monitor, feed)
+    return RunningServer(server, port, monitor, feed, calls)
