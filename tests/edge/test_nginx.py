@@ -143,8 +143,10 @@ def nginx_answers(port: int) -> bool:
 
 def revoke_with_cli(service: Harness, chain_id: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "delegation_service.cli", "revoke", "chain", "--chain-id", chain_id, "--yes"]
-        + ["--address", service.address, "--operator-token", service.operator_secret],
+        [
+            *(sys.executable, "-m", "delegation_service.cli", "revoke", "chain", "--chain-id", chain_id),
+            *("--yes", "--address", service.address, "--operator-token", service.operator_secret),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
