@@ -5,7 +5,6 @@ is revoked with the CLI, and the next request through nginx is refused."""
 from __future__ import annotations
 
 import http.client
-import re
 import shutil
 import subprocess
 import sys
@@ -20,20 +19,17 @@ from delegation_service.edge.verifier import RouteRule
 from devtools.redis_server import LOOPBACK, free_loopback_port
 from tests.edge.conftest import EdgeFactory, wait_until
 from tests.integration.harness import Harness
+from tests.operability.readme import block
 
 pytestmark = pytest.mark.redis
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 SNIPPET_EDGE = "127.0.0.1:9192"
 SNIPPET_UPSTREAM = "127.0.0.1:8080"
 
 
 def readme_snippet() -> str:
-    """The nginx block the README shows under its edge marker."""
-    text = README.read_text(encoding="utf-8")
-    found = re.search(r"<!-- edge-nginx-snippet -->\n```nginx\n(.*?)```", text, re.DOTALL)
-    assert found, "the README lost its nginx snippet"
-    return found.group(1)
+    """The nginx block the README shows (marked ``readme-test: edge-nginx``), exactly as written."""
+    return block("edge-nginx")
 
 
 class _Upstream(BaseHTTPRequestHandler):
