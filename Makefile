@@ -17,6 +17,8 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 # Extra arguments for `make bench`, e.g. `make bench BENCH_ARGS='--quick'` (see `python -m bench --help`).
 BENCH_ARGS ?=
+# Extra arguments for the edge propagation bench, e.g. EDGE_BENCH_ARGS='--quick' (python -m bench.edge --help).
+EDGE_BENCH_ARGS ?=
 # Examples per Hypothesis property for `make fuzz`.
 FUZZ_EXAMPLES ?= 10000
 # Seconds of libFuzzer-style fuzzing (random byte buffers into tests/fuzz/targets.py) for `make fuzz`.
@@ -175,6 +177,7 @@ run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
 .PHONY: bench
 bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.edge $(EDGE_BENCH_ARGS)
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning

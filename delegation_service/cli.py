@@ -466,6 +466,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_server_commands(commands)
     revoke_kinds = _add_client_commands(commands)
     _add_operator_commands(commands, revoke_kinds)
+    from delegation_service.edge.command import add_edge_command
+
+    add_edge_command(commands)
     return parser
 
 
