@@ -167,7 +167,6 @@ def run(n: int, ks: Sequence[int]) -> dict[str, Any]:
                 redis_url=redis.url,
                 redis_allow_unsafe_persistence=True,
                 access_mode="open",
-                max_workers=max(ks) + 32,
             ).validate()
             upstream = DevUpstreamIssuer(UPSTREAM)
             app = build(

@@ -5,11 +5,8 @@ from the last cursor (``UNAVAILABLE``/``SERVER_DRAINING``, a network cut, anythi
 capped back-off; ``OUT_OF_RANGE``/``CURSOR_EXPIRED`` means revocations were missed, so the feed starts
 again from a snapshot (merged into the mirror: nothing held is forgotten meanwhile).
 
-A server that predates the stream's control messages sends every message as ``UNSPECIFIED``: those are
-revocations, and such a stream sends no heartbeat nor snapshot-complete marker. Having seen no control
-message for ``legacy_quiet_seconds`` on an open stream, the feed counts the stream as current while it
-stays open (the server streams what it holds as fast as it reads it): weaker than a heartbeat, which
-proves the server's follower is alive, so it is exported (``heartbeats_seen``).
+The feed asks for heartbeats: each one (and the snapshot-complete marker) proves the service's view was
+current at that moment, which is what the staleness bound is measured against.
 """
 
 from __future__ import annotations
@@ -70,7 +67,6 @@ class RevocationFeed:
         clock: FeedClock,
         *,
         heartbeat_seconds: int = 1,
-        legacy_quiet_seconds: float = 2.0,
         metadata: Sequence[tuple[str, str]] = (),
         on_message: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -79,7 +75,6 @@ class RevocationFeed:
         self._mirror = mirror
         self._clock = clock
         self._heartbeat_seconds = heartbeat_seconds
-        self._legacy_quiet_seconds = legacy_quiet_seconds
         self._metadata = tuple(metadata)
         self._on_message = on_message
         self._monotonic = monotonic
@@ -150,58 +145,25 @@ class RevocationFeed:
             call.cancel()
         delivered = False
         in_snapshot = snapshot
-        quiet_watch = _QuietWatch(self, call, self._legacy_quiet_seconds)
         self._connected = True
-        try:
-            for message in _messages(call):
-                delivered = True
-                quiet_watch.touch()
-                now = self._monotonic()
-                if message.type != delegation_pb2.WATCH_MESSAGE_TYPE_UNSPECIFIED:
-                    self.heartbeats_seen = True
-                revocation = revocation_of(message)
-                if revocation is not None:
-                    self._mirror.apply(revocation)
-                if message.cursor:
-                    self.cursor = message.cursor
-                if message.type == delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE:
-                    in_snapshot = False
-                if not in_snapshot:
-                    self._clock.mark_current(now)
-                if self._on_message is not None:
-                    self._on_message()
-        finally:
-            quiet_watch.done()
+        for message in _messages(call):
+            delivered = True
+            now = self._monotonic()
+            if message.type != delegation_pb2.WATCH_MESSAGE_TYPE_UNSPECIFIED:
+                self.heartbeats_seen = True
+            revocation = revocation_of(message)
+            if revocation is not None:
+                self._mirror.apply(revocation)
+            if message.cursor:
+                self.cursor = message.cursor
+            if message.type == delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE:
+                in_snapshot = False
+            if not in_snapshot:
+                self._clock.mark_current(now)
+            if self._on_message is not None:
+                self._on_message()
         return delivered
-
-    def legacy_quiet(self) -> None:
-        """Called when an open stream of a server without control messages has been quiet a while."""
-        if not self.heartbeats_seen and self._connected:
-            self._clock.mark_current(self._monotonic())
 
 
 def _messages(call: Any) -> Iterator[delegation_pb2.WatchRevocationsResponse]:
     yield from call
-
-
-class _QuietWatch:
-    """While a stream is open and quiet, tells the feed every ``quiet_seconds`` (legacy servers only)."""
-
-    def __init__(self, feed: RevocationFeed, call: Any, quiet_seconds: float) -> None:
-        self._feed = feed
-        self._quiet_seconds = quiet_seconds
-        self._done = threading.Event()
-        self._last = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="edge-feed-quiet", daemon=True)
-        self._thread.start()
-
-    def touch(self) -> None:
-        self._last = time.monotonic()
-
-    def done(self) -> None:
-        self._done.set()
-
-    def _run(self) -> None:
-        while not self._done.wait(self._quiet_seconds / 4):
-            if time.monotonic() - self._last >= self._quiet_seconds:
-                self._feed.legacy_quiet()

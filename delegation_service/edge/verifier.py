@@ -151,7 +151,6 @@ class EdgeVerifier:
             self.mirror,
             self.clock,
             heartbeat_seconds=settings.heartbeat_seconds,
-            legacy_quiet_seconds=settings.heartbeat_seconds * 2.0,
             metadata=self._metadata,
             on_message=self._prune_now_and_then,
             monotonic=monotonic,
