@@ -3,7 +3,9 @@
 It admits each call through the caller gate (:mod:`.authz`: who is calling, may they make this call),
 records the caller for the audit log, and turns every exception into a
 status: domain errors through the one table in :mod:`.errors`, anything unexpected into a bare INTERNAL
-(the traceback goes to the log, never to the caller).
+(the traceback goes to the log, never to the caller). It also publishes the call's deadline
+(:mod:`delegation_service.deadlines`), so that no store wait outlasts the caller, admission included
+(an introspection credential that is a JWT is checked against the store too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from delegation_service.deadlines import call_deadline
 from delegation_service.domain.errors import DelegationError
 from delegation_service.transport.auth import CallerGate, set_caller
 from delegation_service.transport.errors import internal_status, status_for
@@ -57,8 +60,9 @@ class ErrorAndAuthInterceptor(WrappingInterceptor):
     def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                self._enter(context, method)
-                return behavior(request, context)
+                with call_deadline(context.time_remaining()):
+                    self._enter(context, method)
+                    return behavior(request, context)
             except DelegationError as error:
                 status = status_for(error)
             except Exception:
@@ -72,8 +76,9 @@ class ErrorAndAuthInterceptor(WrappingInterceptor):
     def _stream(self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                self._enter(context, method)
-                yield from behavior(request, context)
+                with call_deadline(context.time_remaining()):
+                    self._enter(context, method)
+                    yield from behavior(request, context)
                 return
             except DelegationError as error:
                 status = status_for(error)
