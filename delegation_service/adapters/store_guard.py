@@ -7,9 +7,10 @@ Two things happen in every Redis connection the composition root builds (:func:`
   the gRPC call's deadline, so no store wait outlasts the caller (SPEC §5).
 - **An unresponsive node is detected once** by a :class:`CircuitBreaker`: after ``failures`` consecutive
   timeouts or connection errors it opens, and every command to that node is refused at once (a
-  ``ConnectionError``, so the registry fails closed with ``StoreUnavailable``: ``UNAVAILABLE``) instead of
-  waiting out its socket timeout on a worker thread. After ``cooldown`` one command (the next call's, or
-  the health probe's) goes through as a probe: an answer closes the breaker, a failure opens it again.
+  ``RedisError``, so the registry fails closed with ``StoreUnavailable``: ``UNAVAILABLE``) instead of
+  waiting out its socket timeout on a worker thread (or being retried). After ``cooldown`` one command
+  (the next call's, or the health probe's) goes through as a probe: an answer closes the breaker, a
+  failure opens it again.
   The opening and the recovery are each logged once, the recovery with the outage's duration.
 
 The breaker sits at the connection rather than around the registry so that it is per node: on a
@@ -31,7 +32,7 @@ from typing import Any, ClassVar, cast
 
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from delegation_service import deadlines
@@ -44,12 +45,17 @@ PROBE_TIMEOUT_SECONDS = 5.0
 """A probe that has not reported back by then (its thread died, say) lets another probe go."""
 
 
-class StoreRefused(RedisConnectionError):
-    """Raised instead of sending a command while the node's circuit breaker is open."""
+class StoreRefused(RedisError):
+    """Raised instead of sending a command while the node's circuit breaker is open.
+
+    A plain ``RedisError``, neither a connection error nor a timeout: redis-py retries those (after a
+    back-off), a cluster client reloads its topology on them, and a refusal must cost nothing.
+    """
 
 
-class DeadlinePassed(RedisTimeoutError):
-    """Raised instead of sending a command when the caller's deadline has (all but) passed."""
+class DeadlinePassed(RedisError):
+    """Raised instead of sending a command when the caller's deadline has (all but) passed (not
+    retried either: no time is left for it)."""
 
 
 class BreakerState(enum.Enum):
@@ -226,8 +232,6 @@ class _GuardedConnection:
         return configured
 
     def _report(self, breaker: CircuitBreaker, error: Exception) -> None:
-        if isinstance(error, (StoreRefused, DeadlinePassed)):
-            return
         if isinstance(error, RedisTimeoutError) and self._deadline_capped:
             breaker.inconclusive(self)
             return
