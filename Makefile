@@ -176,6 +176,11 @@ run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
 bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Real redis-server and redis-server --sentinel processes on loopback ports; bounded, under 3 minutes.
+.PHONY: faults
+faults: $(TEST_DEPS) ## Redis stalled 3 s under 64 calls in flight; Sentinel failover loss with/without WAIT
+	timeout 180 $(PY) -m bench.faults
+
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning
 

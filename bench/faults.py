@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,9 @@ PAUSE_SECONDS = 0.02
 """A caller's pause between two calls: 64 callers stay ~64 calls in flight without spinning the CPU."""
 FAST_SECONDS = 0.05
 """A refusal this quick did not wait on Redis."""
+RESUME_MARGIN_SECONDS = 0.1
+"""A call started this shortly before SIGCONT may reach the server after it, and rightly succeed: such
+calls are not judged as calls made while Redis was stopped."""
 RECOVERY_LIMIT_SECONDS = 10.0
 FAILOVER_CALLERS = 8
 FAILOVER_LOAD_BEFORE_KILL_SECONDS = 1.0
@@ -136,8 +140,10 @@ class StallResult:
 
     @property
     def while_stalled(self) -> list[Outcome]:
-        """The calls that started while Redis was frozen."""
-        return [o for o in self.outcomes if self.stalled_at <= o.started < self.resumed_at]
+        """The calls that started while Redis was frozen, but for the last ``RESUME_MARGIN_SECONDS``."""
+        return [
+            o for o in self.outcomes if self.stalled_at <= o.started < self.resumed_at - RESUME_MARGIN_SECONDS
+        ]
 
     @property
     def answers(self) -> Counter[str]:
@@ -344,6 +350,12 @@ class FailoverResult:
         return sum(o.answer == "OK" for o in self.outcomes)
 
     @property
+    def median_before_kill_ms(self) -> float:
+        """The median time of a revocation acknowledged before the kill (what WAIT costs)."""
+        before = [o.seconds for o in self.outcomes if o.answer == "OK" and o.ended < self.killed_at]
+        return statistics.median(before) * 1000 if before else float("nan")
+
+    @property
     def answers(self) -> Counter[str]:
         """How every revocation ended."""
         return Counter(o.answer for o in self.outcomes)
@@ -415,7 +427,8 @@ def describe_failover(result: FailoverResult) -> list[str]:
     return [
         f"failover, redis.min_replicas_acked = {result.min_replicas_acked}: primary SIGKILLed, replica "
         f"promoted after {result.promoted_after_seconds:.1f}s",
-        f"  revocations: {len(result.outcomes)} ({answers})",
+        f"  revocations: {len(result.outcomes)} ({answers}); median before the kill "
+        f"{result.median_before_kill_ms:.1f} ms ({FAILOVER_CALLERS} callers)",
         f"  acknowledged and missing on the new primary: {len(result.missing)} of {result.acknowledged}",
     ]
 
