@@ -103,6 +103,11 @@ class CircuitBreaker:
 
     def admit(self, owner: object) -> None:
         """Let ``owner`` send a command, or raise :class:`StoreRefused` while the node is known down."""
+        if self._state is BreakerState.CLOSED:  # the common case, without the lock (a benign race)
+            return
+        self._admit_when_not_closed(owner)
+
+    def _admit_when_not_closed(self, owner: object) -> None:
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return
@@ -121,6 +126,8 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         """A reply came back: the node answers."""
+        if self._state is BreakerState.CLOSED and not self._consecutive:  # the common case, lock-free
+            return
         with self._lock:
             self._consecutive = 0
             if self._state is BreakerState.CLOSED:
@@ -210,6 +217,13 @@ class _GuardedConnection:
 
     store_guard: ClassVar[StoreGuard]
     _deadline_capped: bool = False
+    _guard_breaker: CircuitBreaker | None = None
+
+    def _breaker(self) -> CircuitBreaker:
+        # A connection's node never changes (a Sentinel one's is the service name): looked up once.
+        if self._guard_breaker is None:
+            self._guard_breaker = self.store_guard.breaker(self._guard_node())
+        return self._guard_breaker
 
     def _guard_node(self) -> str:
         # A Sentinel-managed connection follows whichever node is master: one breaker for the service.
@@ -239,7 +253,7 @@ class _GuardedConnection:
 
     def connect(self) -> None:
         """Connect unless the node is known down."""
-        breaker = self.store_guard.breaker(self._guard_node())
+        breaker = self._breaker()
         breaker.admit(self)
         try:
             super().connect()  # type: ignore[misc]
@@ -259,7 +273,7 @@ class _GuardedConnection:
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         """Send unless the node is known down, with the socket timeout capped by the deadline."""
         this = cast(Any, self)
-        breaker = self.store_guard.breaker(self._guard_node())
+        breaker = self._breaker()
         breaker.admit(self)
         try:
             timeout = self._budget(this.socket_timeout)
@@ -273,7 +287,7 @@ class _GuardedConnection:
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         """Read a reply; any reply (an error reply too) tells the breaker the node answers."""
-        breaker = self.store_guard.breaker(self._guard_node())
+        breaker = self._breaker()
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError:

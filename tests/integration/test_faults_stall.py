@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from bench.faults import STALL_CALLERS, call, describe_stall, stall
-from tests.integration.test_faults import durable_redis, running_service, wait_for_health
+from tests.integration.test_faults import durable_redis, health, running_service, wait_for_health
 from tests.redis_processes import PrivateRedis
 
 __all__ = ["durable_redis"]  # the fixture, re-used
@@ -27,6 +28,7 @@ GUARD_LOGGER = "delegation_service.adapters.store_guard"
 NEVER = ("INTERNAL", "UNKNOWN")
 """What a store failure must never turn into."""
 FAILED_CALLS_WHILE_DOWN = 20
+FROZEN_CALLS = 24
 
 
 @pytest.fixture
@@ -99,3 +101,32 @@ def test_sigstop_then_sigkill_then_restart_is_still_one_outage(
     finally:
         server.stop()
     assert outage_lines(outage_log) == ["down", "recovered"]
+
+
+def test_a_redis_wait_never_outlasts_the_callers_deadline_nor_counts_as_an_outage(
+    durable_redis: PrivateRedis, outage_log: pytest.LogCaptureFixture
+) -> None:
+    # A socket timeout far longer than the calls' deadlines, and more frozen calls than the harness's
+    # 16 workers: were the waits not cut to the deadline, they would hold every worker for 30 s, and
+    # a health check (served by the same workers) made while Redis is still frozen would queue behind
+    # them past its own deadline.
+    durable_redis.start()
+    with (
+        running_service(durable_redis.url, redis_timeout_ms=30_000) as harness,
+        harness.client(timeout=0.5) as short,
+        harness.client(timeout=5.0) as patient,
+    ):
+        parent = harness.parent()
+        child = patient.delegate(parent, "billing", ["warehouse.items.r"]).access_token
+        durable_redis.freeze()
+        try:
+            with ThreadPoolExecutor(FROZEN_CALLS) as pool:
+                frozen = list(pool.map(lambda _: call(lambda: short.introspect(child)), range(FROZEN_CALLS)))
+            answered = health(harness)
+        finally:
+            durable_redis.thaw()
+        assert {o.answer for o in frozen} <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+        assert answered in ("SERVING", "NOT_SERVING")
+        assert patient.introspect(child).active
+    # Cut short by their callers' deadlines, those waits say nothing about Redis: no outage logged.
+    assert outage_lines(outage_log) == []
