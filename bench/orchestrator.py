@@ -74,6 +74,7 @@ class Settings:
     pool_size: int
     census_calls: int
     max_workers: int
+    open_streams: int
     channels: int
     seed: int
     results_dir: Path
@@ -110,6 +111,8 @@ def scenario_list(concurrencies: Sequence[int]) -> list[ScenarioSpec]:
         for rpc in ("Delegate", "Introspect"):
             specs.append(ScenarioSpec("service-2p", rpc, 64))
             specs.append(ScenarioSpec("floor-2p", rpc, 64))
+    for concurrency in concurrencies:
+        specs.append(ScenarioSpec("service-streams", "Delegate", concurrency))
     return specs
 
 
@@ -149,7 +152,7 @@ class Servers:
         self._logs: list[Any] = []
 
     def _spawn(
-        self, name: str, index: int, kind: str, port: int, reuse: bool
+        self, name: str, index: int, kind: str, port: int, *, reuse: bool, extra: Sequence[str] = ()
     ) -> tuple[subprocess.Popen[bytes], int]:
         ready = self._workdir / f"{name}-{index}.ready"
         log = (self._workdir / f"{name}-{index}.log").open("wb")
@@ -165,6 +168,7 @@ class Servers:
             "--ready-file",
             str(ready),
             *self._common,
+            *extra,
         ]
         if reuse:
             command.append("--reuse-port")
@@ -187,12 +191,12 @@ class Servers:
         stop_process(process)
         raise RuntimeError(f"server {name}-{index} did not start within {SERVER_START_TIMEOUT_SECONDS} s")
 
-    def start(self, name: str, kind: str, processes: int) -> ServerGroup:
-        first, port = self._spawn(name, 0, kind, 0, reuse=processes > 1)
+    def start(self, name: str, kind: str, processes: int, extra: Sequence[str] = ()) -> ServerGroup:
+        first, port = self._spawn(name, 0, kind, 0, reuse=processes > 1, extra=extra)
         group = ServerGroup(name, port, [first])
         self.groups[name] = group
         for index in range(1, processes):
-            process, _ = self._spawn(name, index, kind, port, reuse=True)
+            process, _ = self._spawn(name, index, kind, port, reuse=True, extra=extra)
             group.processes.append(process)
         return group
 
@@ -202,6 +206,33 @@ class Servers:
                 stop_process(process)
         for log in self._logs:
             log.close()
+
+
+def hold_streams(address: str, count: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """Start ``bench.streams`` holding ``count`` WatchRevocations streams open; wait until all are."""
+    ready = workdir / "streams.ready"
+    log = (workdir / "streams.log").open("wb")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    command = [sys.executable, "-m", "bench.streams", "--address", address, "--count", str(count)]
+    process = subprocess.Popen(
+        [*command, "--ready-file", str(ready)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    log.close()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"bench.streams did not open {count} streams; see {workdir / 'streams.log'}")
+        time.sleep(0.1)
+    return process
 
 
 class LoadGen:
@@ -289,6 +320,11 @@ class Run:
         if 64 in settings.concurrencies:
             self.servers.start("service-2p", "service", 2)
             self.servers.start("floor-2p", "minimal", 2)
+        # The same service with idle followers holding streams open: its own key prefix, so that the
+        # other scenarios' revocations never reach its followers while something else is measured.
+        streams = self.servers.start("service-streams", "service", 1, ["--key-prefix", "bench-streams"])
+        self.stream_holder = hold_streams(streams.address, settings.open_streams, workdir)
+        stack.callback(stop_process, self.stream_holder)
         self.loadgen = LoadGen(self.upstream_key, self.signing_key, self.redis.url, self.operator_secret)
         stack.callback(self.loadgen.stop)
 
@@ -589,6 +625,7 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
             "scenarios": scenarios,
             "comparisons": report.comparisons(scenarios),
             "process_scaling": report.scaling(scenarios),
+            "open_streams": report.streams_effect(scenarios, settings.open_streams),
             "revoke_chain_scale": chain,
             "memory": memory,
             "round_trips": census,
@@ -633,6 +670,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         default=Config.max_workers,
         help=f"server threads per process (default: the service's default, {Config.max_workers})",
     )
+    parser.add_argument(
+        "--open-streams",
+        type=int,
+        help="idle WatchRevocations followers held on the service-streams server (default 1000; quick 100)",
+    )
     parser.add_argument("--channels", type=int, default=8, help="client channels (connections) at c>1")
     parser.add_argument("--seed", type=int, default=20240601, help="shuffle seed of the interleaving")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
@@ -674,6 +716,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         pool_size=pick(args.pool_size, 1500, 100),
         census_calls=pick(args.census_calls, 50, 5),
         max_workers=args.max_workers,
+        open_streams=pick(args.open_streams, 1000, 100),
         channels=args.channels,
         seed=args.seed,
         results_dir=args.results_dir,

@@ -27,6 +27,7 @@ METRICS = (
 TARGET_LABELS = {
     "service": "service",
     "service-2p": "service, 2 processes",
+    "service-streams": "service with open streams",
     "floor": "floor (minimal)",
     "floor-2p": "floor (minimal), 2 processes",
     "echo": "floor (bare echo)",
@@ -138,6 +139,35 @@ def scaling(scenarios: Mapping[str, Mapping[str, Any]]) -> dict[str, float | Non
     return result
 
 
+def streams_effect(scenarios: Mapping[str, Mapping[str, Any]], open_streams: int) -> list[dict[str, Any]]:
+    """Delegate on a server holding ``open_streams`` idle followers against the same server with none,
+    per concurrency (SPEC §5: a thousand followers leave Delegate as fast as with none)."""
+    rows = []
+    for key, scenario in scenarios.items():
+        if scenario["target"] != "service-streams":
+            continue
+        mine = scenario["median"]
+        theirs = scenarios.get(key_of("service", scenario["rpc"], scenario["concurrency"]), {}).get(
+            "median", {}
+        )
+        rows.append(
+            {
+                "scenario": key,
+                "open_streams": open_streams,
+                "concurrency": scenario["concurrency"],
+                "rps": mine.get("rps"),
+                "rps_without": theirs.get("rps"),
+                "rps_ratio": _ratio(mine.get("rps"), theirs.get("rps")),
+                "p50_ms": mine.get("p50_ms"),
+                "p50_ratio": _ratio(mine.get("p50_ms"), theirs.get("p50_ms")),
+                "p99_ms": mine.get("p99_ms"),
+                "p99_ratio": _ratio(mine.get("p99_ms"), theirs.get("p99_ms")),
+                "errors": mine.get("errors"),
+            }
+        )
+    return rows
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Indented JSON, keys in insertion order."""
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -199,7 +229,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario in scenarios.values():
-        if scenario["target"] in ("service", "service-2p"):
+        if scenario["target"] in ("service", "service-2p", "service-streams"):
             continue
         m = scenario["median"]
         lines.append(
@@ -212,6 +242,23 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines += ["", "## Two processes on one port (SO_REUSEPORT) vs one", ""]
     for name, value in data["process_scaling"].items():
         lines.append(f"- {name}: {_fmt(value)}x")
+    streams = data.get("open_streams") or []
+    if streams:
+        lines += [
+            "",
+            f"## Delegate with {streams[0]['open_streams']:,} open WatchRevocations streams vs none",
+            "",
+            "Same service, same run, interleaved; ratio = with streams / without (1.00: no effect).",
+            "",
+            "| conc | rps | rps without | rps ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | errors |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for row in streams:
+            lines.append(
+                f"| {row['concurrency']} | {_fmt(row['rps'], 0)} | {_fmt(row['rps_without'], 0)} "
+                f"| {_fmt(row['rps_ratio'])} | {_fmt(row['p50_ms'])} | {_fmt(row['p50_ratio'])} "
+                f"| {_fmt(row['p99_ms'])} | {_fmt(row['p99_ratio'])} | {row['errors']} |"
+            )
     chain = data["revoke_chain_scale"]
     memory = data["memory"]
     lines += [

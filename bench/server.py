@@ -243,7 +243,7 @@ def _build_service(args: argparse.Namespace) -> tuple[Any, Any]:
         issuer=SERVICE_ISSUER,
         store="redis",
         redis_url=args.redis_url,
-        redis_key_prefix=SERVICE_KEY_PREFIX,
+        redis_key_prefix=args.key_prefix,
         operator_token_sha256=(args.operator_sha256,),
         max_workers=args.max_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse-port", action="store_true", help="SO_REUSEPORT (several processes, one port)"
     )
     parser.add_argument("--log-level", default="INFO", help="service log level (JSON lines to stdout)")
+    parser.add_argument("--key-prefix", default=SERVICE_KEY_PREFIX, help="Redis key prefix of the service")
     args = parser.parse_args(argv)
 
     stop = threading.Event()

@@ -42,6 +42,7 @@ from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
 from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
+from delegation_service.revocation_feed import RevocationFeed, RevocationLog
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
@@ -61,6 +62,9 @@ class Application:
     service: DelegationService
     access: CallerGate
     """Who may call what (:class:`AccessGate`)."""
+    events: RevocationLog
+    """The revocation log each server's feed follows (the service's own registry)."""
+    clock: Clock = field(default_factory=SystemClock)
     metrics: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(process_metrics=False))
     tls: grpc.ServerCredentials | None = None
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
@@ -99,10 +103,12 @@ class Application:
         config = self.config
         return start_server(
             self.service,
+            RevocationFeed(self.events, self.clock, max_streams=config.max_streams),
             ServerSettings(
                 listen=listen or config.listen,
                 max_workers=config.max_workers,
                 max_concurrent_rpcs=config.max_concurrent_rpcs,
+                max_streams=config.max_streams,
                 reflection=config.reflection,
                 reuse_port=reuse_port,
                 credentials=self.tls,
@@ -151,11 +157,12 @@ def build(
     )
     if config.verified_cache_size > 0:
         verifier = CachingVerifier(verifier, clock, config.verified_cache_size)
+    store = metered(registry or build_registry(config, clock), metrics)
     service = DelegationService(
         issuer=config.issuer,
         verifier=verifier,
         signer=jwt_codec.JwtSigner(keys),
-        registry=metered(registry or build_registry(config, clock), metrics),
+        registry=store,
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,
@@ -174,7 +181,7 @@ def build(
         introspection_scope=config.introspection_scope,
         everyone_is_operator=open_operator_mode,
     )
-    return Application(config, service, access, metrics=metrics, tls=_tls_credentials(config))
+    return Application(config, service, access, store, clock, metrics=metrics, tls=_tls_credentials(config))
 
 
 def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
@@ -339,6 +346,8 @@ def _trusted_issuers(config: Config) -> list[jwt_codec.TrustedIssuer]:
                 algorithms=entry.algorithms,
                 audience=entry.audience,
                 allow_extra_audiences=entry.allow_extra_audiences,
+                actor_claim=entry.actor_claim,
+                allow_high_s=entry.allow_high_s,
             )
         )
     return trusted

@@ -23,6 +23,8 @@ DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ACCESS_MODES = ("authenticated", "open")
+MAX_STREAMS_LIMIT = 10_000
+"""A ceiling on ``server.max_streams``: each open stream holds a (sleeping) thread of its own."""
 MAX_SCOPES_LIMIT = 1000
 """A ceiling on ``tokens.max_scopes``: checking a scope costs a regex and a few lookups, and the count
 bounds that work per request."""
@@ -51,6 +53,10 @@ class TrustedIssuer:
     audience: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
     allow_extra_audiences: bool = False
+    actor_claim: str | None = None
+    """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
+    allow_high_s: bool = False
+    """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,15 @@ class Config:
     listen: str = _setting("server.listen", "127.0.0.1:50051", "gRPC listen address, host:port.")
     max_workers: int = _setting("server.max_workers", 8, "Threads serving RPCs in one process.")
     max_concurrent_rpcs: int = _setting(
-        "server.max_concurrent_rpcs", 256, "RPCs in flight before new ones get RESOURCE_EXHAUSTED."
+        "server.max_concurrent_rpcs",
+        256,
+        "RPCs in flight (beside open streams) before new ones get RESOURCE_EXHAUSTED at once.",
+    )
+    max_streams: int = _setting(
+        "server.max_streams",
+        1000,
+        "Open WatchRevocations streams per process; past it a new one gets RESOURCE_EXHAUSTED. Streams"
+        " have their own threads, so they never take the workers unary calls need.",
     )
     reflection: bool = _setting("server.reflection", True, "Serve gRPC server reflection.")
     grace_seconds: float = _setting("server.grace_seconds", 10.0, "Drain time for in-flight RPCs on SIGTERM.")
@@ -116,7 +130,8 @@ class Config:
     trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
         "trusted_issuers",
         (),
-        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences.",
+        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences,"
+        " actor_claim, allow_high_s.",
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -261,6 +276,8 @@ class Config:
             raise ConfigError("server.handshake_timeout_seconds", "must be in (0, 120]")
         if self.max_concurrent_rpcs <= 0:
             raise ConfigError("server.max_concurrent_rpcs", "must be positive")
+        if not 0 < self.max_streams <= MAX_STREAMS_LIMIT:
+            raise ConfigError("server.max_streams", f"must be between 1 and {MAX_STREAMS_LIMIT}")
         if not 0 < self.max_scopes <= MAX_SCOPES_LIMIT:
             raise ConfigError("tokens.max_scopes", f"must be between 1 and {MAX_SCOPES_LIMIT}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -406,7 +423,15 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table with issuer and jwks_file")
-    unknown = set(table) - {"issuer", "jwks_file", "audience", "algorithms", "allow_extra_audiences"}
+    unknown = set(table) - {
+        "issuer",
+        "jwks_file",
+        "audience",
+        "algorithms",
+        "allow_extra_audiences",
+        "actor_claim",
+        "allow_high_s",
+    }
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
     if not isinstance(table.get("issuer"), str) or not table["issuer"]:
@@ -428,6 +453,8 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         allow_extra_audiences=_convert(
             table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
         ),
+        actor_claim=_convert(table.get("actor_claim", ""), str | None, f"{path}.actor_claim", base),
+        allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -304,32 +303,6 @@ class DelegationService:
     def jwks(self) -> Mapping[str, object]:
         """The public keys that verify child tokens."""
         return self._signer.jwks()
-
-    def follow_revocations(
-        self,
-        cursor: str | None,
-        keep_going: Callable[[], bool],
-        poll_seconds: float = 0.25,
-        include_snapshot: bool = False,
-    ) -> Iterator[RevocationEvent]:
-        """Revocation events after ``cursor``, as they happen, while ``keep_going()`` holds.
-
-        With ``include_snapshot`` and no cursor, the retained events are first narrowed to those still
-        in force (not yet expired): the snapshot a gateway starting cold needs. The store retains
-        events as long as horizons, so none in force is missing from it.
-        """
-        in_force_only = include_snapshot and not cursor
-        while keep_going():
-            events = self._registry.events(cursor, 100)
-            now = self._clock.now()
-            for event in events:
-                cursor = event.cursor
-                if in_force_only and event.expires_at <= now:
-                    continue
-                yield event
-            if not events:
-                in_force_only = False  # caught up: from now on every revocation, as it happens
-                time.sleep(poll_seconds)
 
     # -- DelegationAdminService -------------------------------------------------------------------
 

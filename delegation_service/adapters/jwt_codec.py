@@ -84,12 +84,32 @@ _HASHES: Mapping[str, type[hashes.HashAlgorithm]] = MappingProxyType(
     {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 )
 
+# The group orders of the JOSE curves (SEC 2): ECDSA's s and n - s both verify, so only s <= n / 2
+# (low-S) is accepted and produced; one token then has one signature per (r, key), not two.
+_CURVE_ORDERS: Mapping[str, int] = MappingProxyType(
+    {
+        "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+        "secp384r1": int(
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973",
+            16,
+        ),
+        "secp521r1": int(
+            "01FF"
+            + "FFFFFFFF" * 7
+            + "FFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+            16,
+        ),
+    }
+)
+
 SignatureCheck = Callable[[bytes, bytes], bool]
 """``check(signature, signing_input)``: whether the signature is valid, for one key and one algorithm."""
 
 
-def signature_check(key: VerificationKey) -> SignatureCheck:
+def signature_check(key: VerificationKey, *, allow_high_s: bool = False) -> SignatureCheck:
     """A function that checks signatures made with ``key`` under ``key.alg``, and nothing else.
+
+    An ECDSA signature must be low-S unless ``allow_high_s`` (an upstream issuer that does not normalise).
 
     Built once per key. Every algorithm of :data:`ASYMMETRIC_ALGORITHMS` is covered; ``alg`` was bound to
     the key (and the key checked to fit it) when the key was loaded.
@@ -116,6 +136,7 @@ def signature_check(key: VerificationKey) -> SignatureCheck:
             raise ValueError(f"{alg} needs an elliptic-curve key")
         ec_key = public_key
         size = (public_key.curve.key_size + 7) // 8
+        highest_s = _CURVE_ORDERS[public_key.curve.name] // 2 if not allow_high_s else None
         ecdsa = ec.ECDSA(hash_algorithm)
 
         def check_ecdsa(signature: bytes, signing_input: bytes) -> bool:
@@ -124,6 +145,8 @@ def signature_check(key: VerificationKey) -> SignatureCheck:
                 return False
             r = int.from_bytes(signature[:size], "big")
             s = int.from_bytes(signature[size:], "big")
+            if highest_s is not None and s > highest_s:
+                return False  # the malleable twin of (r, n - s): refused (SPEC §5)
             try:
                 ec_key.verify(encode_dss_signature(r, s), signing_input, ecdsa)
             except InvalidSignature:
@@ -162,7 +185,7 @@ def _signature_function(key: SigningKey) -> Callable[[bytes], bytes]:
 
         def sign_ecdsa(signing_input: bytes) -> bytes:
             r, s = decode_dss_signature(ec_key.sign(signing_input, ecdsa))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+            return low_s(r.to_bytes(32, "big") + s.to_bytes(32, "big"), ec_key.curve)
 
         return sign_ecdsa
     if key.alg == "EdDSA":
@@ -179,6 +202,24 @@ def _signature_function(key: SigningKey) -> Callable[[bytes], bytes]:
         return rsa_key.sign(signing_input, pkcs1, sha256)
 
     return sign_rsa
+
+
+def low_s(signature: bytes, curve: ec.EllipticCurve) -> bytes:
+    """A JOSE ECDSA signature (``r || s``) in its low-S form, the only one :class:`JwtVerifier` accepts.
+
+    ``cryptography`` (like most libraries) returns either twin at random; an issuer signing for us, or a
+    test, normalises with this.
+    """
+    size = len(signature) // 2
+    s = int.from_bytes(signature[size:], "big")
+    order = _CURVE_ORDERS[curve.name]
+    return signature[:size] + min(s, order - s).to_bytes(size, "big")
+
+
+def compact_jws(header: Mapping[str, object], payload: bytes, key: SigningKey) -> str:
+    """The compact JWS of ``payload`` under ``header``, signed with ``key`` (low-S for ECDSA)."""
+    signing_input = _b64url(_JSON_ENCODER.encode(dict(header)).encode("ascii")) + b"." + _b64url(payload)
+    return (signing_input + b"." + _b64url(_signature_function(key)(signing_input))).decode("ascii")
 
 
 def _b64url(data: bytes) -> bytes:
@@ -223,6 +264,12 @@ class TrustedIssuer:
     allow_extra_audiences: bool = False
     """With an ``audience``, whether a token may name other audiences besides it. Off by default: a token
     addressed to several services can be replayed to us by any of them (RFC 8725 §3.9)."""
+    actor_claim: str | None = None
+    """The claim naming the client that holds a token, for an issuer that puts it in neither
+    ``client_id`` (RFC 9068) nor ``azp`` (OpenID Connect); it becomes the child's ``act.sub``."""
+    allow_high_s: bool = False
+    """Accept high-S ECDSA signatures from an issuer whose library does not normalise them. Safe for
+    revocation (a token's identity never covers its signature), but off by default (SPEC §5)."""
 
     def __post_init__(self) -> None:
         if not self.issuer:
@@ -235,6 +282,8 @@ class TrustedIssuer:
             raise ValueError(f"trusted issuer {self.issuer!r}: only asymmetric algorithms may be allowed")
         if self.audience is not None and not self.audience:
             raise ValueError("a required audience must be non-empty")
+        if self.actor_claim is not None and not self.actor_claim:
+            raise ValueError("an actor claim must be non-empty")
         for kid, key in self.keys.items():
             if kid != key.kid:
                 raise ValueError(f"trusted issuer {self.issuer!r}: key map and kid disagree")
@@ -253,6 +302,7 @@ class _IssuerRules:
     algorithms: frozenset[str]
     audience: str | None
     allow_extra_audiences: bool = False
+    actor_claim: str | None = None
     checks: Mapping[str, SignatureCheck] = field(default_factory=dict, repr=False)
     """Each key's signature check, by kid, built once."""
 
@@ -305,7 +355,8 @@ class JwtVerifier:
                 algorithms=frozenset(issuer.algorithms),
                 audience=issuer.audience,
                 allow_extra_audiences=issuer.allow_extra_audiences,
-                checks=_checks(issuer.keys),
+                actor_claim=issuer.actor_claim,
+                checks=_checks(issuer.keys, allow_high_s=issuer.allow_high_s),
             )
         self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
         self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
@@ -380,14 +431,14 @@ class JwtVerifier:
         # 4. Signature, with the key object parsed at start-up and the key's own algorithm only, over the
         # exact bytes received (the segments decoded above are not decoded again).
         signature = _decode_signature(signature_segment)
-        signing_input = raw_token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
-        if signature is None or not rules.checks[kid](signature, signing_input):
+        signing_input = raw_token[: len(header_segment) + 1 + len(payload_segment)]
+        if signature is None or not rules.checks[kid](signature, signing_input.encode("ascii")):
             _reject("bad signature")
 
         # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
-        return self._claims(raw_token, rules, payload)
+        return self._claims(signing_input, rules, payload)
 
-    def _claims(self, raw_token: str, rules: _IssuerRules, payload: Mapping[str, Any]) -> VerifiedToken:
+    def _claims(self, signing_input: str, rules: _IssuerRules, payload: Mapping[str, Any]) -> VerifiedToken:
         now = self._clock.now()
         expires_at = _numeric_date(payload, "exp")
         issued_at = _numeric_date(payload, "iat")
@@ -436,17 +487,14 @@ class JwtVerifier:
             )
 
         jti = _optional_str(payload, "jti")
-        token_id = jti if jti is not None else token_fingerprint(raw_token)
-        client_id = _optional_str(payload, "client_id")
-        if client_id is None:
-            client_id = _optional_str(payload, "azp")
+        token_id = jti if jti is not None else token_fingerprint(signing_input)
         return VerifiedToken(
             kind=TokenKind.UPSTREAM,
             token_id=token_id,
             chain_id=root_chain_id(rules.issuer, token_id),
             issuer=rules.issuer,
             subject=subject,
-            client_id=client_id or "",
+            client_id=_acting_client(payload, rules.actor_claim),
             audiences=audiences,
             scopes=scopes,
             bearer=bearer if bearer is not None else Bearer(BearerType.PERSON, subject),
@@ -455,12 +503,27 @@ class JwtVerifier:
         )
 
 
+def _acting_client(payload: Mapping[str, Any], actor_claim: str | None) -> str:
+    """The client that holds an upstream token (SPEC §5): ``client_id``, else ``azp``, else the issuer's
+    configured claim; empty when none names it (the service then refuses to delegate from it)."""
+    for name in ("client_id", "azp", actor_claim):
+        if name is not None:
+            value = _optional_str(payload, name)
+            if value:
+                return value
+    return ""
+
+
 def _reject(detail: str) -> NoReturn:
     raise ParentRejected(detail)
 
 
-def _checks(keys: Mapping[str, VerificationKey]) -> Mapping[str, SignatureCheck]:
-    return MappingProxyType({kid: signature_check(key) for kid, key in keys.items()})
+def _checks(
+    keys: Mapping[str, VerificationKey], *, allow_high_s: bool = False
+) -> Mapping[str, SignatureCheck]:
+    return MappingProxyType(
+        {kid: signature_check(key, allow_high_s=allow_high_s) for kid, key in keys.items()}
+    )
 
 
 def _decode_signature(segment: str) -> bytes | None:

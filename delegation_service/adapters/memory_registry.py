@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from delegation_service.domain.errors import InvalidRequest
+from delegation_service.domain.errors import CursorExpired, InvalidRequest
 from delegation_service.domain.ports import ChainRevocation, Clock, MintOutcome, RevocationEvent
 from delegation_service.domain.revocation import (
     ChainSnapshot,
@@ -207,7 +207,8 @@ class MemoryRegistry:
         """Up to ``limit`` retained events after cursor ``after``, oldest first.
 
         Raises :class:`~delegation_service.domain.errors.InvalidRequest` for a cursor this store never
-        gave out.
+        gave out, and :class:`~delegation_service.domain.errors.CursorExpired` when the cursor's event
+        is no longer retained.
         """
         if after and not (after.isascii() and after.isdigit()):
             raise InvalidRequest(message="the revocation cursor is malformed")
@@ -216,6 +217,10 @@ class MemoryRegistry:
             return []
         with self._lock:
             now = self._clock.now()
+            self._purge(now)
+            if after and (not self._events or start < self._events[0][0]):
+                # The cursor's own event is gone (oldest first), so later ones may be too.
+                raise CursorExpired()
             found: list[RevocationEvent] = []
             for sequence, until, event in self._events:
                 if sequence > start and self._alive(until, now):

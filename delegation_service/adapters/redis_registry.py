@@ -63,7 +63,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisClusterException, RedisError
 
 from delegation_service import deadlines
-from delegation_service.domain.errors import InvalidRequest, StoreUnavailable
+from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
 from delegation_service.domain.ports import ChainRevocation, MintOutcome, RevocationEvent
 from delegation_service.domain.revocation import (
     ChainSnapshot,
@@ -820,16 +820,26 @@ class RedisRegistry:
         """Up to ``limit`` events after cursor ``after`` (a stream entry id), oldest first.
 
         Raises :class:`~delegation_service.domain.errors.InvalidRequest` for a cursor this store never
-        gave out.
+        gave out, and :class:`~delegation_service.domain.errors.CursorExpired` when the entry of
+        ``after`` was trimmed: entries after it may have gone too (the stream is trimmed oldest first).
         """
         if after and not _STREAM_ID.fullmatch(after):
             raise InvalidRequest(message="the revocation cursor is malformed")
         if limit <= 0:
             return []
-        start = f"({after}" if after else "-"
+        if not after:
+            with self._call():
+                entries = _reply(self._client.xrange(self._events_key, "-", "+", count=limit))
+                return [_decode_event(entry_id, fields) for entry_id, fields in entries]
         with self._call():
-            entries = _reply(self._client.xrange(self._events_key, start, "+", count=limit))
-            return [_decode_event(entry_id, fields) for entry_id, fields in entries]
+            # One round trip: the oldest retained entry, and the page after the cursor.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xrange(self._events_key, "-", "+", count=1)
+            pipe.xrange(self._events_key, f"({after}", "+", count=limit)
+            oldest, entries = (_reply(reply) for reply in pipe.execute())
+        if not oldest or _stream_order(after) < _stream_order(_text(oldest[0][0])):
+            raise CursorExpired()
+        return [_decode_event(entry_id, fields) for entry_id, fields in entries]
 
     def ping(self) -> bool:
         """Whether Redis answers right now (and, when required, is configured safely); never raises."""
@@ -998,6 +1008,12 @@ def _is_valid_chain_id(chain_id: str) -> bool:
 def _check_chain_id(chain_id: str) -> None:
     if not _is_valid_chain_id(chain_id):
         raise InvalidRequest(message="the chain id is malformed")
+
+
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ``<ms>-<seq>`` as a tuple that sorts as Redis sorts ids."""
+    milliseconds, sequence = entry_id.split("-")
+    return int(milliseconds), int(sequence)
 
 
 def _text(value: bytes | str | int) -> str:

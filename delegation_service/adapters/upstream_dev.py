@@ -10,10 +10,8 @@ import json
 import secrets
 from collections.abc import Sequence
 
-from jwt.api_jws import PyJWS
-
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer
+from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer, compact_jws
 from delegation_service.adapters.keys import SigningKey, generate_signing_key, load_jwks
 from delegation_service.domain.ports import Clock
 from delegation_service.domain.scopes import Bearer, BearerType
@@ -37,7 +35,6 @@ class DevUpstreamIssuer:
         self._issuer = issuer
         self._key = key if key is not None else generate_signing_key("ES256")
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._jws = PyJWS()
 
     @property
     def issuer(self) -> str:
@@ -80,11 +77,8 @@ class DevUpstreamIssuer:
             "bearer": bearer_claim,
         }
         payload = json.dumps(claims, separators=(",", ":")).encode("utf-8")
-        return self._jws.encode(
-            payload,
-            self._key.private_key,
-            algorithm=self._key.alg,
-            headers={"typ": ACCESS_TOKEN_TYP, "kid": self._key.kid, "alg": self._key.alg},
+        return compact_jws(
+            {"alg": self._key.alg, "kid": self._key.kid, "typ": ACCESS_TOKEN_TYP}, payload, self._key
         )
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:

@@ -29,6 +29,7 @@ class Reason(enum.Enum):
     SCOPE_NOT_ALLOWED_FOR_CLIENT = "scope_not_allowed_for_client"
     UNKNOWN_CLIENT = "unknown_client"
     MISSING_DELEGATION_SCOPE = "missing_delegation_scope"
+    PARENT_WITHOUT_CLIENT = "parent_without_client"
     EXPIRES_AFTER_PARENT = "expires_after_parent"
     INVALID_LIFETIME = "invalid_lifetime"
     NO_GRANTABLE_SCOPES = "no_grantable_scopes"
@@ -43,6 +44,8 @@ class Reason(enum.Enum):
     DEADLINE_TOO_SHORT = "deadline_too_short"
     CHAIN_NOT_FOUND = "chain_not_found"
     STORE_UNAVAILABLE = "store_unavailable"
+    CURSOR_EXPIRED = "cursor_expired"
+    TOO_MANY_STREAMS = "too_many_streams"
 
     @property
     def identifier(self) -> str:
@@ -127,6 +130,13 @@ class MissingDelegationScope(DelegationError):
 
     reason = Reason.MISSING_DELEGATION_SCOPE
     message = "the parent token does not hold the delegation scope"
+
+
+class ParentWithoutClient(DelegationError):
+    """Raised when the parent names no client (``client_id``, ``azp`` or its issuer's actor claim)."""
+
+    reason = Reason.PARENT_WITHOUT_CLIENT
+    message = "the parent token names no client, so a child could not name who delegated"
 
 
 class UnknownClient(DelegationError):
@@ -214,3 +224,18 @@ def _most_severe(violations: Sequence[Violation]) -> Violation:
         return _SEVERITY.index(v.reason) if v.reason in _SEVERITY else len(_SEVERITY)
 
     return min(violations, key=rank)
+
+
+class CursorExpired(DelegationError):
+    """Raised when a revocation cursor is older than the retained events: some may be gone, so the
+    follower must start again from a snapshot rather than silently miss them."""
+
+    reason = Reason.CURSOR_EXPIRED
+    message = "the cursor is older than the retained revocations: start again with include_snapshot"
+
+
+class TooManyStreams(DelegationError):
+    """Raised when a new revocation stream would pass the server's cap on open streams."""
+
+    reason = Reason.TOO_MANY_STREAMS
+    message = "too many open revocation streams: retry later or on another server"

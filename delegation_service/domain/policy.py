@@ -18,6 +18,7 @@ from delegation_service.domain.errors import (
     MissingDelegationScope,
     NoGrantableScopes,
     ParentCannotDelegate,
+    ParentWithoutClient,
     Reason,
     ScopesRefused,
     UnknownClient,
@@ -92,6 +93,7 @@ class _Question(NamedTuple):
     kind: TokenKind
     parent_scopes: tuple[str, ...]
     bearer: Bearer
+    names_its_client: bool
     client_id: str
     scopes: tuple[str, ...]
     allow_partial: bool
@@ -124,6 +126,7 @@ class DelegationPolicy:
             parent.kind,
             tuple(parent.scopes),
             parent.bearer,
+            bool(parent.client_id),
             request.client_id,
             tuple(request.scopes),
             request.allow_partial,
@@ -147,7 +150,7 @@ class DelegationPolicy:
             return _fresh(refused)
 
     def _decide(self, question: _Question) -> Decision:
-        kind, parent_scopes, bearer, client_id, scopes, allow_partial = question
+        kind, parent_scopes, bearer, names_its_client, client_id, scopes, allow_partial = question
         if kind is TokenKind.DELEGATED:
             raise ParentCannotDelegate()
         grant = _parse_grant(parent_scopes)
@@ -155,6 +158,10 @@ class DelegationPolicy:
         # does not hold `directory.delegations.rw`.
         if not any(held.covers(self.catalog.delegation_scope) for held in grant):
             raise MissingDelegationScope()
+        if not names_its_client:
+            # The child's act.sub would be empty, and the service's own verifier refuses such a token:
+            # its holder could neither use nor revoke it (SPEC §5).
+            raise ParentWithoutClient()
         if not client_id:
             raise InvalidRequest(
                 violations=[Violation("client_id", "", Reason.INVALID_REQUEST, "client_id is required")]

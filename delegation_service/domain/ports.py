@@ -122,7 +122,9 @@ class TokenRegistry(Protocol):
         ...
 
     def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
-        """Revocation events after cursor ``after`` (from the oldest retained when ``None``)."""
+        """Up to ``limit`` revocation events after cursor ``after`` (from the oldest retained when
+        ``None``), oldest first; raises ``CursorExpired`` when events after ``after`` may no longer be
+        retained (the follower must start again from a snapshot, never silently miss them)."""
         ...
 
     def ping(self) -> bool:

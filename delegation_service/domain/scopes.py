@@ -158,15 +158,17 @@ def _parse(text: str) -> Scope:
 def split_scopes(entries: Iterable[str]) -> list[tuple[int, str]]:
     """Flatten request entries that may each hold several space-separated scopes (seed 000).
 
-    Returns each distinct scope with the index of the entry it came from. Only the ASCII space
-    separates; other whitespace stays inside a scope and makes it invalid. Empty pieces are dropped and
-    duplicates collapse, keeping the first occurrence's order.
+    Returns each distinct scope with the index of the entry it came from; duplicates collapse, keeping
+    the first occurrence's order. An entry splits on single ASCII spaces only (RFC 6749 §3.3); an entry
+    that is empty, whitespace only, or spaced otherwise (leading, trailing or doubled) is kept whole, so
+    that it fails the grammar as ``invalid_scope_structure`` at its index (SPEC §2: fail closed, never
+    "no scopes"). Other whitespace stays inside a scope and makes it invalid too.
     """
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        for piece in entry.split(" "):
-            if piece:
-                seen.setdefault(piece, index)
+        pieces = entry.split(" ")
+        for piece in pieces if all(pieces) else [entry]:
+            seen.setdefault(piece, index)
     return [(index, text) for text, index in seen.items()]
 
 

@@ -89,9 +89,13 @@ def root_chain_id(issuer: str, token_id: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def token_fingerprint(raw_token: str) -> str:
-    """An id for an upstream token that carries no ``jti``: a hash of the whole token."""
-    digest = hashlib.sha256(raw_token.encode()).digest()
+def token_fingerprint(signing_input: str) -> str:
+    """An id for an upstream token that carries no ``jti``: a hash of its header and payload.
+
+    Never of the signature bytes (SPEC §5): an ECDSA signature has a twin that verifies too, so an id
+    over the whole token would give a re-encoded copy of a revoked parent a fresh, unrevoked identity.
+    """
+    digest = hashlib.sha256(signing_input.encode()).digest()
     return "sha256:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

@@ -24,7 +24,7 @@ import grpc
 
 from delegation_service.audit import record as audit_event
 from delegation_service.domain.access import AccessMode, Caller, Operation, Role, authorize
-from delegation_service.domain.errors import DelegationError
+from delegation_service.domain.errors import DelegationError, ParentRejected
 from delegation_service.domain.tokens import VerifiedToken
 from delegation_service.transport.tls import peer_certificate_names
 
@@ -144,7 +144,9 @@ class AccessGate:
             return None
         try:
             token = self._tokens.authenticate_caller(value)
-        except DelegationError:
+        except ParentRejected:
+            # Not a valid credential: the call goes on unauthenticated and is refused by role. Anything
+            # else (the store down, a deadline) propagates: a client must retry, not log in again.
             return None
         roles: set[Role] = set()
         if self._operator_scope and self._operator_scope in token.scopes:

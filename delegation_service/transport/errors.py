@@ -7,12 +7,15 @@ domain :data:`ERROR_DOMAIN`, metadata naming the scope) and, when specific field
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from delegation_service.domain.errors import DelegationError, Reason
+from delegation_service.domain.errors import DelegationError, Reason, Violation
 
 ERROR_DOMAIN = "delegation-service"
 
@@ -34,6 +37,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.EXPIRES_AFTER_PARENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.MISSING_DELEGATION_SCOPE: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.PARENT_WITHOUT_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.NO_GRANTABLE_SCOPES: grpc.StatusCode.PERMISSION_DENIED,
     # Who is asking.
     Reason.INVALID_PARENT_TOKEN: grpc.StatusCode.UNAUTHENTICATED,
@@ -44,21 +48,66 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     # Everything else.
     Reason.CHAIN_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.CURSOR_EXPIRED: grpc.StatusCode.OUT_OF_RANGE,
+    Reason.TOO_MANY_STREAMS: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
+MAX_STATUS_BYTES = 3 * 1024
+"""Budget of the serialised ``google.rpc.Status``. It travels base64-encoded in the
+``grpc-status-details-bin`` trailer (4/3 larger), so the whole status stays under 4 KiB, well inside
+clients' default 8-16 KiB metadata limits (SPEC §6); past them a client sees RESOURCE_EXHAUSTED instead
+of the real error."""
+MAX_ECHO_CHARS = 128
+"""Longest request value repeated back in an error (SPEC §6)."""
+MAX_VIOLATIONS = 20
+"""Field violations listed at most; the rest are counted in ``ErrorInfo.metadata['omitted_violations']``."""
+
+# A value that looks like a credential is never repeated: a compact JWS (three base64url segments,
+# JSON objects start "eyJ"), or a long run mixing upper case, lower case and digits (a pasted secret;
+# scope names are lower case, and a URL scope's words rarely mix all three in 20 characters).
+_JWS_SHAPED = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.|[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9_+/=-]{20,}")
+
+
+def echo(value: str) -> str:
+    """``value`` as an error may repeat it: cut to :data:`MAX_ECHO_CHARS`, never a token-shaped value."""
+    if _JWS_SHAPED.search(value) or any(_looks_secret(run.group()) for run in _BASE64_RUN.finditer(value)):
+        return f"<redacted: {len(value)} characters>"
+    if len(value) > MAX_ECHO_CHARS:
+        return value[: MAX_ECHO_CHARS - 1] + "\u2026"
+    return value
+
+
+def _looks_secret(run: str) -> bool:
+    return any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
+
+
 def status_for(error: DelegationError) -> grpc.Status:
-    """The rich gRPC status for a domain error."""
-    code = STATUS_BY_REASON[error.reason]
+    """The rich gRPC status for a domain error, bounded in size whatever the request held (SPEC §6)."""
+    # Each value is cut (or redacted) once; rounds below only drop whole violations.
+    violations = [replace(v, value=echo(v.value)) for v in error.violations[:MAX_VIOLATIONS]]
+    while True:
+        status = _rich_status(error, violations, omitted=len(error.violations) - len(violations))
+        if status.ByteSize() <= MAX_STATUS_BYTES or not violations:
+            return rpc_status.to_status(status)
+        violations.pop()  # values are already cut short, so this ends within a few rounds
+
+
+def _rich_status(error: DelegationError, violations: list[Violation], omitted: int) -> status_pb2.Status:
     metadata = {}
-    scopes = [v.value for v in error.violations if v.field.startswith("scopes")]
+    scopes = [v.value for v in violations if v.field.startswith("scopes")]
     if scopes:
         metadata["scope"] = scopes[0]
         metadata["scopes"] = " ".join(scopes)
+    if omitted:
+        metadata["omitted_violations"] = str(omitted)
     info = error_details_pb2.ErrorInfo(reason=error.reason.identifier, domain=ERROR_DOMAIN, metadata=metadata)
     details = [_pack(info)]
-    if error.violations:
+    if violations:
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
@@ -68,13 +117,13 @@ def status_for(error: DelegationError) -> grpc.Status:
                             reason=v.reason.identifier,
                             description=f"{v.value!r}: {v.description}" if v.value else v.description,
                         )
-                        for v in error.violations
+                        for v in violations
                     ]
                 )
             )
         )
-    return rpc_status.to_status(
-        status_pb2.Status(code=_CODE_NUMBERS[code], message=error.message, details=details)
+    return status_pb2.Status(
+        code=_CODE_NUMBERS[STATUS_BY_REASON[error.reason]], message=error.message, details=details
     )
 
 

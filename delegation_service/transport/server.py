@@ -7,16 +7,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
+from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.interceptors import ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
+from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ SERVICE_NAMES = (
 MAX_MESSAGE_BYTES = 64 * 1024
 """A Delegate request is a token and a few scopes; nothing legitimate comes near this."""
 MAX_METADATA_BYTES = 16 * 1024
+WATCH_METHOD = "/delegation.v1.DelegationService/WatchRevocations"
+STREAM_REFUSAL_THREADS = 4
+"""Stream threads beyond the cap: a stream past it is refused (RESOURCE_EXHAUSTED) on one of them."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class ServerSettings:
     listen: str
     max_workers: int = 8
     max_concurrent_rpcs: int = 256
+    max_streams: int = 1000
     reflection: bool = True
     reuse_port: bool = False
     credentials: grpc.ServerCredentials | None = None
@@ -102,24 +109,60 @@ class HealthMonitor:
 
 @dataclass
 class RunningServer:
-    """A started server and its health monitor."""
+    """A started server, its health monitor and its revocation feed."""
 
     server: grpc.Server
     port: int
     health: HealthMonitor
+    feed: RevocationFeed
 
     def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within ``grace`` seconds."""
         self.health.drain()
         self.server.stop(grace).wait()
+        self.feed.stop()
 
     def wait(self) -> None:
         """Block until the server stops."""
         self.server.wait_for_termination()
 
 
+class StreamThreads(WrappingInterceptor):
+    """Serves ``WatchRevocations`` on threads of its own, so that open streams (each asleep until the
+    feed has something for it) never take the workers that unary calls and health need (SPEC §5).
+
+    gRPC runs a handler on the pool its behaviour names in ``experimental_thread_pool``, else on the
+    server's. This interceptor must be the outermost, so that the behaviour it marks is the one gRPC runs.
+    """
+
+    def __init__(self, pool: futures.ThreadPoolExecutor) -> None:
+        super().__init__()
+        self._pool = pool
+
+    def applies_to(self, method: str) -> bool:
+        """Only the revocation stream."""
+        return method == WATCH_METHOD
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """The same handler, run on the stream pool."""
+        stream = handler.unary_stream
+        if stream is None:
+            return handler
+
+        def on_stream_pool(request: Any, context: grpc.ServicerContext) -> Any:
+            return stream(request, context)
+
+        on_stream_pool.experimental_thread_pool = self._pool  # type: ignore[attr-defined]
+        return grpc.unary_stream_rpc_method_handler(
+            on_stream_pool,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
 def start_server(
     service: DelegationService,
+    feed: RevocationFeed,
     settings: ServerSettings,
     gate: CallerGate,
     outer_interceptors: Sequence[grpc.ServerInterceptor] = (),
@@ -129,10 +172,15 @@ def start_server(
     ``outer_interceptors`` run before (around) the service's own, e.g. metrics and the access log,
     which must see the final status of every call.
     """
+    # One thread per stream up to the cap, and a few more that only ever refuse the next ones at once.
+    stream_pool = futures.ThreadPoolExecutor(
+        max_workers=settings.max_streams + STREAM_REFUSAL_THREADS, thread_name_prefix="stream"
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*outer_interceptors, ErrorAndAuthInterceptor(gate)],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=[StreamThreads(stream_pool), *outer_interceptors, ErrorAndAuthInterceptor(gate)],
+        # gRPC counts streams in this limit too: they get a budget of their own beside the unary one.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs + settings.max_streams,
         options=[
             # Off unless asked for: a second server must fail loudly on a busy port, not share it.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
@@ -145,7 +193,9 @@ def start_server(
         ],
     )
     draining = threading.Event()
-    delegation_pb2_grpc.add_DelegationServiceServicer_to_server(DelegationServicer(service, draining), server)
+    delegation_pb2_grpc.add_DelegationServiceServicer_to_server(
+        DelegationServicer(service, feed, draining), server
+    )
     admin_pb2_grpc.add_DelegationAdminServiceServicer_to_server(DelegationAdminServicer(service), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -163,7 +213,8 @@ def start_server(
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     monitor = HealthMonitor(health_servicer, service.ready, draining=draining)
+    feed.start()
     server.start()
     monitor.start()
     log.info("serving", extra={"event": "serving", "listen": settings.listen, "port": port})
-    return RunningServer(server, port, monitor)
+    return RunningServer(server, port, monitor, feed)

@@ -18,6 +18,7 @@ from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import TokenKind
+from delegation_service.revocation_feed import Marker, MarkerType, RevocationFeed, Subscription
 from delegation_service.service import DelegateCommand, DelegationService
 from delegation_service.transport.auth import current_caller
 
@@ -48,8 +49,11 @@ _REVOCATION_KINDS = {
 class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     """The public service."""
 
-    def __init__(self, service: DelegationService, draining: threading.Event | None = None) -> None:
+    def __init__(
+        self, service: DelegationService, feed: RevocationFeed, draining: threading.Event | None = None
+    ) -> None:
         self._service = service
+        self._feed = feed
         self._draining = draining if draining is not None else threading.Event()
         # The key set only changes with a restart (or a rotation that rebuilds the servicer).
         jwks = service.jwks()
@@ -143,10 +147,13 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         def keep_going() -> bool:
             return context.is_active() and not self._draining.is_set()
 
-        for event in self._service.follow_revocations(
-            request.cursor or None, keep_going, include_snapshot=request.include_snapshot
-        ):
-            yield revocation_message(event)
+        subscription = Subscription(
+            request.cursor or None,
+            request.include_snapshot,
+            _duration_seconds(request.heartbeat_interval) if request.HasField("heartbeat_interval") else None,
+        )
+        for item in self._feed.subscribe(subscription, keep_going):
+            yield watch_message(item)
 
 
 class DelegationAdminServicer(admin_pb2_grpc.DelegationAdminServiceServicer):
@@ -215,18 +222,36 @@ class DelegationAdminServicer(admin_pb2_grpc.DelegationAdminServiceServicer):
         )
 
 
-def revocation_message(event: RevocationEvent) -> delegation_pb2.WatchRevocationsResponse:
-    """The stream message for a revocation event."""
+_MARKER_TYPES = {
+    MarkerType.HEARTBEAT: delegation_pb2.WATCH_MESSAGE_TYPE_HEARTBEAT,
+    MarkerType.SNAPSHOT_COMPLETE: delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE,
+}
+
+
+def watch_message(item: RevocationEvent | Marker) -> delegation_pb2.WatchRevocationsResponse:
+    """The stream message for a revocation event or a control marker."""
+    if isinstance(item, Marker):
+        return delegation_pb2.WatchRevocationsResponse(
+            cursor=item.cursor, type=_MARKER_TYPES[item.type], server_time=_timestamp(item.server_time)
+        )
+    sent = timestamp_pb2.Timestamp()
+    sent.GetCurrentTime()
     return delegation_pb2.WatchRevocationsResponse(
-        cursor=event.cursor,
-        kind=_REVOCATION_KINDS.get(event.kind, delegation_pb2.REVOCATION_KIND_UNSPECIFIED),
-        chain_id=event.chain_id,
-        token_id=event.token_id,
-        subject=event.subject,
-        client_id=event.client_id,
-        revoke_time=_timestamp(event.revoked_at),
-        expire_time=_timestamp(event.expires_at),
+        cursor=item.cursor,
+        type=delegation_pb2.WATCH_MESSAGE_TYPE_REVOCATION,
+        kind=_REVOCATION_KINDS.get(item.kind, delegation_pb2.REVOCATION_KIND_UNSPECIFIED),
+        chain_id=item.chain_id,
+        token_id=item.token_id,
+        subject=item.subject,
+        client_id=item.client_id,
+        revoke_time=_timestamp(item.revoked_at),
+        expire_time=_timestamp(item.expires_at),
+        server_time=sent,
     )
+
+
+def _duration_seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
 
 
 def _seconds(duration: duration_pb2.Duration) -> int:

@@ -63,6 +63,7 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
         "scenarios",
         "comparisons",
         "process_scaling",
+        "open_streams",
         "revoke_chain_scale",
         "memory",
         "round_trips",
@@ -82,6 +83,11 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
         if key.startswith("service"):
             assert compared[key].keys() >= COMPARISON_KEYS, key
             assert compared[key]["rps_ratio"] is not None, key
+
+    # Delegate beside idle followers is compared, per concurrency, with the same server without them.
+    streams = data["open_streams"]
+    assert streams and all(row["rps_ratio"] is not None and row["errors"] == 0 for row in streams)
+    assert {row["open_streams"] for row in streams} == {100}  # --quick holds 100
 
     assert data["revoke_chain_scale"].keys() >= CHAIN_KEYS
     assert data["revoke_chain_scale"]["errors"] == 0

@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.redis_registry import SMALL_CHAIN_FIELDS, RedisRegistry
-from delegation_service.domain.errors import InvalidRequest, StoreUnavailable
+from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
 from delegation_service.domain.ports import ChainRevocation, TokenRegistry
 from delegation_service.domain.revocation import (
     HorizonKey,
@@ -91,6 +91,24 @@ def registry(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     # No leeway here, so expiry tests wait only a second; the leeway has its own Redis test.
     store = RedisRegistry(client, prefix="ct", leeway_seconds=0, horizon_retention_seconds=HORIZON_RETENTION)
     yield StoreUnderTest(store, RealClock())
+
+
+SHORT_EVENT_RETENTION = 1
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def short_memory(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
+    """Each implementation retaining events for :data:`SHORT_EVENT_RETENTION` seconds only."""
+    if request.param == "memory":
+        clock = FakeClock()
+        yield StoreUnderTest(MemoryRegistry(clock, event_retention_seconds=SHORT_EVENT_RETENTION), clock)
+        return
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    prefix = f"ct-short-{new_chain_id()[:8]}"
+    yield StoreUnderTest(
+        RedisRegistry(client, prefix=prefix, leeway_seconds=0, event_retention_seconds=SHORT_EVENT_RETENTION),
+        RealClock(),
+    )
 
 
 # -- builders ---------------------------------------------------------------------------------------
@@ -604,6 +622,26 @@ def test_events_after_the_latest_cursor_are_empty_until_a_new_revocation(registr
 def test_events_refuse_a_malformed_cursor(registry: StoreUnderTest, cursor: str) -> None:
     with pytest.raises(InvalidRequest):
         registry.store.events(cursor, 10)
+
+
+STREAM_NODE_ENTRIES = 100  # Redis trims a stream by whole nodes of this many entries (MINID ~)
+
+
+def test_a_cursor_whose_event_is_no_longer_retained_is_expired_not_silently_resumed(
+    short_memory: StoreUnderTest,
+) -> None:
+    store, now = short_memory.store, short_memory.now()
+    old = [store.revoke_chain(new_chain_id(), now + HOUR, now) for _ in range(3 * STREAM_NODE_ENTRIES)]
+    short_memory.clock.pass_beyond(now + SHORT_EVENT_RETENTION + 1)
+    later = short_memory.now()
+    latest = store.revoke_chain(new_chain_id(), later + HOUR, later)  # publishing trims what is too old
+
+    with pytest.raises(CursorExpired):
+        store.events(old[0].cursor, 10)
+    assert list(store.events(latest.cursor, 10)) == []
+    retained = store.events(None, 10_000)
+    assert retained[-1] == latest
+    assert list(store.events(retained[0].cursor, 10_000)) == retained[1:]
 
 
 # -- expiry -----------------------------------------------------------------------------------------

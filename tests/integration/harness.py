@@ -83,11 +83,11 @@ def start_harness(redis_url: str, **overrides: object) -> Harness:
     app, upstream, secret = build_test_app(
         store="redis",
         redis_url=redis_url,
-        max_workers=16,
         # The suite's shared Redis keeps nothing on disk; tests of the persistence check override this.
         # Introspection open (loopback only), as on the dev server: these tests are about delegation and
         # revocation; tests/security covers the authenticated mode.
         **{
+            "max_workers": 16,
             "redis_key_prefix": "it",
             "redis_allow_unsafe_persistence": True,
             "access_mode": "open",

@@ -115,7 +115,8 @@ def test_every_failing_scope_is_reported_in_one_error(harness: Harness, client: 
     ("scope", "code", "reason"),
     [
         ("a.b.rwx", INVALID, "INVALID_SCOPE_STRUCTURE"),
-        ("warehouse.items.r ", None, None),  # the trailing space only separates: accepted
+        ("warehouse.items.r ", INVALID, "INVALID_SCOPE_STRUCTURE"),  # RFC 6749 §3.3: no trailing space
+        ("", INVALID, "INVALID_SCOPE_STRUCTURE"),  # never "no scopes" (SPEC §2)
         ("warehouse.items.r\t", INVALID, "INVALID_SCOPE_STRUCTURE"),
         ("Warehouse.items.r", INVALID, "INVALID_SCOPE_STRUCTURE"),
         ("nowhere.items.r", INVALID, "INVALID_AUDIENCE"),

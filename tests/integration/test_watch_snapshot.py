@@ -66,26 +66,47 @@ def test_a_cold_gateway_gets_the_revocations_in_force_then_follows(private_strea
         everything = follow(client, delegation_pb2.WatchRevocationsRequest(), 5)
         snapshot_request = delegation_pb2.WatchRevocationsRequest(include_snapshot=True)
         received: list[delegation_pb2.WatchRevocationsResponse] = []
-        ready = threading.Event()
+        snapshot_complete = threading.Event()
 
         def cold_gateway() -> None:
-            ready.set()
-            received.extend(follow(client, snapshot_request, 4))
+            stream = client.public.WatchRevocations(snapshot_request, timeout=STREAM_SECONDS)
+            try:
+                for message in stream:
+                    received.append(message)
+                    if message.type == delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE:
+                        snapshot_complete.set()
+                    if len(received) == 5:
+                        break
+            finally:
+                stream.cancel()
 
         follower = threading.Thread(target=cold_gateway)
         follower.start()
-        ready.wait()
-        time.sleep(0.3)  # let it read the snapshot before the next revocation
+        # The marker tells the gateway (and this test) that the snapshot is all there: no sleeping.
+        assert snapshot_complete.wait(STREAM_SECONDS)
         client.revoke_subject("trudy")
         follower.join(timeout=STREAM_SECONDS + 5)
 
     # Without the snapshot flag: every retained revocation, in force or not.
     assert [m.kind for m in everything] == [1, 2, 2, 3, 4]  # token, chain, chain, subject, client
     # With it: only those in force, oldest first, then the new one as it happened.
-    in_force = [(m.kind, m.chain_id or m.subject or m.client_id) for m in received]
-    assert in_force == [(2, lasting_chain), (3, "mallory"), (4, "search"), (3, "trudy")]
-    assert all(m.expire_time.seconds > time.time() for m in received)
-    cursors = [m.cursor for m in received]
+    in_force = [(m.type, m.kind, m.chain_id or m.subject or m.client_id) for m in received]
+    revocation, complete = (
+        delegation_pb2.WATCH_MESSAGE_TYPE_REVOCATION,
+        delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE,
+    )
+    assert in_force == [
+        (revocation, 2, lasting_chain),
+        (revocation, 3, "mallory"),
+        (revocation, 4, "search"),
+        (complete, 0, ""),
+        (revocation, 3, "trudy"),
+    ]
+    assert received[3].cursor == received[2].cursor  # the marker names the last cursor of the snapshot
+    assert received[3].server_time.seconds > 0
+    revocations = [m for m in received if m.type == revocation]
+    assert all(m.expire_time.seconds > time.time() for m in revocations)
+    cursors = [m.cursor for m in revocations]
     assert cursors == sorted(cursors, key=lambda c: tuple(int(p) for p in c.split("-")))
 
 

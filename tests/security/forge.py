@@ -14,8 +14,10 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
+from delegation_service.adapters.jwt_codec import low_s
 from delegation_service.adapters.keys import SigningKey
 
 DROP = object()
@@ -63,6 +65,8 @@ def signed(header: Segment, payload: Segment, key: SigningKey, alg: str | None =
     signing_input = f"{encode_segment(header)}.{encode_segment(payload)}"
     algorithm = get_default_algorithms()[alg or key.alg]
     signature = algorithm.sign(signing_input.encode("ascii"), key.private_key)
+    if isinstance(key.private_key, ec.EllipticCurvePrivateKey):
+        signature = low_s(signature, key.private_key.curve)  # what a conforming issuer sends
     return f"{signing_input}.{b64url(signature)}"
 
 

@@ -186,9 +186,11 @@ def start_service(
     *,
     keys: KeySet | None = None,
     wrap_registry: Callable[[TokenRegistry], TokenRegistry] | None = None,
+    upstream_rules: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> SecureService:
-    """Build and start the service in authenticated mode over the given Redis (a fresh key prefix)."""
+    """Build and start the service in authenticated mode over the given Redis (a fresh key prefix);
+    ``upstream_rules`` are extra :class:`TrustedIssuer` settings for the upstream issuer."""
     secret = secrets.token_urlsafe(24)
     settings: dict[str, Any] = {
         "listen": f"{LOOPBACK}:0",
@@ -208,7 +210,10 @@ def start_service(
     keys = keys or KeySet(generate_signing_key("ES256"))
     upstream_key = generate_signing_key("ES256")
     trusted = TrustedIssuer(
-        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream_key.public_jwk)]}), audience=SERVICE_AUDIENCE
+        UPSTREAM_ISSUER,
+        load_jwks({"keys": [dict(upstream_key.public_jwk)]}),
+        audience=SERVICE_AUDIENCE,
+        **(upstream_rules or {}),
     )
     registry = build_registry(config, SystemClock())
     if wrap_registry is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from delegation.v1 import admin_pb2, delegation_pb2
+from delegation.v1 import delegation_pb2
 from delegation_service.audit import AUDIT_LOGGER
 from delegation_service.client import error_details
 from delegation_service.domain.ports import MintOutcome, TokenRegistry
@@ -53,41 +53,57 @@ class SlowRegistry:
 
 
 @pytest.fixture
-def small(redis_server: Any) -> Iterator[SecureService]:
-    """A server that takes two RPCs at a time."""
-    service = start_service(redis_server.url, max_concurrent_rpcs=2, max_workers=4)
-    yield service
+def small(redis_server: Any) -> Iterator[tuple[SecureService, list[SlowRegistry]]]:
+    """A server with two unary slots and one stream slot, over a store that answers reads slowly."""
+    made: list[SlowRegistry] = []
+
+    def wrap(registry: TokenRegistry) -> TokenRegistry:
+        made.append(SlowRegistry(registry, OVERLOAD_READ_SECONDS))
+        return made[-1]  # type: ignore[return-value]
+
+    service = start_service(
+        redis_server.url, max_concurrent_rpcs=2, max_streams=1, max_workers=4, wrap_registry=wrap
+    )
+    yield service, made
     service.stop()
 
 
-def test_overload_answers_resource_exhausted_at_once_and_recovers(small: SecureService) -> None:
-    operator = list(small.operator_metadata())
-    small.admin().RevokeSubject(
-        admin_pb2.RevokeSubjectRequest(subject="someone"), timeout=5, metadata=operator
+OVERLOAD_READ_SECONDS = 3.0
+
+
+def test_overload_answers_resource_exhausted_at_once_and_recovers(
+    small: tuple[SecureService, list[SlowRegistry]],
+) -> None:
+    service, _ = small
+    operator = list(service.operator_metadata())
+    children = [service.delegate(service.upstream(), timeout=15).access_token for _ in range(2)]
+    # The stream slot is taken by a follower: streams have a budget of their own...
+    stream = service.public(service.channel()).WatchRevocations(
+        delegation_pb2.WatchRevocationsRequest(include_snapshot=True), timeout=30, metadata=operator
     )
-    # Two revocation streams hold both slots (each has delivered the event above, so both are running).
-    streams = [
-        small.public(small.channel()).WatchRevocations(
-            delegation_pb2.WatchRevocationsRequest(), timeout=30, metadata=operator
+    assert next(stream).type == delegation_pb2.WATCH_MESSAGE_TYPE_SNAPSHOT_COMPLETE
+    # ...so the unary slots are still free: two slow introspections take them.
+    slow_calls = [
+        service.public(service.channel()).Introspect.future(
+            delegation_pb2.IntrospectRequest(token=child), timeout=15, metadata=operator
         )
-        for _ in range(2)
+        for child in children
     ]
-    for stream in streams:
-        next(stream)
+    time.sleep(0.5)  # let both reach the (slow) store
 
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as raised:
-        small.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=10)
+        service.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=10)
     assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     assert time.monotonic() - started < 2, "an overloaded server must refuse at once, not queue"
 
-    for stream in streams:
-        stream.cancel()
-    # Slots are released when the server notices the cancellations: bounded wait for recovery.
+    assert all(call.result().active for call in slow_calls)
+    stream.cancel()
+    # Slots are released as the calls end: bounded wait for recovery.
     codes = []
     for _ in range(50):
         try:
-            small.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=2)
+            service.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=2)
         except grpc.RpcError as error:
             codes.append(error.code())  # type: ignore[attr-defined]
             time.sleep(0.1)

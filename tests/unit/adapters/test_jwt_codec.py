@@ -25,7 +25,7 @@ from joserfc.jwk import KeySet as JoseKeySet
 from jwt import algorithms as pyjwt_algorithms
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer, low_s
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
@@ -161,6 +161,8 @@ class World:
         )
         signing_input = f"{b64(header_bytes)}.{b64(payload_bytes)}"
         signature = get_default_algorithms()[key.alg].sign(signing_input.encode(), key.private_key)
+        if isinstance(key.private_key, ec.EllipticCurvePrivateKey):
+            signature = low_s(signature, key.private_key.curve)
         return f"{signing_input}.{b64(signature)}"
 
     def forge_own(self, claims_changes: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
@@ -338,6 +340,8 @@ def _pyjwt_token(alg: str, private_key: Any, kid: str, claims: Mapping[str, Any]
     # PyJWT as the independent signer: ES* raw r || s, PS* with a salt as long as the hash, RFC 8037.
     signing_input = f"{b64(jdump({'alg': alg, 'kid': kid, 'typ': 'JWT'}))}.{b64(jdump(claims))}"
     signature = get_default_algorithms()[alg].sign(signing_input.encode(), private_key)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        signature = low_s(signature, private_key.curve)  # PyJWT returns either twin; we accept low-S
     return f"{signing_input}.{b64(signature)}"
 
 
@@ -408,13 +412,84 @@ def test_upstream_token_maps_to_a_chain_root(world: World, verifier: JwtVerifier
     assert verified.actor_client_id is None
 
 
-def test_upstream_token_without_jti_is_identified_by_its_fingerprint(
+def test_upstream_token_without_jti_is_identified_by_header_and_payload_only(
     world: World, verifier: JwtVerifier
 ) -> None:
     token = world.forge(world.upstream_claims(jti=DROP))
+    signing_input = token.rsplit(".", 1)[0]
     verified = verifier.verify(token)
-    assert verified.token_id == token_fingerprint(token)
-    assert verified.chain_id == root_chain_id(UPSTREAM, token_fingerprint(token))
+    assert verified.token_id == token_fingerprint(signing_input)
+    assert verified.chain_id == root_chain_id(UPSTREAM, token_fingerprint(signing_input))
+
+
+# The order n of P-256 (SEC 2 §2.4.2), written out here rather than taken from the code under test.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _twin(token: str) -> str:
+    """The same ES256 token with the other signature that verifies: (r, n - s) for (r, s)."""
+    signing_input, signature_segment = token.rsplit(".", 1)
+    signature = base64.urlsafe_b64decode(signature_segment + "=" * (-len(signature_segment) % 4))
+    s = int.from_bytes(signature[32:], "big")
+    return f"{signing_input}.{b64(signature[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def test_a_high_s_twin_of_an_upstream_token_is_refused(world: World, verifier: JwtVerifier) -> None:
+    token = world.forge(world.upstream_claims(jti=DROP))
+    assert verifier.verify(token)
+    with pytest.raises(ParentRejected) as refused:
+        verifier.verify(_twin(token))
+    assert refused.value.detail == "bad signature"
+
+
+def test_a_high_s_twin_of_our_own_token_is_refused(world: World, verifier: JwtVerifier) -> None:
+    token = JwtSigner(world.own_keys).sign(world.child())
+    assert verifier.verify(token).token_id == "child-1"
+    with pytest.raises(ParentRejected):
+        verifier.verify(_twin(token))
+
+
+def test_an_issuer_allowed_high_s_gives_both_twins_one_identity(world: World) -> None:
+    """Every encoding that verifies has the same identity, so a twin can never dodge a revocation."""
+    trusted = TrustedIssuer(
+        UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), allow_high_s=True
+    )
+    verifier = JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
+    token = world.forge(world.upstream_claims(jti=DROP))
+    twin = _twin(token)
+    assert twin != token
+    assert verifier.verify(twin).token_id == verifier.verify(token).token_id
+    assert verifier.verify(twin).chain_id == verifier.verify(token).chain_id
+
+
+@settings(max_examples=64, deadline=None)
+@given(st.binary(max_size=64))
+def test_our_ecdsa_signatures_are_always_low_s(world: World, payload: bytes) -> None:
+    del payload  # each example signs afresh: ECDSA draws a new nonce, so a new (r, s), every time
+    token = JwtSigner(world.own_keys).sign(world.child())
+    signature_segment = token.rsplit(".", 1)[1]
+    signature = base64.urlsafe_b64decode(signature_segment + "=" * (-len(signature_segment) % 4))
+    assert int.from_bytes(signature[32:], "big") <= P256_ORDER // 2
+
+
+@pytest.mark.parametrize(
+    ("claims", "actor_claim", "expected"),
+    [
+        ({"client_id": "gateway", "azp": "portal", "cid": "x"}, "cid", "gateway"),
+        ({"client_id": DROP, "azp": "portal", "cid": "x"}, "cid", "portal"),
+        ({"client_id": DROP, "cid": "x"}, "cid", "x"),
+        ({"client_id": DROP, "cid": "x"}, None, ""),
+        ({"client_id": DROP}, "cid", ""),
+    ],
+)
+def test_the_acting_client_is_client_id_else_azp_else_the_issuers_claim(
+    world: World, claims: dict[str, Any], actor_claim: str | None, expected: str
+) -> None:
+    trusted = TrustedIssuer(
+        UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), actor_claim=actor_claim
+    )
+    verifier = JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
+    assert verifier.verify(world.forge(world.upstream_claims(**claims))).client_id == expected
 
 
 def test_upstream_defaults_azp_scp_and_person_bearer(world: World, verifier: JwtVerifier) -> None:

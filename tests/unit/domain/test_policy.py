@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -15,6 +16,7 @@ from delegation_service.domain.errors import (
     MissingDelegationScope,
     NoGrantableScopes,
     ParentCannotDelegate,
+    ParentWithoutClient,
     Reason,
     ScopesRefused,
     UnknownClient,
@@ -175,6 +177,15 @@ def test_parent_without_the_delegation_scope_cannot_delegate(
         policy.decide(make_parent(scopes), DelegationRequest("billing", ["directory.person.r"]))
 
     assert caught.value.reason is Reason.MISSING_DELEGATION_SCOPE
+
+
+def test_a_parent_naming_no_client_is_refused_rather_than_minting_an_unverifiable_child(
+    policy: DelegationPolicy, make_parent: ParentFactory
+) -> None:
+    parent = dataclasses.replace(make_parent((DELEGATION, "directory.person.r")), client_id="")
+    with pytest.raises(ParentWithoutClient) as caught:
+        policy.decide(parent, DelegationRequest("billing", ["directory.person.r"]))
+    assert caught.value.reason is Reason.PARENT_WITHOUT_CLIENT
 
 
 @pytest.mark.parametrize(
@@ -462,7 +473,43 @@ def test_scope_refusal_message_names_no_scope_value(
 # --- Rule 7: no scopes requested ---
 
 
-@pytest.mark.parametrize("scopes", [(), ("",), (" ", "  ")])
+@pytest.mark.parametrize(
+    ("scopes", "bad_indices"),
+    [
+        (("",), [0]),
+        ((" ", "  "), [0, 1]),
+        (("\t",), [0]),
+        (("directory.person.r", ""), [1]),
+        (("directory.person.r  warehouse.items.r",), [0]),
+        ((" directory.person.r",), [0]),
+        (("directory.person.r ",), [0]),
+    ],
+)
+def test_blank_entries_and_bad_spacing_fail_closed_at_their_index(
+    policy: DelegationPolicy, make_parent: ParentFactory, scopes: Sequence[str], bad_indices: list[int]
+) -> None:
+    """SPEC §2: never read as "no scopes", which would mint the broadest child the client may hold."""
+    with pytest.raises(ScopesRefused) as caught:
+        policy.decide(make_parent(PERSON_GRANT, bearer=PERSON), DelegationRequest("billing", scopes))
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        (f"scopes[{i}]", Reason.INVALID_SCOPE_STRUCTURE) for i in bad_indices
+    ]
+
+
+def test_a_request_mixing_malformed_and_refused_scopes_reports_both_kinds(
+    policy: DelegationPolicy, make_parent: ParentFactory
+) -> None:
+    request = DelegationRequest("billing", ["", "directory.person.r", "warehouse.stock.r"])
+    with pytest.raises(ScopesRefused) as caught:
+        policy.decide(make_parent(PERSON_GRANT, bearer=PERSON), request)
+    reasons = {(v.field, v.reason) for v in caught.value.violations}
+    assert (("scopes[0]", Reason.INVALID_SCOPE_STRUCTURE)) in reasons
+    assert any(
+        field == "scopes[2]" and reason is not Reason.INVALID_SCOPE_STRUCTURE for field, reason in reasons
+    )
+
+
+@pytest.mark.parametrize("scopes", [()])
 def test_omitted_scopes_grant_everything_the_client_may_hold_minus_delegation(
     policy: DelegationPolicy, make_parent: ParentFactory, scopes: Sequence[str]
 ) -> None:
@@ -531,7 +578,7 @@ def test_require_explicit_scopes_refuses_an_empty_request(
     policy = DelegationPolicy(catalog, require_explicit_scopes=True)
 
     with pytest.raises(InvalidRequest) as caught:
-        policy.decide(make_parent(PERSON_GRANT), DelegationRequest("billing", [" "]))
+        policy.decide(make_parent(PERSON_GRANT), DelegationRequest("billing", []))
 
     assert caught.value.reason is Reason.SCOPES_REQUIRED
 

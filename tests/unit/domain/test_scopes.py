@@ -286,10 +286,16 @@ def test_with_permission_and_without_bearer_keep_everything_else() -> None:
     ("entries", "expected"),
     [
         ([], []),
-        ([""], []),
         (["abc.def.r"], [(0, "abc.def.r")]),
         (["abc.def.r ghi.jkl.rw"], [(0, "abc.def.r"), (0, "ghi.jkl.rw")]),
-        (["abc.def.r  ghi.jkl.rw "], [(0, "abc.def.r"), (0, "ghi.jkl.rw")]),
+        # RFC 6749 §3.3 spacing only: a doubled, leading or trailing space keeps the entry whole (and
+        # invalid), and so does an empty or blank entry: never read as "no scopes" (SPEC §2).
+        (["abc.def.r  ghi.jkl.rw"], [(0, "abc.def.r  ghi.jkl.rw")]),
+        ([" abc.def.r"], [(0, " abc.def.r")]),
+        (["abc.def.r "], [(0, "abc.def.r ")]),
+        ([""], [(0, "")]),
+        (["   "], [(0, "   ")]),
+        (["abc.def.r", "", "\t"], [(0, "abc.def.r"), (1, ""), (2, "\t")]),
         (["abc.def.r", "ghi.jkl.rw"], [(0, "abc.def.r"), (1, "ghi.jkl.rw")]),
         # Duplicates collapse, keeping the first occurrence's position and index.
         (["abc.def.r", "abc.def.r"], [(0, "abc.def.r")]),
@@ -350,11 +356,14 @@ def test_grammar_round_trips_without_the_bearer(
 
 
 @given(st.lists(st.text(alphabet=_LOWER + " .\t", max_size=20), max_size=6))
-def test_split_scopes_yields_distinct_nonempty_space_free_pieces(entries: list[str]) -> None:
+def test_split_scopes_keeps_every_entry_either_split_or_whole(entries: list[str]) -> None:
     pieces = split_scopes(entries)
     texts = [text for _, text in pieces]
 
+    well_spaced = [entry for entry in entries if all(entry.split(" "))]
+    malformed = {entry for entry in entries if not all(entry.split(" "))}
+
     assert len(texts) == len(set(texts))
-    assert all(text and " " not in text for text in texts)
-    assert all(text in entries[index].split(" ") for index, text in pieces)
-    assert set(texts) == {piece for entry in entries for piece in entry.split(" ") if piece}
+    assert all(text == entries[index] or text in entries[index].split(" ") for index, text in pieces)
+    assert set(texts) == {piece for entry in well_spaced for piece in entry.split(" ")} | malformed
+    assert bool(pieces) == bool(entries)  # no entries is "no scopes"; a blank entry is not

@@ -1,0 +1,257 @@
+"""One follower of the store's revocation log, shared by every ``WatchRevocations`` stream (SPEC §5).
+
+Each stream used to poll the store on its own, four times a second; a thousand followers were four
+thousand reads a second and a thousand busy threads. Here one thread polls the log and keeps the newest
+events in a bounded buffer; a stream reads the store itself only to catch up (a snapshot, a resume from
+an old cursor, or after falling behind the buffer) and otherwise sleeps on a condition until the feed
+has something for it. A cap on open streams makes the next one fail at once instead of queueing.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from delegation_service.domain.errors import CursorExpired, DelegationError, TooManyStreams
+from delegation_service.domain.ports import Clock, RevocationEvent
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+"""Events read per store call, by the shared follower and by a stream catching up."""
+IDLE_CHECK_SECONDS = 1.0
+"""How often a stream without heartbeats wakes to see whether its follower is still there."""
+
+
+class RevocationLog(Protocol):
+    """The part of the token registry the feed reads."""
+
+    def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
+        """Up to ``limit`` events after cursor ``after``, oldest first; raises ``CursorExpired`` when
+        events after it may no longer be retained."""
+        ...
+
+
+class MarkerType(enum.Enum):
+    """A control message of a revocation stream."""
+
+    HEARTBEAT = "heartbeat"
+    SNAPSHOT_COMPLETE = "snapshot_complete"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A control message: everything up to ``cursor`` has been sent, as of ``server_time``."""
+
+    type: MarkerType
+    cursor: str
+    server_time: int
+
+
+HEARTBEAT_BOUNDS = (1.0, 60.0)
+"""The heartbeat intervals a follower may ask for, in seconds; others are brought within them."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What one stream asked for: where to start, whether with a snapshot, and how often to hear
+    from the service when nothing happens (``None``: never)."""
+
+    cursor: str | None
+    include_snapshot: bool = False
+    heartbeat_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_seconds is not None:
+            low, high = HEARTBEAT_BOUNDS
+            object.__setattr__(self, "heartbeat_seconds", min(max(self.heartbeat_seconds, low), high))
+
+
+class RevocationFeed:
+    """The shared follower and its bounded buffer of recent events.
+
+    ``buffer_size`` bounds memory whatever the revocation rate; a stream that falls further behind
+    reads the store until it is back within the buffer, so it never misses an event.
+    """
+
+    def __init__(
+        self,
+        log_: RevocationLog,
+        clock: Clock,
+        *,
+        max_streams: int,
+        poll_seconds: float = 0.25,
+        buffer_size: int = 10_000,
+    ) -> None:
+        if max_streams <= 0 or poll_seconds <= 0 or buffer_size <= 0:
+            raise ValueError("max_streams, poll_seconds and buffer_size must be positive")
+        self._log = log_
+        self._clock = clock
+        self._poll_seconds = poll_seconds
+        self._slots = threading.BoundedSemaphore(max_streams)
+        self._changed = threading.Condition()
+        # Guarded by _changed: the buffered events, their positions (a count of events seen since the
+        # feed started) and the position of each buffered cursor.
+        self._buffer: deque[RevocationEvent] = deque(maxlen=buffer_size)
+        self._next_position = 0
+        self._positions: dict[str, int] = {}
+        self._head: str | None = None
+        self._caught_up = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="revocation-feed", daemon=True)
+        self._streams = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the shared follower (it first reads up to the log's current end)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the follower and wake every stream (each then ends as its ``keep_going`` says)."""
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    @property
+    def open_streams(self) -> int:
+        """Streams subscribed right now."""
+        return self._streams
+
+    # -- the shared follower --------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                events = self._log.events(self._head, PAGE)
+            except CursorExpired:
+                # Our own position fell out of retention (an outage longer than it): start again from
+                # the log's start; streams read the store themselves until the feed is back.
+                self._reset()
+                continue
+            except DelegationError as error:
+                if not failing:
+                    log.warning(
+                        "revocation feed cannot read the log", extra={"reason": error.reason.identifier}
+                    )
+                failing = True
+                self._stopping.wait(self._poll_seconds)
+                continue
+            if failing:
+                log.info("revocation feed reads the log again")
+                failing = False
+            if events:
+                self._append(events)
+            if len(events) < PAGE:
+                with self._changed:
+                    self._caught_up = True
+                self._stopping.wait(self._poll_seconds)
+
+    def _reset(self) -> None:
+        with self._changed:
+            self._buffer.clear()
+            self._positions.clear()
+            self._head = None
+            self._caught_up = False
+
+    def _append(self, events: Sequence[RevocationEvent]) -> None:
+        with self._changed:
+            for event in events:
+                if len(self._buffer) == self._buffer.maxlen:
+                    del self._positions[self._buffer[0].cursor]
+                self._buffer.append(event)
+                self._positions[event.cursor] = self._next_position
+                self._next_position += 1
+            self._head = events[-1].cursor
+            self._changed.notify_all()
+
+    # -- one stream -----------------------------------------------------------------------------------
+
+    def subscribe(
+        self, subscription: Subscription, keep_going: Callable[[], bool]
+    ) -> Iterator[RevocationEvent | Marker]:
+        """The stream of ``subscription`` while ``keep_going()`` holds.
+
+        Raises :class:`TooManyStreams` at once past the cap, and ``CursorExpired`` when the cursor is
+        older than the retained log (the follower must start again from a snapshot).
+        """
+        if not self._slots.acquire(blocking=False):
+            raise TooManyStreams()
+        with self._changed:
+            self._streams += 1
+        try:
+            yield from self._serve(subscription, keep_going)
+        finally:
+            with self._changed:
+                self._streams -= 1
+            self._slots.release()
+
+    def _serve(
+        self, subscription: Subscription, keep_going: Callable[[], bool]
+    ) -> Iterator[RevocationEvent | Marker]:
+        cursor = subscription.cursor
+        snapshot_pending = subscription.include_snapshot and not cursor
+        while keep_going() and not self._stopping.is_set():
+            position = self._live_position(cursor)
+            if position is None:
+                # Catch up from the store itself: a snapshot, an old cursor, a feed still starting, or
+                # a stream that fell behind the buffer.
+                events = self._log.events(cursor, PAGE)
+                now = self._clock.now()
+                for event in events:
+                    cursor = event.cursor
+                    if not (snapshot_pending and event.expires_at <= now):
+                        yield event
+                if len(events) < PAGE:
+                    self._stopping.wait(self._poll_seconds)  # the feed reaches the same end within a poll
+                continue
+            if snapshot_pending:
+                snapshot_pending = False
+                yield Marker(MarkerType.SNAPSHOT_COMPLETE, cursor or "", self._clock.now())
+            cursor = yield from self._live(position, cursor, subscription.heartbeat_seconds, keep_going)
+
+    def _live_position(self, cursor: str | None) -> int | None:
+        """The buffer position just after ``cursor``, when the buffer holds everything after it."""
+        with self._changed:
+            if not self._caught_up:
+                return None
+            if cursor == self._head:
+                return self._next_position
+            found = self._positions.get(cursor) if cursor is not None else None
+            return found + 1 if found is not None else None
+
+    def _live(
+        self,
+        position: int,
+        cursor: str | None,
+        heartbeat_seconds: float | None,
+        keep_going: Callable[[], bool],
+    ) -> Generator[RevocationEvent | Marker, None, str | None]:
+        """Events from the buffer as they arrive; returns the cursor reached if the stream falls behind
+        the buffer (or the feed resets), so that it catches up from the store."""
+        # Without heartbeats, still wake now and then to notice a follower that went away.
+        wait = heartbeat_seconds if heartbeat_seconds is not None else IDLE_CHECK_SECONDS
+        while keep_going() and not self._stopping.is_set():
+            with self._changed:
+                if position >= self._next_position:
+                    self._changed.wait(wait)
+                oldest = self._next_position - len(self._buffer)
+                if position < oldest or not self._caught_up:
+                    return cursor
+                batch = list(itertools.islice(self._buffer, position - oldest, None))
+            for event in batch:
+                cursor = event.cursor
+                yield event
+            position += len(batch)
+            if not batch and heartbeat_seconds is not None:
+                yield Marker(MarkerType.HEARTBEAT, cursor or "", self._clock.now())
+        return cursor

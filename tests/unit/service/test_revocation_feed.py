@@ -1,0 +1,147 @@
+"""The shared revocation feed, over the in-memory registry (the same contract as Redis, tests/contract).
+
+One follower reads the log for every stream; a stream catches up from the store itself only when it
+must (snapshot, old cursor, fallen behind the buffer), and never misses or repeats an event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from delegation_service.adapters.memory_registry import MemoryRegistry
+from delegation_service.domain.errors import CursorExpired, TooManyStreams
+from delegation_service.domain.ports import RevocationEvent
+from delegation_service.domain.revocation import HorizonKey, HorizonKind
+from delegation_service.revocation_feed import (
+    HEARTBEAT_BOUNDS,
+    Marker,
+    MarkerType,
+    RevocationFeed,
+    Subscription,
+)
+
+POLL = 0.01
+WAIT_SECONDS = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = 1_800_000_000
+
+    def now(self) -> int:
+        return self.value
+
+
+class CountingLog:
+    """A real in-memory registry that counts the log reads made through it."""
+
+    def __init__(self, registry: MemoryRegistry) -> None:
+        self.registry = registry
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
+        with self._lock:
+            self.reads += 1
+        return self.registry.events(after, limit)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def registry(clock: Clock) -> MemoryRegistry:
+    return MemoryRegistry(clock)
+
+
+def revoke_subjects(registry: MemoryRegistry, clock: Clock, names: Sequence[str]) -> list[RevocationEvent]:
+    now = clock.now()
+    return [registry.revoke_horizon(HorizonKey(HorizonKind.SUBJECT, name), now, now) for name in names]
+
+
+def running(feed: RevocationFeed) -> Iterator[RevocationFeed]:
+    feed.start()
+    try:
+        yield feed
+    finally:
+        feed.stop()
+
+
+def take(stream: Iterator[RevocationEvent | Marker], count: int) -> list[RevocationEvent | Marker]:
+    return list(itertools.islice(stream, count))
+
+
+def test_a_stream_gets_the_retained_events_then_the_new_ones_in_order(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    old = revoke_subjects(registry, clock, ["a", "b"])
+    feed = RevocationFeed(registry, clock, max_streams=4, poll_seconds=POLL)
+    for _ in running(feed):
+        stream = feed.subscribe(Subscription(None), lambda: True)
+        assert take(stream, 2) == old
+        new = revoke_subjects(registry, clock, ["c"])
+        assert take(stream, 1) == new
+
+
+def test_many_streams_share_one_follower(registry: MemoryRegistry, clock: Clock) -> None:
+    log = CountingLog(registry)
+    feed = RevocationFeed(log, clock, max_streams=64, poll_seconds=POLL)
+    for _ in running(feed):
+        streams = [feed.subscribe(Subscription(None, include_snapshot=True), lambda: True) for _ in range(64)]
+        for stream in streams:
+            assert take(stream, 1) == [Marker(MarkerType.SNAPSHOT_COMPLETE, "", clock.now())]
+        reads_before = log.reads
+        published = revoke_subjects(registry, clock, [f"s{i}" for i in range(10)])
+        for stream in streams:
+            assert take(stream, 10) == published
+        # 64 streams got 10 events each from the buffer: the store saw the follower's polls only.
+        assert log.reads - reads_before < 64
+
+
+def test_past_the_cap_a_stream_is_refused_and_a_closed_one_frees_its_slot(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    feed = RevocationFeed(registry, clock, max_streams=2, poll_seconds=POLL)
+    for _ in running(feed):
+        heartbeats = Subscription(None, heartbeat_seconds=HEARTBEAT_BOUNDS[0])
+        first, second = (feed.subscribe(heartbeats, lambda: True) for _ in range(2))
+        next(first), next(second)  # a generator subscribes when first read
+        with pytest.raises(TooManyStreams):
+            next(feed.subscribe(heartbeats, lambda: True))
+        first.close()
+        assert feed.open_streams == 1
+        assert isinstance(next(feed.subscribe(heartbeats, lambda: True)), Marker)
+
+
+def test_a_stream_behind_the_buffer_catches_up_from_the_store_without_a_gap(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    feed = RevocationFeed(registry, clock, max_streams=2, poll_seconds=POLL, buffer_size=5)
+    for _ in running(feed):
+        stream = feed.subscribe(Subscription(None, heartbeat_seconds=1), lambda: True)
+        assert take(stream, 1) == [Marker(MarkerType.HEARTBEAT, "", clock.now())]
+        published = revoke_subjects(registry, clock, [f"s{i}" for i in range(40)])  # 8 buffers' worth
+        assert take(stream, 40) == published
+
+
+def test_a_cursor_older_than_the_log_is_refused(registry: MemoryRegistry, clock: Clock) -> None:
+    old = revoke_subjects(registry, clock, ["a"])
+    clock.value += 2 * 86_400  # past the memory store's event retention
+    revoke_subjects(registry, clock, ["b"])
+    feed = RevocationFeed(registry, clock, max_streams=2, poll_seconds=POLL)
+    for _ in running(feed):
+        with pytest.raises(CursorExpired):
+            next(feed.subscribe(Subscription(old[0].cursor), lambda: True))
+
+
+def test_heartbeat_intervals_are_brought_within_bounds() -> None:
+    low, high = HEARTBEAT_BOUNDS
+    assert Subscription(None, heartbeat_seconds=0).heartbeat_seconds == low
+    assert Subscription(None, heartbeat_seconds=3600).heartbeat_seconds == high
+    assert Subscription(None).heartbeat_seconds is None
