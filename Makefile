@@ -179,6 +179,11 @@ bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENC
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.edge $(EDGE_BENCH_ARGS)
 
+# Real redis-server and redis-server --sentinel processes on loopback ports; bounded, under 3 minutes.
+.PHONY: faults
+faults: $(TEST_DEPS) ## Redis stalled 3 s under 64 calls in flight; Sentinel failover loss with/without WAIT
+	timeout 180 $(PY) -m bench.faults
+
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning
 

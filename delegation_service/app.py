@@ -12,13 +12,15 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.connection import Connection, parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
@@ -32,6 +34,7 @@ from delegation_service.adapters.keys import (
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
+from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.config import Config, ConfigError, is_loopback_listen
 from delegation_service.domain.access import AccessMode
@@ -219,40 +222,56 @@ def build_registry(config: Config, clock: Clock) -> TokenRegistry:
     if config.store == "memory":
         return MemoryRegistry(clock, horizon_retention_seconds=retention, event_retention_seconds=retention)
     registry = RedisRegistry(
-        redis_client(config),
+        redis_client(config, store_guard(config)),
         prefix=config.redis_key_prefix,
         leeway_seconds=config.leeway_seconds,
         horizon_retention_seconds=retention,
         event_retention_seconds=retention,
         cluster=config.redis_mode == "cluster",
         require_persistence=not config.redis_allow_unsafe_persistence,
+        min_replicas_acked=config.redis_min_replicas_acked,
+        replica_ack_timeout_ms=config.redis_replica_ack_timeout_ms,
     )
     # Refuses to start (UnsafePersistence) on a Redis that could lose or evict revocations.
     check_persistence_at_startup(registry, allow_unsafe=config.redis_allow_unsafe_persistence)
     return registry
 
 
-def redis_client(config: Config) -> redis.Redis | RedisCluster:
+def store_guard(config: Config) -> StoreGuard:
+    """The circuit breakers in front of Redis (one per node), from the ``redis.breaker_*`` settings."""
+    return StoreGuard(
+        failures=config.redis_breaker_failures, cooldown_seconds=config.redis_breaker_cooldown_ms / 1000
+    )
+
+
+def redis_client(config: Config, guard: StoreGuard | None = None) -> redis.Redis | RedisCluster:
     """A redis-py client with short timeouts and one quick retry, so a call fits inside a deadline.
 
     redis-py's defaults retry with back-off for seconds; a token check must fail closed well before
-    the caller's deadline instead.
+    the caller's deadline instead. With ``guard``, every connection caps its waits by the caller's
+    deadline and refuses at once while its node is known down (:mod:`.adapters.store_guard`).
     """
     timeout = config.redis_timeout_ms / 1000
-    common = {
+    common: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         "health_check_interval": 10,
     }
-    if config.redis_mode == "cluster":
-        return RedisCluster.from_url(config.redis_url, **common)
     if config.redis_mode == "sentinel":
         hosts = sentinel_addresses(config.redis_url)
+        if guard is not None:
+            common["connection_class"] = guarded_connection_class(SentinelManagedConnection, guard)
         # redis-py leaves Sentinel untyped.
         sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
         master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call]
         return master
+    if guard is not None:
+        # The class the URL's scheme calls for (TLS, unix socket), guarded.
+        base = parse_url(config.redis_url).get("connection_class", Connection)  # type: ignore[no-untyped-call]
+        common["connection_class"] = guarded_connection_class(base, guard)
+    if config.redis_mode == "cluster":
+        return RedisCluster.from_url(config.redis_url, **common)
     return redis.Redis.from_url(config.redis_url, **common)
 
 

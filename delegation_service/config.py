@@ -173,6 +173,26 @@ class Config:
     redis_timeout_ms: int = _setting(
         "redis.timeout_ms", 250, "Socket connect and read timeout per Redis call."
     )
+    redis_breaker_failures: int = _setting(
+        "redis.breaker_failures",
+        3,
+        "Consecutive Redis timeouts or connection errors after which calls fail fast (UNAVAILABLE).",
+    )
+    redis_breaker_cooldown_ms: int = _setting(
+        "redis.breaker_cooldown_ms",
+        500,
+        "While calls fail fast, how long until one probe command is let through to Redis.",
+    )
+    redis_min_replicas_acked: int = _setting(
+        "redis.min_replicas_acked",
+        0,
+        "Replicas that must confirm a revocation (WAIT) before it is acknowledged; 0 = off.",
+    )
+    redis_replica_ack_timeout_ms: int = _setting(
+        "redis.replica_ack_timeout_ms",
+        100,
+        "Longest WAIT for those replicas (less than redis.timeout_ms); fewer: UNAVAILABLE.",
+    )
     redis_key_prefix: str = _setting("redis.key_prefix", "ds", "Prefix of every key the service writes.")
     redis_allow_unsafe_persistence: bool = _setting(
         "redis.allow_unsafe_persistence",
@@ -251,6 +271,7 @@ class Config:
             raise ConfigError("redis.mode", f"must be one of {', '.join(REDIS_MODES)}")
         if self.redis_timeout_ms <= 0:
             raise ConfigError("redis.timeout_ms", "must be positive")
+        self._validate_redis_reliability()
         for digest in self.operator_token_sha256:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ConfigError("operators.token_sha256", "entries must be 64 lower-case hex digits")
@@ -276,6 +297,23 @@ class Config:
             raise ConfigError("workers.crash_loop_crashes", "must be at least 1")
         if self.worker_crash_loop_window_seconds <= 0:
             raise ConfigError("workers.crash_loop_window_seconds", "must be positive")
+
+    def _validate_redis_reliability(self) -> None:
+        if self.redis_breaker_failures <= 0:
+            raise ConfigError("redis.breaker_failures", "must be positive")
+        if self.redis_breaker_cooldown_ms <= 0:
+            raise ConfigError("redis.breaker_cooldown_ms", "must be positive")
+        if self.redis_min_replicas_acked < 0:
+            raise ConfigError("redis.min_replicas_acked", "must be 0 (off) or positive")
+        if self.redis_min_replicas_acked and self.redis_mode == "cluster":
+            # WAIT counts the replicas of the node the connection is on; a cluster pipeline cannot pin
+            # it to the node that took the write.
+            raise ConfigError("redis.min_replicas_acked", "is supported in standalone and sentinel mode")
+        if not 0 < self.redis_replica_ack_timeout_ms < self.redis_timeout_ms:
+            # WAIT is one Redis command: it must return before the socket timeout gives up on it.
+            raise ConfigError(
+                "redis.replica_ack_timeout_ms", "must be positive and less than redis.timeout_ms"
+            )
 
     def _validate_security(self) -> None:
         """Rules of the TLS, access and limit settings (issue 4)."""

@@ -107,6 +107,7 @@ class RevocationFeed:
         self._positions: dict[str, int] = {}
         self._head: str | None = None
         self._caught_up = False
+        self._polled_at = clock.now()  # when the follower last read to the log's end
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="revocation-feed", daemon=True)
         self._streams = 0
@@ -135,6 +136,7 @@ class RevocationFeed:
     def _follow(self) -> None:
         failing = False
         while not self._stopping.is_set():
+            began = self._clock.now()
             try:
                 events = self._log.events(self._head, PAGE)
             except CursorExpired:
@@ -158,6 +160,7 @@ class RevocationFeed:
             if len(events) < PAGE:
                 with self._changed:
                     self._caught_up = True
+                    self._polled_at = began
                 self._stopping.wait(self._poll_seconds)
 
     def _reset(self) -> None:
@@ -204,23 +207,28 @@ class RevocationFeed:
     ) -> Iterator[RevocationEvent | Marker]:
         cursor = subscription.cursor
         snapshot_pending = subscription.include_snapshot and not cursor
+        # The stream reads the store itself until a read comes back short: only then is everything that
+        # was acknowledged before it subscribed known to be sent (the feed may be a poll behind).
+        read_to_end_at: int | None = None
         while keep_going() and not self._stopping.is_set():
-            position = self._live_position(cursor)
+            position = self._live_position(cursor) if read_to_end_at is not None else None
             if position is None:
                 # Catch up from the store itself: a snapshot, an old cursor, a feed still starting, or
                 # a stream that fell behind the buffer.
+                began = self._clock.now()
                 events = self._log.events(cursor, PAGE)
-                now = self._clock.now()
                 for event in events:
                     cursor = event.cursor
-                    if not (snapshot_pending and event.expires_at <= now):
+                    if not (snapshot_pending and event.expires_at <= began):
                         yield event
                 if len(events) < PAGE:
-                    self._stopping.wait(self._poll_seconds)  # the feed reaches the same end within a poll
+                    if snapshot_pending:
+                        snapshot_pending = False
+                        yield Marker(MarkerType.SNAPSHOT_COMPLETE, cursor or "", began)
+                    if read_to_end_at is not None:
+                        self._stopping.wait(self._poll_seconds)  # the feed reaches this end within a poll
+                    read_to_end_at = began
                 continue
-            if snapshot_pending:
-                snapshot_pending = False
-                yield Marker(MarkerType.SNAPSHOT_COMPLETE, cursor or "", self._clock.now())
             cursor = yield from self._live(position, cursor, subscription.heartbeat_seconds, keep_going)
 
     def _live_position(self, cursor: str | None) -> int | None:
@@ -257,5 +265,6 @@ class RevocationFeed:
                 yield event
             position += len(batch)
             if not batch and heartbeat_seconds is not None:
-                yield Marker(MarkerType.HEARTBEAT, cursor or "", self._clock.now())
+                # As of the feed's last read of the log, not of now: the follower has everything up to then.
+                yield Marker(MarkerType.HEARTBEAT, cursor or "", self._polled_at)
         return cursor

@@ -41,7 +41,10 @@ token as alive again. TTLs are never shortened (``EXPIREAT ... GT``) for the sam
 
 An acknowledged revocation must survive a Redis restart and must never be evicted, so the registry can
 refuse to work on a Redis that is not configured for that (:func:`persistence_problems`): every master
-needs ``appendonly yes`` and ``maxmemory-policy noeviction``.
+needs ``appendonly yes`` and ``maxmemory-policy noeviction``. It must survive a failover too: with
+``min_replicas_acked``, each revocation script is followed, on the same connection, by ``WAIT`` for that
+many replicas, and a revocation they do not confirm in time fails closed (``StoreUnavailable``) instead
+of being acknowledged (the write stays on the master; a retry is idempotent).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import RedisClusterException, RedisError
 
+from delegation_service import deadlines
 from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
 from delegation_service.domain.ports import ChainRevocation, MintOutcome, RevocationEvent
 from delegation_service.domain.revocation import (
@@ -87,6 +91,8 @@ a time, so a view of a whole 100,000-token chain would keep every other client w
 PRUNE_PER_MINT = 16
 """Expired children whose records one mint drops, at most (an indexed chain): more than one, so pruning
 keeps up with minting, and few, so a mint stays short."""
+WAIT_MARGIN_MS = 20
+"""Time kept back from the caller's deadline when it cuts ``WAIT`` short: for the reply to arrive."""
 SMALL_CHAIN_FIELDS = 64
 """Most fields a chain's hash holds before the chain gets its index. Below it, the few operations that
 need every record (blast radius, chain view) read the whole hash, at most this many fields; the hash
@@ -474,6 +480,11 @@ class RedisRegistry:
     ``horizon_retention_seconds`` must outlast the longest-lived token a horizon can cover (upstream
     tokens included) plus the leeway: a horizon that expires earlier would bring its tokens back.
 
+    With ``min_replicas_acked=N`` (single node or Sentinel; not on a cluster) every revocation is
+    acknowledged only once ``WAIT N replica_ack_timeout_ms`` confirms N replicas hold it (the wait is cut
+    to what is left of the caller's deadline); otherwise it raises
+    :class:`~delegation_service.domain.errors.StoreUnavailable`.
+
     With ``require_persistence=True`` the registry works only on a Redis whose settings pass
     :func:`persistence_problems`: it checks them before its first call and again on every :meth:`ping`
     (the health probe, so a failover to a badly configured node is noticed), and fails every call closed
@@ -490,6 +501,8 @@ class RedisRegistry:
         event_retention_seconds: int = 86_400,
         cluster: bool = False,
         require_persistence: bool = False,
+        min_replicas_acked: int = 0,
+        replica_ack_timeout_ms: int = 100,
     ) -> None:
         if cluster != isinstance(client, RedisCluster):
             raise ValueError("cluster=True goes with a RedisCluster client, cluster=False with any other")
@@ -497,6 +510,12 @@ class RedisRegistry:
             raise ValueError("the key prefix must be non-empty and free of hash-tag braces")
         if leeway_seconds < 0 or horizon_retention_seconds <= 0 or event_retention_seconds <= 0:
             raise ValueError("the leeway must be >= 0 and the retentions > 0")
+        if min_replicas_acked < 0 or replica_ack_timeout_ms <= 0:
+            raise ValueError("min_replicas_acked must be >= 0 and replica_ack_timeout_ms > 0")
+        if min_replicas_acked and cluster:
+            raise ValueError("min_replicas_acked needs a single node or Sentinel, not a cluster")
+        self._min_replicas = min_replicas_acked
+        self._replica_ack_timeout_ms = replica_ack_timeout_ms
         self._client = client
         self._prefix = prefix
         self._leeway = leeway_seconds
@@ -672,7 +691,10 @@ class RedisRegistry:
             keys.append(self._events_key)
             args += [*self._stream_args(now), *_event_fields(event, without=("expires_at",))]
         with self._call():
-            reply = _reply(self._revoke_known(keys=keys, args=args))
+            if dry_run:
+                reply = _reply(self._revoke_known(keys=keys, args=args))
+            else:
+                reply = self._revocation_script(self._revoke_known, keys, args)
             if reply is None:
                 return None
             already, redis_now, expires_at, cursor, *root_fields = reply[:8]
@@ -718,7 +740,7 @@ class RedisRegistry:
             keys.append(self._events_key)
             args += [*self._stream_args(now), *_event_fields(event, without=("revoked_at", "expires_at"))]
         with self._call():
-            effective, cursor = _reply(self._horizon(keys=keys, args=args))
+            effective, cursor = self._revocation_script(self._horizon, keys, args)
             event = RevocationEvent(
                 _text(cursor),
                 event.kind,
@@ -892,8 +914,35 @@ class RedisRegistry:
             self._mark(keys=[marker_key], args=[until])
             return self._publish_event(event, event.revoked_at)
         args = [until, *self._stream_args(event.revoked_at), *_event_fields(event)]
-        cursor = _text(_reply(self._mark(keys=[marker_key, self._events_key], args=args)))
+        cursor = _text(self._revocation_script(self._mark, [marker_key, self._events_key], args))
         return _with_cursor(event, cursor)
+
+    def _revocation_script(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run a revocation script (single node); with ``min_replicas_acked``, return its reply only once
+        ``WAIT`` confirms that many replicas, else raise ``StoreUnavailable``.
+
+        ``WAIT`` counts the replicas that hold every write of *its own connection*, so it goes in one
+        pipeline with the script: pooled connections would otherwise let it wait for another's writes.
+        """
+        if not self._min_replicas:
+            return _reply(script(keys=keys, args=args))
+        pipeline = cast(redis.Redis, self._client).pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipeline)
+        pipeline.execute_command("WAIT", self._min_replicas, self._wait_ms())  # type: ignore[no-untyped-call]
+        reply, acked = pipeline.execute()
+        if int(acked) < self._min_replicas:
+            raise StoreUnavailable(message="the revocation was not confirmed by enough Redis replicas")
+        return reply
+
+    def _wait_ms(self) -> int:
+        """``WAIT``'s timeout: the configured one, cut to what is left of the caller's deadline.
+
+        Never 0, which would make ``WAIT`` block until the replicas answer, however long.
+        """
+        left = deadlines.remaining()
+        if left is None:
+            return self._replica_ack_timeout_ms
+        return max(1, min(self._replica_ack_timeout_ms, int(left * 1000) - WAIT_MARGIN_MS))
 
     def _publish_event(self, event: RevocationEvent, now: int) -> RevocationEvent:
         """Publish ``event`` on its own (a cluster, where the stream lives in another slot).

@@ -8,6 +8,10 @@ status: domain errors through the one table in :mod:`.errors`, anything unexpect
 :class:`DrainInterceptor` counts the calls in flight, so shutdown can wait for them, and answers the
 calls that arrive once shutdown refuses new ones with UNAVAILABLE (``SERVER_DRAINING``), never leaving
 them for grpc to cancel.
+
+:class:`ErrorAndAuthInterceptor` also publishes the call's deadline (:mod:`delegation_service.deadlines`),
+so that no store wait outlasts the caller, admission included (an introspection credential that is a
+JWT is checked against the store too).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from delegation_service.deadlines import call_deadline
 from delegation_service.domain.errors import DelegationError, ServerDraining
 from delegation_service.transport.auth import CallerGate, set_caller
 from delegation_service.transport.errors import internal_status, status_for
@@ -63,8 +68,9 @@ class ErrorAndAuthInterceptor(WrappingInterceptor):
     def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                self._enter(context, method)
-                return behavior(request, context)
+                with call_deadline(context.time_remaining()):
+                    self._enter(context, method)
+                    return behavior(request, context)
             except DelegationError as error:
                 status = status_for(error)
             except Exception:
@@ -78,8 +84,9 @@ class ErrorAndAuthInterceptor(WrappingInterceptor):
     def _stream(self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Any:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                self._enter(context, method)
-                yield from behavior(request, context)
+                with call_deadline(context.time_remaining()):
+                    self._enter(context, method)
+                    yield from behavior(request, context)
                 return
             except DelegationError as error:
                 status = status_for(error)
