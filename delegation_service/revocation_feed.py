@@ -185,7 +185,7 @@ class RevocationFeed:
 
     def subscribe(
         self, subscription: Subscription, keep_going: Callable[[], bool]
-    ) -> Iterator[RevocationEvent | Marker]:
+    ) -> Generator[RevocationEvent | Marker, None, None]:
         """The stream of ``subscription`` while ``keep_going()`` holds.
 
         Raises :class:`TooManyStreams` at once past the cap, and ``CursorExpired`` when the cursor is

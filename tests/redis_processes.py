@@ -61,7 +61,8 @@ class RedisClusterProcesses:
     def client(self, **options: object) -> RedisCluster:
         """A new cluster client; the caller closes it."""
         return RedisCluster(
-            startup_nodes=[ClusterNode(LOOPBACK, node.port) for node in self.nodes],
+            # redis-py leaves ClusterNode.__init__ unannotated.
+            startup_nodes=[ClusterNode(LOOPBACK, node.port) for node in self.nodes],  # type: ignore[no-untyped-call]
             **options,  # type: ignore[arg-type]
         )
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -152,7 +153,7 @@ def tokens(draw: st.DrawFn) -> str:
             )
         )
         return ".".join(parts)
-    header = {"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}
+    header: dict[str, Any] = {"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}
     header.update(draw(_header_changes))
     payload = claims(**draw(_claim_changes))
     if kind == "signed":
@@ -276,7 +277,7 @@ def surface() -> Surface:
     return made
 
 
-_proto_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+_proto_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60)
 _metadata_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
 
 
@@ -310,8 +311,9 @@ def calls(draw: st.DrawFn) -> tuple[str, Any, list[tuple[str, str]]]:
             st.just([("authorization", f"Bearer {genuine}")]),
         )
     )
+    request: Message
     if rpc == "Delegate":
-        request = delegation_pb2.DelegateRequest(
+        delegate = delegation_pb2.DelegateRequest(
             parent_token=token,
             client_id=draw(st.one_of(st.sampled_from(["billing", "search", "gateway"]), _proto_text)),
             scopes=[s.replace("\x00", "") for s in draw(_scope_entries)],
@@ -319,8 +321,9 @@ def calls(draw: st.DrawFn) -> tuple[str, Any, list[tuple[str, str]]]:
             validate_only=draw(st.booleans()),
         )
         if draw(st.booleans()):
-            request.lifetime.seconds = draw(st.integers(-(2**63), 2**63 - 1))
-            request.lifetime.nanos = draw(st.integers(-(2**31), 2**31 - 1))
+            delegate.lifetime.seconds = draw(st.integers(-(2**63), 2**63 - 1))
+            delegate.lifetime.nanos = draw(st.integers(-(2**31), 2**31 - 1))
+        request = delegate
     elif rpc == "Introspect":
         request = delegation_pb2.IntrospectRequest(token=token)
     elif rpc == "Revoke":

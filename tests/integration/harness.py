@@ -10,6 +10,7 @@ from delegation_service.app import Application, build, ephemeral_keys, load_cata
 from delegation_service.client import DelegationClient
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.scopes import Bearer
 from delegation_service.transport.auth import operator_secret_digest
 from delegation_service.transport.server import RunningServer
 
@@ -50,11 +51,15 @@ class Harness:
         subject: str = "alice",
         client_id: str = "gateway",
         lifetime_seconds: int = 3600,
-        **kwargs: object,
+        bearer: Bearer | None = None,
     ) -> str:
         """A fresh upstream parent token (a new chain)."""
         return self.upstream.mint(
-            subject=subject, scopes=scopes, client_id=client_id, lifetime_seconds=lifetime_seconds, **kwargs
+            subject=subject,
+            scopes=scopes,
+            client_id=client_id,
+            lifetime_seconds=lifetime_seconds,
+            bearer=bearer,
         )
 
 

@@ -60,8 +60,9 @@ def running_service(redis_url: str, **overrides: object) -> Iterator[Harness]:
 
 def health(harness: Harness) -> str:
     with grpc.insecure_channel(harness.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
-        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_SECONDS)
+        stub = health_pb2_grpc.HealthStub(channel)
+        # types-grpcio-health-checking declares HealthStub without its methods.
+        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_SECONDS)  # type: ignore[attr-defined]
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
@@ -349,7 +350,7 @@ def test_a_frozen_cluster_master_fails_its_chains_closed_and_the_service_recover
     router = cluster.client()
 
     def master_of(key: str) -> int:
-        port: int = router.get_node_from_key(key).port
+        port: int = router.get_node_from_key(key).port  # type: ignore[no-untyped-call]  # unannotated in redis-py
         return port
 
     # Freeze the master that holds none of the horizons these tokens are checked against (subject

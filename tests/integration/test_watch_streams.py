@@ -101,8 +101,9 @@ def test_a_hundred_open_streams_leave_unary_calls_and_health_answering(few_worke
                 child = client.delegate(harness.parent(), "billing", ["warehouse.items.r"])
                 assert client.introspect(child.access_token).active
         with grpc.insecure_channel(harness.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
-            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=UNARY_DEADLINE_SECONDS)
+            health = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=UNARY_DEADLINE_SECONDS)  # type: ignore[attr-defined]
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
         assert streams.errors == []
     finally:

@@ -31,7 +31,8 @@ from delegation_service.adapters.keys import generate_signing_key
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.client import DelegationClient
 from delegation_service.dev import demo_catalog_path
-from tests.operability.conftest import DELEGATION_SCOPE, http
+from tests.integration.harness import DELEGATION_SCOPE
+from tests.operability.conftest import http
 
 GRACE_SECONDS = 8.0
 PAUSE_MS = 1500

@@ -8,6 +8,7 @@ forge can sign anything with them.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,24 @@ UITPAS = "https://api.publiq.be/auth/uitpas"
 PARENT_SCOPES = (DELEGATION_SCOPE, "directory.person.rw", "warehouse.items.rw", UITPAS)
 
 _prefixes = itertools.count()
+
+
+class AuditEvent(logging.LogRecord):
+    """A record of the audit logger, for annotations only: ``delegation_service.audit.record`` sets the
+    event's fields as attributes (``extra``), which ``logging.LogRecord`` cannot declare."""
+
+    event: str
+    outcome: str
+    reason: str
+    jti: str
+    chain_id: str
+    client_id: str
+    bearer: str
+    caller: str
+    # Set by some events only.
+    detail: str
+    kind: str
+    parent_jti: str
 
 
 @dataclass

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -48,6 +48,7 @@ from tests.security.harness import (
     SERVICE_AUDIENCE,
     UITPAS,
     UPSTREAM_ISSUER,
+    AuditEvent,
     SecureService,
     bearer,
 )
@@ -189,8 +190,9 @@ ATTACKS: list[Attack] = [
     *(
         parent(
             f"alg-{alg}-unsigned",
-            lambda c, alg=alg: unsigned(c.s.upstream_header(alg=alg), c.s.upstream_claims()),
-        )  # type: ignore[misc]
+            # mypy cannot infer a lambda that binds the loop variable as a default argument.
+            lambda c, alg=alg: unsigned(c.s.upstream_header(alg=alg), c.s.upstream_claims()),  # type: ignore[misc]
+        )
         for alg in NONE_VARIANTS
     ),
     parent(
@@ -608,7 +610,9 @@ def test_hostile_input_gets_the_exact_status_and_reason(
         assert details.domain == "delegation-service"
     if attack.reason == BAD_PARENT:
         denied = [
-            r for r in caplog.records if getattr(r, "event", "") == "delegate" and r.outcome == "denied"
+            r
+            for r in cast("list[AuditEvent]", caplog.records)
+            if getattr(r, "event", "") == "delegate" and r.outcome == "denied"
         ]
         assert denied[-1].detail == WHY[attack.name]
 

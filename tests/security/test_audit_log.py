@@ -12,7 +12,7 @@ import io
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -23,7 +23,14 @@ from delegation_service.adapters.keys import SigningKey
 from delegation_service.audit import AUDIT_LOGGER
 from delegation_service.logs import JsonFormatter
 from tests.security.forge import b64url
-from tests.security.harness import INTROSPECTION_SCOPE, OPERATOR_SCOPE, SecureService, bearer, start_service
+from tests.security.harness import (
+    INTROSPECTION_SCOPE,
+    OPERATOR_SCOPE,
+    AuditEvent,
+    SecureService,
+    bearer,
+    start_service,
+)
 from tests.security.test_adversarial import ATTACKS, Ctx
 
 JWT_SHAPED = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
@@ -101,8 +108,8 @@ def exercise(s: SecureService, trap: Any) -> None:
     s.public().Revoke(delegation_pb2.RevokeRequest(token="not-a-token"), timeout=5)
 
 
-def audit_events(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-    return [r for r in records if r.name == AUDIT_LOGGER]
+def audit_events(records: list[logging.LogRecord]) -> list[AuditEvent]:
+    return [r for r in cast("list[AuditEvent]", records) if r.name == AUDIT_LOGGER]
 
 
 def key_material(key: SigningKey) -> list[str]:

@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -21,7 +21,7 @@ from delegation_service.audit import AUDIT_LOGGER
 from delegation_service.client import error_details
 from delegation_service.domain.ports import MintOutcome, TokenRegistry
 from delegation_service.domain.revocation import StateSnapshot, TokenRecord
-from tests.security.harness import SecureService, start_service
+from tests.security.harness import AuditEvent, SecureService, start_service
 
 HANDSHAKE_SECONDS = 1.0
 SLOW_READ_SECONDS = 0.4
@@ -59,7 +59,7 @@ def small(redis_server: Any) -> Iterator[tuple[SecureService, list[SlowRegistry]
 
     def wrap(registry: TokenRegistry) -> TokenRegistry:
         made.append(SlowRegistry(registry, OVERLOAD_READ_SECONDS))
-        return made[-1]  # type: ignore[return-value]
+        return made[-1]
 
     service = start_service(
         redis_server.url, max_concurrent_rpcs=2, max_streams=1, max_workers=4, wrap_registry=wrap
@@ -94,7 +94,7 @@ def test_overload_answers_resource_exhausted_at_once_and_recovers(
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as raised:
         service.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=10)
-    assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert time.monotonic() - started < 2, "an overloaded server must refuse at once, not queue"
 
     assert all(call.result().active for call in slow_calls)
@@ -105,7 +105,7 @@ def test_overload_answers_resource_exhausted_at_once_and_recovers(
         try:
             service.public().GetJwks(delegation_pb2.GetJwksRequest(), timeout=2)
         except grpc.RpcError as error:
-            codes.append(error.code())  # type: ignore[attr-defined]
+            codes.append(error.code())
             time.sleep(0.1)
         else:
             break
@@ -162,7 +162,7 @@ def slow(redis_server: Any) -> Iterator[tuple[SecureService, list[SlowRegistry]]
 
     def wrap(registry: TokenRegistry) -> TokenRegistry:
         made.append(SlowRegistry(registry, SLOW_READ_SECONDS))
-        return made[-1]  # type: ignore[return-value]
+        return made[-1]
 
     service = start_service(redis_server.url, wrap_registry=wrap)
     yield service, made
@@ -184,9 +184,11 @@ def test_no_token_is_signed_when_the_deadline_runs_out_while_minting(
     assert error_details(raised.value).code is grpc.StatusCode.DEADLINE_EXCEEDED
 
     # The server goes on until its own check; wait (bounded) for its audit event.
-    events: list[logging.LogRecord] = []
+    events: list[AuditEvent] = []
     for _ in range(50):
-        events = [r for r in caplog.records if getattr(r, "event", "") == "delegate"]
+        events = [
+            r for r in cast("list[AuditEvent]", caplog.records) if getattr(r, "event", "") == "delegate"
+        ]
         if events:
             break
         time.sleep(0.05)

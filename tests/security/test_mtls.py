@@ -52,7 +52,7 @@ def refused_at_handshake(service: SecureService, channel: grpc.Channel) -> None:
     """A call on ``channel`` fails UNAVAILABLE: the connection never carried an RPC."""
     with pytest.raises(grpc.RpcError) as raised:
         service.public(channel).GetJwks(delegation_pb2.GetJwksRequest(), timeout=3)
-    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 def tls_client_context(pki: Pki, client: Issued | None) -> ssl.SSLContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,9 +28,11 @@ def outage(tmp_path: Path) -> Iterator[tuple[SecureService, PrivateRedis]]:
     redis.stop()
 
 
-def _failure(call: grpc.UnaryUnaryMultiCallable, request: object, token: str) -> tuple[grpc.StatusCode, str]:
+def _failure(
+    call: grpc.UnaryUnaryMultiCallable[Any, Any], request: object, token: str
+) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as raised:
-        call(request, timeout=5, metadata=list(bearer(token)))
+        call(request, timeout=5, metadata=bearer(token))
     details = error_details(raised.value)
     return details.code, details.reason
 

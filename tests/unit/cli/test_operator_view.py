@@ -10,7 +10,9 @@ from delegation.v1 import admin_pb2
 from delegation_service import operator_view
 
 
-def token(token_id: str, parent: str = "", state: int = admin_pb2.TOKEN_STATE_ACTIVE) -> admin_pb2.ChainToken:
+def token(
+    token_id: str, parent: str = "", state: admin_pb2.TokenState = admin_pb2.TOKEN_STATE_ACTIVE
+) -> admin_pb2.ChainToken:
     return admin_pb2.ChainToken(
         token_id=token_id, parent_token_id=parent, client_id=f"c-{token_id}", state=state
     )

@@ -152,7 +152,7 @@ def world() -> World:
         issuer=ISSUER,
         verifier=codec,
         signer=codec,
-        registry=spy,  # type: ignore[arg-type]
+        registry=spy,
         policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
         lifetimes=LifetimePolicy(900, 3600),
         clock=clock,
