@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -116,20 +117,21 @@ class Load:
             self._sent += 1
             self._outstanding += 1
         stub = self._stubs[number % CHANNELS]
+        future: grpc.Future[Any]
         if number % 2:
             future = stub.Introspect.future(self._introspect, timeout=CALL_TIMEOUT_SECONDS)
         else:
             future = stub.Delegate.future(self._delegate, timeout=CALL_TIMEOUT_SECONDS)
         future.add_done_callback(lambda done: self._finished(number, done))
 
-    def _finished(self, number: int, future: grpc.Future) -> None:
-        error = future.exception()
-        code = "OK" if error is None else error.code().name  # type: ignore[attr-defined]
+    def _finished(self, number: int, future: grpc.Future[Any]) -> None:
+        error = cast(grpc.RpcError | None, future.exception())  # a call's future fails with its RpcError
+        code = "OK" if error is None else error.code().name
         with self._lock:
             after = self.signalled_at_call is not None and number >= self.signalled_at_call
             (self.codes_after if after else self.codes_before)[code] += 1
             if after and error is not None:
-                self.reasons_after[error_details(error).reason] += 1  # type: ignore[arg-type]
+                self.reasons_after[error_details(error).reason] += 1
             self._outstanding -= 1
             self._lock.notify_all()
             if error is not None:
@@ -147,7 +149,7 @@ def follow(served: Served, opened: threading.Event) -> tuple[str, str]:
             for _ in stream:
                 pass
         except grpc.RpcError as error:
-            return error.code().name, error_details(error).reason  # type: ignore[attr-defined]
+            return error.code().name, error_details(error).reason
         return "OK", ""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.redis_server import RedisServer
 from tests.e2e.serving import Served, free_port, serve
 
 START_TIMEOUT_SECONDS = 30
@@ -35,8 +36,8 @@ def two_workers(
         assert code == 0, workers.log()[-3000:]
 
 
-def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_server: object) -> None:
-    with two_workers(tmp_path, redis_server.url, "") as workers:  # type: ignore[attr-defined]
+def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path, redis_server: RedisServer) -> None:
+    with two_workers(tmp_path, redis_server.url, "") as workers:
         workers.delegate_until_answered(time.monotonic() + 30)
         workers.delegate_on_fresh_channels(10)  # every call succeeds, whichever worker answers
         assert len(workers.children()) >= 2
@@ -101,9 +102,9 @@ def _merged(files: Iterable[Path]) -> dict[tuple[str, tuple[tuple[str, str], ...
     }
 
 
-def test_metrics_of_two_workers_add_up_on_the_admin_port(tmp_path: Path, redis_server: object) -> None:
+def test_metrics_of_two_workers_add_up_on_the_admin_port(tmp_path: Path, redis_server: RedisServer) -> None:
     admin = f"127.0.0.1:{free_port()}"
-    with two_workers(tmp_path, redis_server.url, admin) as workers:  # type: ignore[attr-defined]
+    with two_workers(tmp_path, redis_server.url, admin) as workers:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         before = _delegate_ok(_scrape_when_up(f"http://{admin}/metrics", deadline))
         workers.delegate_until_answered(deadline)
@@ -137,10 +138,10 @@ def _restarts(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> 
 
 
 def test_a_killed_worker_is_restarted_while_the_port_keeps_answering(
-    tmp_path: Path, redis_server: object
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     admin = f"127.0.0.1:{free_port()}"
-    with two_workers(tmp_path, redis_server.url, admin, FAST_RESTARTS) as workers:  # type: ignore[attr-defined]
+    with two_workers(tmp_path, redis_server.url, admin, FAST_RESTARTS) as workers:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         workers.delegate_until_answered(deadline)
         assert _restarts(_scrape_when_up(f"http://{admin}/metrics", deadline)) == 0
@@ -164,7 +165,10 @@ def test_a_killed_worker_is_restarted_while_the_port_keeps_answering(
 
         # The new worker serves: fresh connections reach it too (SO_REUSEPORT spreads them).
         metrics_dir = Path(_environ(str(first))["PROMETHEUS_MULTIPROC_DIR"])
-        new_worker_files = lambda: list(metrics_dir.glob(f"*_{restarted['pid']}.db"))  # noqa: E731
+
+        def new_worker_files() -> list[Path]:
+            return list(metrics_dir.glob(f"*_{restarted['pid']}.db"))
+
         served_by_new = 0.0
         while not served_by_new and time.monotonic() < deadline:  # it needs a moment to start
             workers.delegate_on_fresh_channels(5, wait_for_ready=True)
@@ -173,7 +177,7 @@ def test_a_killed_worker_is_restarted_while_the_port_keeps_answering(
 
 
 def test_a_worker_that_crashes_at_every_start_makes_the_supervisor_give_up(
-    tmp_path: Path, redis_server: object
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     def break_signing_key(folder: Path) -> None:
         (folder / "signing.pem").write_text("not a PEM key\n")  # read by each worker, not the supervisor

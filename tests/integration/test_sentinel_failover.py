@@ -55,7 +55,7 @@ def test_a_revocation_no_replica_confirms_fails_closed_and_checks_still_answer(
             for revoke in (lambda: client.revoke(child), lambda: client.revoke_subject("alice")):
                 with pytest.raises(grpc.RpcError) as refused:
                     revoke()
-                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
             # Not acknowledged, yet written on the primary: the token is refused there (fail closed),
             # and the caller retries the revocation (idempotent) until enough replicas confirm it.
             assert client.introspect(child).active is False
