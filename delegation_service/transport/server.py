@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
+from delegation_service.transport.decoding import MalformedRequestInterceptor
+from delegation_service.transport.health import HealthServicer
 from delegation_service.transport.interceptors import ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
 
@@ -131,7 +133,7 @@ def start_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*outer_interceptors, ErrorAndAuthInterceptor(gate)],
+        interceptors=[*outer_interceptors, MalformedRequestInterceptor(), ErrorAndAuthInterceptor(gate)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             # Off unless asked for: a second server must fail loudly on a busy port, not share it.
@@ -147,7 +149,7 @@ def start_server(
     draining = threading.Event()
     delegation_pb2_grpc.add_DelegationServiceServicer_to_server(DelegationServicer(service, draining), server)
     admin_pb2_grpc.add_DelegationAdminServiceServicer_to_server(DelegationAdminServicer(service), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(
