@@ -461,7 +461,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "a kid is required and must name one of the issuer's keys",
-        "the kid is the only key selector we honour; the references here are given the key by kid too.",
+        "the kid is the only key selector we honour; joserfc falls back to a key set's only key when "
+        "the token names none, which would let a second key added later change which one verifies.",
         _has("kid"),
     ),
 )
