@@ -162,7 +162,7 @@ interop: $(TEST_DEPS) ## The Python client package (pip) and the Node example (n
 	DELEGATION_INTEROP=1 scripts/run-pytest tests/interop $(PYTEST_ARGS)
 
 .PHONY: fuzz
-fuzz: $(TEST_DEPS) ## Hypothesis properties (FUZZ_EXAMPLES each), then FUZZ_SECONDS s of fuzzing the targets
+fuzz: $(TEST_DEPS) ## Hypothesis properties (FUZZ_EXAMPLES each; JWT differential too), then FUZZ_SECONDS s of the targets (raw bytes too)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PYTHONPATH=scripts \
 		scripts/run-pytest tests -p hypothesis_fuzz --hypothesis-profile=fuzz -m hypothesis --timeout=0 $(PYTEST_ARGS)
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)

@@ -36,6 +36,7 @@ class Reason(enum.Enum):
     SCOPES_REQUIRED = "scopes_required"
     TOO_MANY_SCOPES = "too_many_scopes"
     INVALID_REQUEST = "invalid_request"
+    MALFORMED_REQUEST = "malformed_request"
     INVALID_PARENT_TOKEN = "invalid_parent_token"
     OPERATOR_CREDENTIALS_REQUIRED = "operator_credentials_required"
     CALLER_CREDENTIALS_REQUIRED = "caller_credentials_required"
@@ -89,6 +90,13 @@ class InvalidRequest(DelegationError):
 
     reason = Reason.INVALID_REQUEST
     message = "the request is malformed"
+
+
+class MalformedRequest(DelegationError):
+    """Raised when the bytes received do not decode as the method's request message."""
+
+    reason = Reason.MALFORMED_REQUEST
+    message = "the request does not decode as the method's request message"
 
 
 class ScopesRefused(DelegationError):

@@ -30,6 +30,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.SCOPES_REQUIRED: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.TOO_MANY_SCOPES: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.MALFORMED_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     # Refusals.
     Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE: grpc.StatusCode.PERMISSION_DENIED,

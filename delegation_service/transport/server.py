@@ -18,6 +18,8 @@ from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
+from delegation_service.transport.decoding import MalformedRequestInterceptor
+from delegation_service.transport.health import HealthServicer
 from delegation_service.transport.interceptors import DrainInterceptor, ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor
@@ -211,7 +213,13 @@ def start_server(
     calls = DrainInterceptor(draining)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[StreamThreads(stream_pool), *outer_interceptors, calls, ErrorAndAuthInterceptor(gate)],
+        interceptors=[
+            StreamThreads(stream_pool),
+            *outer_interceptors,
+            calls,
+            MalformedRequestInterceptor(),
+            ErrorAndAuthInterceptor(gate),
+        ],
         # gRPC counts streams in this limit too: they get a budget of their own beside the unary one.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs + settings.max_streams,
         options=[
@@ -229,7 +237,7 @@ def start_server(
         DelegationServicer(service, feed, draining), server
     )
     admin_pb2_grpc.add_DelegationAdminServiceServicer_to_server(DelegationAdminServicer(service), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(

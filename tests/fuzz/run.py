@@ -24,6 +24,7 @@ TARGETS: dict[str, Callable[..., Any]] = {
     "token-preparser": targets.test_token_preparser_only_ever_refuses,
     "scope-grammar": targets.test_scope_grammar_only_ever_refuses,
     "grpc-surface": targets.test_grpc_surface_never_answers_internal_or_unknown,
+    "raw-bytes": targets.test_raw_bytes_never_answer_internal_or_unknown,
 }
 BUFFER_BYTES = 2048
 

@@ -8,6 +8,10 @@
 * :func:`test_grpc_surface_never_answers_internal_or_unknown`: any request to any RPC of a real server
   (in-process, loopback, in-memory store) gets a definite status: never INTERNAL or UNKNOWN, and a
   refusal from the service always carries its ``ErrorInfo``.
+* :func:`test_raw_bytes_never_answer_internal_or_unknown`: arbitrary bytes (random, or protobuf fields
+  with invalid UTF-8, lying lengths, bad wire types) sent without a serializer to every method of the
+  same server (both services, health, reflection; unary and streaming) never get INTERNAL or UNKNOWN,
+  and the server logs no traceback and no error.
 
 Resources (keys, the server) are built once per process, lazily, and stopped at exit.
 """
@@ -17,13 +21,17 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -357,3 +365,126 @@ def test_grpc_surface_never_answers_internal_or_unknown(call: tuple[str, Any, li
         assert details.reason or details.code in CORE_CODES, (rpc, details)
     except ValueError:
         assume(False)  # the client library refused to send it (e.g. metadata it cannot encode)
+
+
+# --- raw bytes on the wire -----------------------------------------------------------------------------
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+RAW: dict[str, Callable[[bytes], bytes]] = {"request_serializer": _as_is, "response_deserializer": _as_is}
+"""Channel options for calls that send and receive bytes exactly as given."""
+
+
+@dataclass(frozen=True)
+class RawMethod:
+    """One RPC of the server, called with raw bytes (no serializer) on the channel."""
+
+    path: str
+    client_streaming: bool
+    server_streaming: bool
+
+
+RAW_METHODS: tuple[RawMethod, ...] = tuple(
+    RawMethod(f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
+    for file in (delegation_pb2, admin_pb2, health_pb2, reflection_pb2)
+    for service in file.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+)
+"""Every method the server registers: both of our services, health and reflection, of every kind."""
+
+
+class ErrorRecords(logging.Handler):
+    """Keeps the log records that carry a traceback or are errors (the server runs in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.records.append(record)
+
+
+@functools.cache
+def error_records() -> ErrorRecords:
+    handler = ErrorRecords()
+    logging.getLogger().addHandler(handler)
+    atexit.register(logging.getLogger().removeHandler, handler)
+    return handler
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+_invalid_utf8 = st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"])
+
+
+@st.composite
+def _wire_field(draw: st.DrawFn) -> bytes:
+    """One protobuf field, plausible or not: any field number and wire type, lengths that may lie."""
+    number = draw(st.integers(1, 20) | st.integers(0, 2**29))
+    wire_type = draw(st.integers(0, 7))
+    key = _varint(number << 3 | wire_type)
+    if wire_type == 0:
+        return key + _varint(draw(st.integers(0, 2**70)))
+    if wire_type == 1:
+        return key + draw(st.binary(min_size=8, max_size=8))
+    if wire_type == 5:
+        return key + draw(st.binary(min_size=4, max_size=4))
+    if wire_type == 2:
+        text = draw(st.text(max_size=8)).encode("utf-8", "surrogatepass")
+        payload = draw(
+            st.one_of(st.just(text), st.builds(lambda b, t: t + b + t, _invalid_utf8, st.just(text)))
+        )
+        length = draw(st.one_of(st.just(len(payload)), st.integers(0, 2**32)))
+        return key + _varint(length) + payload
+    return key + draw(st.binary(max_size=8))  # groups (3, 4) and the unused types 6, 7
+
+
+raw_requests = st.one_of(
+    st.binary(max_size=300),
+    st.lists(_wire_field(), min_size=1, max_size=6).map(b"".join),
+)
+"""Bytes that claim to be a request: random, or protobuf fields with bad UTF-8, lying lengths..."""
+
+
+@FUZZ_SETTINGS
+@given(
+    method=st.sampled_from(RAW_METHODS),
+    messages=st.lists(raw_requests, min_size=1, max_size=3),
+    operator=st.booleans(),
+)
+def test_raw_bytes_never_answer_internal_or_unknown(
+    method: RawMethod, messages: list[bytes], operator: bool
+) -> None:
+    s = surface()
+    errors = error_records()
+    errors.records.clear()
+    metadata = s.operator if operator else ()
+    code = grpc.StatusCode.OK
+    try:
+        if not method.client_streaming and not method.server_streaming:
+            s.channel.unary_unary(method.path, **RAW)(messages[0], timeout=10, metadata=metadata)
+        elif not method.client_streaming:
+            stream = s.channel.unary_stream(method.path, **RAW)(messages[0], timeout=2, metadata=metadata)
+            next(stream, None)  # a stream that decodes would go on: its first answer is enough
+            stream.cancel()
+        else:
+            replies = s.channel.stream_stream(method.path, **RAW)(
+                iter(messages), timeout=10, metadata=metadata
+            )
+            for _ in replies:
+                pass
+    except grpc.RpcError as error:
+        code = error.code()
+    assert code not in FORBIDDEN_CODES, (method.path, code)
+    assert not errors.records, [record.getMessage() for record in errors.records]
