@@ -12,7 +12,6 @@ import http.client
 import ipaddress
 import json
 import re
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -134,7 +133,9 @@ def _get(
     if parts.query:
         path += "?" + parts.query
     try:
-        connection.request("GET", path, headers={"Accept": "application/json", "User-Agent": "delegation-service"})
+        connection.request(
+            "GET", path, headers={"Accept": "application/json", "User-Agent": "delegation-service"}
+        )
         response = connection.getresponse()
         headers = {name.lower(): value for name, value in response.getheaders()}
         declared = headers.get("content-length", "")
@@ -156,7 +157,7 @@ def _get(
         return response.status, headers, bytes(body)
     except FetchError:
         raise
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise FetchError("timeout", "timed out") from None
     except ssl.SSLError as error:
         raise FetchError("tls", f"TLS: {error.reason or error}") from None

@@ -102,7 +102,11 @@ class RemoteSettings:
     def __post_init__(self) -> None:
         if not 0 < self.refresh_min_seconds <= self.refresh_max_seconds:
             raise ValueError("need 0 < refresh_min_seconds <= refresh_max_seconds")
-        if self.max_stale_seconds <= 0 or self.unknown_kid_interval_seconds < 0 or self.retry_min_seconds <= 0:
+        if (
+            self.max_stale_seconds <= 0
+            or self.unknown_kid_interval_seconds < 0
+            or self.retry_min_seconds <= 0
+        ):
             raise ValueError("max_stale_seconds and retry_min_seconds must be positive")
 
     @property
@@ -299,7 +303,9 @@ class RemoteKeySource:
         with self._lock:
             failures, max_age = self._failures, self._next_max_age
         if failures:
-            return float(min(settings.retry_min_seconds * 2 ** min(failures - 1, 20), settings.refresh_min_seconds))
+            return float(
+                min(settings.retry_min_seconds * 2 ** min(failures - 1, 20), settings.refresh_min_seconds)
+            )
         wanted = settings.refresh_default_seconds if max_age is None else max_age
         return float(min(max(wanted, settings.refresh_min_seconds), settings.refresh_max_seconds))
 
@@ -308,7 +314,12 @@ class RemoteKeySource:
     def status(self) -> SourceStatus:
         """The issuer's key state now."""
         with self._lock:
-            fetched_at, keys, error, failures = self._fetched_at, len(self._keys), self._last_error, self._failures
+            fetched_at, keys, error, failures = (
+                self._fetched_at,
+                len(self._keys),
+                self._last_error,
+                self._failures,
+            )
         age = None if fetched_at is None else self._now() - fetched_at
         if age is None or age > self.settings.max_stale_seconds:
             state = SourceState.NO_KEYS
