@@ -55,6 +55,8 @@ class OidcProvider:
         self.metadata_issuer: str | None = None
         """When set, the discovery document names this issuer instead of the real one."""
         self.cache_control: str | None = "max-age=300"
+        self.extra_jwks: list[dict[str, Any]] = []
+        """Public JWKs published beside ``keys`` (keys of another library, in interop tests)."""
         self.requests: Counter[str] = Counter()
         handler = type("Handler", (_Handler,), {"provider": self})
         self._server = ThreadingHTTPServer((LOOPBACK, 0), handler)
@@ -82,10 +84,10 @@ class OidcProvider:
         with self._lock:
             return self.requests[document]
 
-    def jwks(self) -> dict[str, list[dict[str, str]]]:
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The JWK Set published now."""
         with self._lock:
-            return {"keys": [dict(key.public_jwk) for key in self.keys]}
+            return {"keys": [*(dict(key.public_jwk) for key in self.keys), *self.extra_jwks]}
 
     def mint(
         self,
