@@ -176,6 +176,10 @@ run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
 bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
 	$(PY) -m bench $(BENCH_ARGS)
 
+.PHONY: bench-jwks
+bench-jwks: $(TEST_DEPS) ## Trusted issuers by URL: fetches under 1,000 concurrent unknown-kid calls, rotation to acceptance
+	$(PY) -m bench.jwks $(BENCH_ARGS)
+
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning
 
