@@ -184,6 +184,10 @@ bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENC
 faults: $(TEST_DEPS) ## Redis stalled 3 s under 64 calls in flight; Sentinel failover loss with/without WAIT
 	timeout 180 $(PY) -m bench.faults
 
+.PHONY: bench-jwks
+bench-jwks: $(TEST_DEPS) ## Trusted issuers by URL: fetches under 1,000 concurrent unknown-kid calls, rotation to acceptance
+	$(PY) -m bench.jwks $(BENCH_ARGS)
+
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning
 

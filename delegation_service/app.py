@@ -24,6 +24,7 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
+from delegation_service.adapters.http_fetch import FetchLimits
 from delegation_service.adapters.keys import (
     KeySet,
     SigningKey,
@@ -34,9 +35,17 @@ from delegation_service.adapters.keys import (
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
 from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
+from delegation_service.adapters.remote_jwks import (
+    KeySourceEvents,
+    RemoteKeySource,
+    RemoteSettings,
+    SourceState,
+    SourceStatus,
+)
 from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.config import Config, ConfigError, is_loopback_listen
+from delegation_service.config import TrustedIssuer as TrustedIssuerConfig
 from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
@@ -47,7 +56,7 @@ from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import AdminHttpServer, AdminSettings
-from delegation_service.transport.metrics import MetricsInterceptor, ServiceMetrics
+from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 from delegation_service.transport.tls import TlsFiles, server_credentials
 
@@ -68,6 +77,36 @@ class Application:
     metrics: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(process_metrics=False))
     tls: grpc.ServerCredentials | None = None
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
+    key_sources: tuple[RemoteKeySource, ...] = ()
+    """The remote trusted issuers' keys, refreshed in the background until :meth:`close`."""
+    _not_ready: tuple[str, ...] = ()
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the server is not ready (empty when it is): the store, or an issuer without usable keys."""
+        reasons = [] if self.service.ready() else ["the token store does not answer"]
+        jwks = JwksMetrics(self.metrics)
+        for source in self.key_sources:
+            status = source.status()
+            jwks.age(status.issuer, status.age_seconds)
+            if not status.usable:
+                reasons.append(f"trusted issuer {status.issuer} has no usable keys ({status.last_error})")
+        return reasons
+
+    def ready(self) -> bool:
+        """Readiness (the health monitor's probe); says why in the log whenever the reasons change."""
+        reasons = tuple(self.not_ready_reasons())
+        if reasons != self._not_ready:
+            self._not_ready = reasons
+            if reasons:
+                log.warning("not ready", extra={"event": "not_ready", "reasons": list(reasons)})
+            else:
+                log.info("ready", extra={"event": "ready"})
+        return not reasons
+
+    def close(self) -> None:
+        """Stop the background work :func:`build` started (JWKS refreshers)."""
+        for source in self.key_sources:
+            source.stop()
 
     def serve(
         self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
@@ -116,6 +155,7 @@ class Application:
             ),
             self.access,
             outer_interceptors=[MetricsInterceptor(self.metrics)],
+            ready=self.ready,
         )
 
 
@@ -147,16 +187,25 @@ def build(
     metrics = ServiceMetrics()
     keys = keys or signing_keys(config)
     catalog = catalog or _catalog(config)
-    trusted = [*_trusted_issuers(config), *extra_trusted]
-    verifier: TokenVerifier = jwt_codec.JwtVerifier(
+    trusted = [*_trusted_issuers(config, JwksMetrics(metrics)), *extra_trusted]
+    sources = tuple(t.source for t in trusted if isinstance(t.source, RemoteKeySource))
+    jwt_verifier = jwt_codec.JwtVerifier(
         own_issuer=config.issuer,
         own_keys=keys,
         trusted=trusted,
         leeway_seconds=config.leeway_seconds,
         clock=clock,
     )
+    verifier: TokenVerifier = jwt_verifier
     if config.verified_cache_size > 0:
-        verifier = CachingVerifier(verifier, clock, config.verified_cache_size)
+        verifier = CachingVerifier(
+            verifier, clock, config.verified_cache_size, key_generation=lambda: jwt_verifier.key_generation
+        )
+    # One bounded first fetch each, then the background: an unreachable provider delays start-up by at
+    # most its fetch timeout, and is retried (readiness says why) instead of failing the process.
+    for source in sources:
+        source.refresh()
+        source.start()
     store = metered(registry or build_registry(config, clock), metrics)
     service = DelegationService(
         issuer=config.issuer,
@@ -181,7 +230,16 @@ def build(
         introspection_scope=config.introspection_scope,
         everyone_is_operator=open_operator_mode,
     )
-    return Application(config, service, access, store, clock, metrics=metrics, tls=_tls_credentials(config))
+    return Application(
+        config,
+        service,
+        access,
+        store,
+        clock,
+        metrics=metrics,
+        tls=_tls_credentials(config),
+        key_sources=sources,
+    )
 
 
 def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
@@ -332,17 +390,61 @@ def load_catalog(path: Path) -> Catalog:
         raise ConfigError(f"catalog.file ({error.setting})", error.problem) from None
 
 
-def _trusted_issuers(config: Config) -> list[jwt_codec.TrustedIssuer]:
+def remote_key_source(entry: TrustedIssuerConfig, events: KeySourceEvents | None = None) -> RemoteKeySource:
+    """The key source of a ``[[trusted_issuers]]`` table with ``jwks_uri`` or discovery (not started)."""
+    return RemoteKeySource(
+        RemoteSettings(
+            issuer=entry.issuer,
+            jwks_uri=entry.jwks_uri,
+            algorithms=entry.algorithms,
+            ca_file=entry.ca_file,
+            limits=FetchLimits(entry.fetch_timeout_seconds, entry.max_response_bytes),
+            refresh_min_seconds=entry.refresh_min_seconds,
+            refresh_max_seconds=entry.refresh_max_seconds,
+            refresh_default_seconds=entry.refresh_default_seconds,
+            max_stale_seconds=entry.max_stale_seconds,
+            unknown_kid_interval_seconds=entry.unknown_kid_interval_seconds,
+        ),
+        events=events,
+    )
+
+
+def issuer_statuses(config: Config) -> list[SourceStatus]:
+    """Each trusted issuer's key state after one fetch (``config check``); starts nothing."""
+    statuses = []
+    for entry in config.trusted_issuers:
+        if entry.jwks_file is None:
+            source = remote_key_source(entry)
+            source.refresh()
+            statuses.append(source.status())
+            continue
+        try:
+            count, error, state = len(load_jwks_file(entry.jwks_file)), None, SourceState.READY
+        except (OSError, ValueError) as problem:
+            count, error, state = 0, str(problem), SourceState.NO_KEYS
+        statuses.append(SourceStatus(entry.issuer, str(entry.jwks_file), state, count, None, error))
+    return statuses
+
+
+def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.TrustedIssuer]:
     trusted = []
     for index, entry in enumerate(config.trusted_issuers):
-        try:
-            keys = load_jwks_file(entry.jwks_file)
-        except (OSError, ValueError, json.JSONDecodeError) as error:
-            raise ConfigError(f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}") from None
+        keys = {}
+        source = None
+        if entry.jwks_file is None:
+            source = remote_key_source(entry, events)
+        else:
+            try:
+                keys = load_jwks_file(entry.jwks_file)
+            except (OSError, ValueError, json.JSONDecodeError) as error:
+                raise ConfigError(
+                    f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}"
+                ) from None
         trusted.append(
             jwt_codec.TrustedIssuer(
                 issuer=entry.issuer,
                 keys=keys,
+                source=source,
                 algorithms=entry.algorithms,
                 audience=entry.audience,
                 allow_extra_audiences=entry.allow_extra_audiences,

@@ -198,6 +198,39 @@ def _config_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    """Load the configuration and fetch each trusted issuer's keys once; exit 1 if one has none."""
+    from delegation_service import app, config
+
+    try:
+        settings = config.load(Path(args.config), os.environ)
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    statuses = app.issuer_statuses(settings)
+    rows = [
+        {
+            "issuer": status.issuer,
+            "source": status.origin,
+            "state": status.state.value,
+            "keys": status.keys,
+            "error": status.last_error,
+        }
+        for status in statuses
+    ]
+    if args.output == "json":
+        print(json.dumps({"config": "ok", "trusted_issuers": rows}, indent=2))
+    else:
+        print("config: ok")
+        for row in rows:
+            detail = f" ({row['error']})" if row["error"] else ""
+            print(
+                f"trusted issuer {row['issuer']}: {row['state']}, {row['keys']} keys"
+                f" from {row['source']}{detail}"
+            )
+    return EXIT_OK if all(status.usable for status in statuses) else EXIT_REFUSED
+
+
 def _keys_generate(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
 
@@ -491,6 +524,16 @@ def _add_server_commands(commands: Any) -> None:
 
     reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
     reference.set_defaults(handler=_config_reference)
+
+    config_cmd = commands.add_parser("config", help="configuration tools").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    check = config_cmd.add_parser(
+        "check", help="validate a config file and report each trusted issuer's keys (one fetch each)"
+    )
+    check.add_argument("--config", required=True, help="TOML configuration file")
+    check.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    check.set_defaults(handler=_config_check)
 
     keys = commands.add_parser("keys", help="signing key tools").add_subparsers(
         required=True, metavar="ACTION"

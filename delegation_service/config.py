@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from delegation_service.adapters.http_fetch import check_fetch_url
+
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
@@ -49,7 +51,9 @@ class TrustedIssuer:
     """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table)."""
 
     issuer: str
-    jwks_file: Path
+    jwks_file: Path | None = None
+    """Keys from a file; else from ``jwks_uri``; else from the issuer's OpenID Connect discovery."""
+    jwks_uri: str | None = None
     audience: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
     allow_extra_audiences: bool = False
@@ -57,6 +61,20 @@ class TrustedIssuer:
     """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
     allow_high_s: bool = False
     """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
+    ca_file: Path | None = None
+    """CA certificates (PEM) for the provider's HTTPS; default: the system trust store."""
+    refresh_min_seconds: float = 60.0
+    refresh_max_seconds: float = 3600.0
+    refresh_default_seconds: float = 300.0
+    max_stale_seconds: float = 86400.0
+    unknown_kid_interval_seconds: float = 10.0
+    fetch_timeout_seconds: float = 5.0
+    max_response_bytes: int = 1_048_576
+
+    @property
+    def remote(self) -> bool:
+        """Whether the keys are fetched over HTTP(S) (by ``jwks_uri`` or discovery)."""
+        return self.jwks_file is None
 
 
 @dataclass(frozen=True)
@@ -158,8 +176,11 @@ class Config:
     trusted_issuers: tuple[TrustedIssuer, ...] = _setting(
         "trusted_issuers",
         (),
-        "`[[trusted_issuers]]` tables: issuer, jwks_file, audience, algorithms, allow_extra_audiences,"
-        " actor_claim, allow_high_s.",
+        "`[[trusted_issuers]]` tables: issuer, then jwks_file, or jwks_uri, or neither (OpenID Connect"
+        " discovery); audience, algorithms, allow_extra_audiences, actor_claim, allow_high_s; for remote"
+        " keys ca_file, refresh_min_seconds (60), refresh_max_seconds (3600), refresh_default_seconds"
+        " (300), max_stale_seconds (86400), unknown_kid_interval_seconds (10), fetch_timeout_seconds (5),"
+        ' max_response_bytes (1048576). See "Trusting your identity provider".',
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -465,17 +486,31 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
     raise ConfigError(path, f"unsupported type {kind}")  # a bug in the declaration, not in the input
 
 
+_REMOTE_NUMBERS: tuple[tuple[str, type], ...] = (
+    ("refresh_min_seconds", float),
+    ("refresh_max_seconds", float),
+    ("refresh_default_seconds", float),
+    ("max_stale_seconds", float),
+    ("unknown_kid_interval_seconds", float),
+    ("fetch_timeout_seconds", float),
+    ("max_response_bytes", int),
+)
+
+
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
-        raise ConfigError(path, "must be a table with issuer and jwks_file")
+        raise ConfigError(path, "must be a table with issuer (and jwks_file or jwks_uri)")
     unknown = set(table) - {
         "issuer",
         "jwks_file",
+        "jwks_uri",
+        "ca_file",
         "audience",
         "algorithms",
         "allow_extra_audiences",
         "actor_claim",
         "allow_high_s",
+        *(name for name, _ in _REMOTE_NUMBERS),
     }
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
@@ -490,9 +525,34 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         raise ConfigError(
             f"{path}.algorithms", "must list asymmetric algorithms (ES256, ES384, EdDSA, RS256, PS256)"
         )
-    return TrustedIssuer(
+    if "jwks_file" in table and "jwks_uri" in table:
+        raise ConfigError(f"{path}.jwks_uri", "give jwks_file or jwks_uri, not both")
+    jwks_file = table.get("jwks_file")
+    jwks_uri = _convert(table.get("jwks_uri", ""), str | None, f"{path}.jwks_uri", base)
+    # Remote keys: the URL we will fetch must pass the fetcher's own rule (one home: http_fetch).
+    for name, url in (
+        ("jwks_uri", jwks_uri),
+        ("issuer", table["issuer"] if jwks_file is None and jwks_uri is None else None),
+    ):
+        if url is not None:
+            try:
+                check_fetch_url(url)
+            except ValueError as error:
+                raise ConfigError(f"{path}.{name}", str(error)) from None
+    numbers = {
+        name: _convert(table[name], kind, f"{path}.{name}", base)
+        for name, kind in _REMOTE_NUMBERS
+        if name in table
+    }
+    for name, value in numbers.items():
+        if value < 0 or (value == 0 and name != "unknown_kid_interval_seconds"):
+            raise ConfigError(f"{path}.{name}", "must be positive")
+    entry = TrustedIssuer(
         issuer=table["issuer"],
-        jwks_file=_convert(table.get("jwks_file", ""), Path, f"{path}.jwks_file", base),
+        jwks_file=None if jwks_file is None else _convert(jwks_file, Path, f"{path}.jwks_file", base),
+        jwks_uri=jwks_uri,
+        ca_file=_convert(table.get("ca_file", ""), Path | None, f"{path}.ca_file", base),
+        **numbers,
         audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
         algorithms=tuple(algorithms),
         allow_extra_audiences=_convert(
@@ -501,6 +561,9 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         actor_claim=_convert(table.get("actor_claim", ""), str | None, f"{path}.actor_claim", base),
         allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
+    if entry.refresh_min_seconds > entry.refresh_max_seconds:
+        raise ConfigError(f"{path}.refresh_min_seconds", "must not exceed refresh_max_seconds")
+    return entry
 
 
 def reference_markdown() -> str:

@@ -36,6 +36,7 @@ from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
+    KeySource,
     PrivateKey,
     SigningKey,
     VerificationKey,
@@ -258,7 +259,8 @@ class TrustedIssuer:
     """An upstream issuer whose access tokens may be parents: its exact ``iss``, keys and rules."""
 
     issuer: str
-    keys: Mapping[str, VerificationKey] = field(repr=False)
+    keys: Mapping[str, VerificationKey] = field(default_factory=dict, repr=False)
+    """A fixed key set (a JWKS file); or, instead, a ``source`` of keys that change (a remote JWKS)."""
     algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
     audience: str | None = None
     allow_extra_audiences: bool = False
@@ -270,12 +272,14 @@ class TrustedIssuer:
     allow_high_s: bool = False
     """Accept high-S ECDSA signatures from an issuer whose library does not normalise them. Safe for
     revocation (a token's identity never covers its signature), but off by default (SPEC §5)."""
+    source: KeySource | None = field(default=None, repr=False, compare=False)
+    """Where the keys are looked up by kid when they change at run time (:mod:`remote_jwks`)."""
 
     def __post_init__(self) -> None:
         if not self.issuer:
             raise ValueError("a trusted issuer needs a non-empty issuer string")
-        if not self.keys:
-            raise ValueError(f"trusted issuer {self.issuer!r} has no keys")
+        if bool(self.keys) == (self.source is not None):
+            raise ValueError(f"trusted issuer {self.issuer!r} needs keys or a key source (one of them)")
         algorithms = tuple(self.algorithms)
         refused = set(algorithms) - ASYMMETRIC_ALGORITHMS
         if refused or not algorithms:
@@ -305,6 +309,11 @@ class _IssuerRules:
     actor_claim: str | None = None
     checks: Mapping[str, SignatureCheck] = field(default_factory=dict, repr=False)
     """Each key's signature check, by kid, built once."""
+    source: KeySource | None = None
+    """Instead of ``keys``: asked for each kid (a remote JWKS, refreshed behind it)."""
+    allow_high_s: bool = False
+    source_checks: dict[VerificationKey, SignatureCheck] = field(default_factory=dict, repr=False)
+    """The signature checks of the source's keys, built once per key object (thumbprint), not per call."""
 
 
 class JwtVerifier:
@@ -345,7 +354,7 @@ class JwtVerifier:
             if issuer.issuer in rules:
                 # Our own issuer upstream would let a child pass for a root; a duplicate is ambiguous.
                 raise ValueError(f"issuer {issuer.issuer!r} is ours or listed twice")
-            if not distinct_keys(own_verification_keys, list(issuer.keys.values())):
+            if issuer.keys and not distinct_keys(own_verification_keys, list(issuer.keys.values())):
                 # A token signed by our key must never verify as an upstream (root) token.
                 raise ValueError(f"trusted issuer {issuer.issuer!r} lists one of our own signing keys")
             rules[issuer.issuer] = _IssuerRules(
@@ -357,12 +366,15 @@ class JwtVerifier:
                 allow_extra_audiences=issuer.allow_extra_audiences,
                 actor_claim=issuer.actor_claim,
                 checks=_checks(issuer.keys, allow_high_s=issuer.allow_high_s),
+                source=issuer.source,
+                allow_high_s=issuer.allow_high_s,
             )
         self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
         self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
         self._leeway = leeway_seconds
         self._max_token_bytes = max_token_bytes
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._own_thumbprints = frozenset(key.thumbprint for key in own_verification_keys)
 
     def verify(self, raw_token: str) -> VerifiedToken:
         """Verify signature, algorithm, issuer, audience and times; raise ``ParentRejected`` otherwise."""
@@ -417,9 +429,7 @@ class JwtVerifier:
             _reject("untrusted issuer")
         if alg not in rules.algorithms:
             _reject("algorithm not allowed for the issuer")
-        key = rules.keys.get(kid)
-        if key is None:
-            _reject("unknown kid")
+        key, check = self._key(rules, kid)
         if key.alg != alg:
             _reject("algorithm does not match the key")
         if rules.kind is TokenKind.DELEGATED:
@@ -432,11 +442,36 @@ class JwtVerifier:
         # exact bytes received (the segments decoded above are not decoded again).
         signature = _decode_signature(signature_segment)
         signing_input = raw_token[: len(header_segment) + 1 + len(payload_segment)]
-        if signature is None or not rules.checks[kid](signature, signing_input.encode("ascii")):
+        if signature is None or not check(signature, signing_input.encode("ascii")):
             _reject("bad signature")
 
         # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
         return self._claims(signing_input, rules, payload)
+
+    def _key(self, rules: _IssuerRules, kid: str) -> tuple[VerificationKey, SignatureCheck]:
+        """The issuer's key ``kid`` and its signature check; refused when the issuer has no such key."""
+        if rules.source is None:
+            key = rules.keys.get(kid)
+            if key is None:
+                _reject("unknown kid")
+            return key, rules.checks[kid]
+        key = rules.source.key(kid)
+        if key is None:
+            _reject("unknown kid")
+        if key.thumbprint in self._own_thumbprints:
+            # A token signed by our key must never verify as an upstream (root) token.
+            _reject("upstream key is one of our own signing keys")
+        check = rules.source_checks.get(key)
+        if check is None:
+            if len(rules.source_checks) > 64:
+                rules.source_checks.clear()  # keys rotated out many times over: start afresh
+            check = rules.source_checks[key] = signature_check(key, allow_high_s=rules.allow_high_s)
+        return key, check
+
+    @property
+    def key_generation(self) -> int:
+        """Changes whenever a trusted issuer's key set changes (verified-token caches start over)."""
+        return sum(r.source.generation for r in self._issuers.values() if r.source is not None)
 
     def _claims(self, signing_input: str, rules: _IssuerRules, payload: Mapping[str, Any]) -> VerifiedToken:
         now = self._clock.now()

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, TypeGuard, cast, get_args
+from typing import Literal, Protocol, TypeGuard, cast, get_args
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -148,6 +148,40 @@ class VerificationKey:
     alg: str
     key: PublicKey = field(repr=False, compare=False)
     thumbprint: str
+
+
+class KeySource(Protocol):
+    """Where the verifier finds an issuer's keys by kid: a fixed set, or a remote JWKS kept fresh."""
+
+    def key(self, kid: str) -> VerificationKey | None:
+        """The usable key with id ``kid``, or ``None``; may wait (bounded) for a refresh it triggers."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the set of keys changes (caches of verified tokens start over then)."""
+        ...
+
+
+class StaticKeys:
+    """A key set fixed at start-up (a JWKS file, the dev issuer, our own keys)."""
+
+    def __init__(self, keys: Mapping[str, VerificationKey]) -> None:
+        self._keys: Mapping[str, VerificationKey] = MappingProxyType(dict(keys))
+
+    def key(self, kid: str) -> VerificationKey | None:
+        """The key with id ``kid``, if the set holds it."""
+        return self._keys.get(kid)
+
+    @property
+    def generation(self) -> int:
+        """Always 0: the set never changes."""
+        return 0
+
+    @property
+    def keys(self) -> Mapping[str, VerificationKey]:
+        """Every key, by kid."""
+        return self._keys
 
 
 @dataclass(frozen=True)
@@ -385,6 +419,41 @@ def load_jwks(data: Mapping[str, object]) -> dict[str, VerificationKey]:
         if key.kid in keys:
             raise ValueError(f"JWKS key #{index}: duplicate kid")
         keys[key.kid] = key
+    return keys
+
+
+def load_remote_jwks(data: Mapping[str, object], algorithms: Iterable[str]) -> dict[str, VerificationKey]:
+    """Parse an identity provider's published JWK Set: ``{kid: key}`` of the keys we may verify with.
+
+    Unlike a configured file, a provider's set also holds keys that are not ours to use (Keycloak lists
+    its ``RSA-OAEP`` encryption key beside the signing ones; a provider may add an algorithm we do not
+    allow): those are skipped, not fatal. A kid listed twice is dropped (which key would it name?), and
+    any private member refuses the whole set: such a provider is broken. ``ValueError`` when no usable
+    key remains.
+    """
+    entries = data.get("keys")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError('a JWKS needs a non-empty "keys" list')
+    allowed = frozenset(algorithms)
+    keys: dict[str, VerificationKey] = {}
+    duplicated: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        _check_no_private_members(entry)
+        try:
+            key = parse_public_jwk(cast(Mapping[str, object], entry))
+        except ValueError:
+            continue
+        if key.alg not in allowed:
+            continue
+        if key.kid in keys:
+            duplicated.add(key.kid)
+        keys[key.kid] = key
+    for kid in duplicated:
+        del keys[kid]
+    if not keys:
+        raise ValueError("the JWKS holds no usable signing key")
     return keys
 
 

@@ -152,6 +152,33 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",  # the same in every worker: one series, not one per pid
         )
+        self.jwks_fetches = Counter(
+            "delegation_jwks_fetches_total",
+            "Successful fetches of a trusted issuer's JWKS (discovery included), by issuer.",
+            ("issuer",),
+            registry=self.registry,
+        )
+        self.jwks_fetch_failures = Counter(
+            "delegation_jwks_fetch_failures_total",
+            "Failed fetches of a trusted issuer's JWKS, by issuer and reason (unreachable, timeout, "
+            "http_status, too_large, invalid_json, invalid_jwks, issuer_mismatch, ...).",
+            ("issuer", "reason"),
+            registry=self.registry,
+        )
+        self.jwks_keys = Gauge(
+            "delegation_jwks_keys",
+            "Usable keys loaded from a trusted issuer's JWKS, by issuer.",
+            ("issuer",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.jwks_age = Gauge(
+            "delegation_jwks_age_seconds",
+            "Age of a trusted issuer's key set in use (since its last successful fetch); -1 before any.",
+            ("issuer",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.build = Info("delegation_build", "The running version.", registry=self.registry)
         self.build.info({"version": _version()})
 
@@ -176,6 +203,26 @@ class ServiceMetrics:
         keys = jwks.get("keys")
         self.verification_keys.set(len(keys) if isinstance(keys, list) else 0)
         self.signing_key.info({"kid": active_kid, "alg": active_alg})
+
+
+class JwksMetrics:
+    """A remote key source's events (``KeySourceEvents``) counted in :class:`ServiceMetrics`."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def fetched(self, issuer: str, keys: int) -> None:
+        """Count a successful fetch and record how many keys it loaded."""
+        self._metrics.jwks_fetches.labels(issuer).inc()
+        self._metrics.jwks_keys.labels(issuer).set(keys)
+
+    def failed(self, issuer: str, reason: str) -> None:
+        """Count a failed fetch."""
+        self._metrics.jwks_fetch_failures.labels(issuer, reason).inc()
+
+    def age(self, issuer: str, seconds: float | None) -> None:
+        """Record the age of the key set in use (-1: none yet)."""
+        self._metrics.jwks_age.labels(issuer).set(-1 if seconds is None else seconds)
 
 
 MAX_LABEL_CHILDREN = 1024

@@ -199,11 +199,14 @@ def start_server(
     settings: ServerSettings,
     gate: CallerGate,
     outer_interceptors: Sequence[grpc.ServerInterceptor] = (),
+    *,
+    ready: Callable[[], bool] | None = None,
 ) -> RunningServer:
     """Build, bind and start the server; raise ``RuntimeError`` when the address cannot be bound.
 
     ``outer_interceptors`` run before (around) the service's own, e.g. metrics and the access log,
-    which must see the final status of every call.
+    which must see the final status of every call. ``ready`` is the readiness probe (default: the
+    store answers); the application adds its trusted issuers' keys.
     """
     # One thread per stream up to the cap, and a few more that only ever refuse the next ones at once.
     stream_pool = futures.ThreadPoolExecutor(
@@ -252,7 +255,7 @@ def start_server(
         raise RuntimeError(f"cannot listen on {settings.listen}: {error}") from None
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
-    monitor = HealthMonitor(health_servicer, service.ready, draining=draining)
+    monitor = HealthMonitor(health_servicer, ready or service.ready, draining=draining)
     feed.start()
     server.start()
     monitor.start()
