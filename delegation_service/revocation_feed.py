@@ -119,12 +119,14 @@ class RevocationFeed:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the follower and wake every stream (each then ends as its ``keep_going`` says)."""
+        """Stop the follower and wake every stream (each then ends as its ``keep_going`` says).
+
+        Does not wait for the follower: it may be inside a read of a stalled store, and shutdown must
+        not wait on that (the thread ends after its read; it is a daemon).
+        """
         self._stopping.set()
         with self._changed:
             self._changed.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
 
     @property
     def open_streams(self) -> int:
