@@ -22,6 +22,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from delegation_service import version
+
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -31,6 +33,19 @@ log = logging.getLogger(__name__)
 
 class UsageError(Exception):
     """Raised for a command line that cannot be carried out as given."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that never expands an abbreviated option.
+
+    argparse's default takes ``--client`` for ``--client-id`` (or any unique prefix): a typo, or an
+    option a later version adds, would silently mean something else. Sub-command parsers inherit the
+    class (``add_subparsers`` uses the parent's type), so every parser of the command gets this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,11 +299,13 @@ def _channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | 
 def _delegate(args: argparse.Namespace) -> int:
     if not args.parent_token:
         raise UsageError("no parent token: pass --parent-token or set DELEGATION_PARENT_TOKEN")
+    # --scope and --all-scopes are a required, exclusive pair (the parser enforces it): asking for no
+    # scopes mints the broadest child the parent allows, so that is never what a forgotten option means.
     with _client(args) as client:
         response = client.delegate(
             args.parent_token,
             args.client_id,
-            args.scope or (),
+            () if args.all_scopes else args.scope,
             lifetime_seconds=args.lifetime,
             allow_partial=args.allow_partial,
             validate_only=args.validate_only,
@@ -379,7 +396,10 @@ def _chain_show(args: argparse.Namespace) -> int:
         return _print_json(response)
     from delegation_service import operator_view
 
-    operator_view.render_chain(response, operator_view.console(sys.stdout))
+    if operator_view.is_terminal(sys.stdout):
+        operator_view.render_chain(response, operator_view.console(sys.stdout))
+    else:
+        operator_view.render_chain_plain(response, sys.stdout)
     return EXIT_OK
 
 
@@ -461,7 +481,8 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="delegation-service", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="delegation-service", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_server_commands(commands)
     revoke_kinds = _add_client_commands(commands)
@@ -518,7 +539,13 @@ def _add_client_commands(commands: Any) -> Any:
         help="parent token (default: $DELEGATION_PARENT_TOKEN)",
     )
     delegate.add_argument("--client-id", required=True, help="target client (subsystem)")
-    delegate.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
+    wanted = delegate.add_mutually_exclusive_group(required=True)
+    wanted.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
+    wanted.add_argument(
+        "--all-scopes",
+        action="store_true",
+        help="request no scopes: every parent scope the client may hold (the broadest child)",
+    )
     delegate.add_argument("--lifetime", type=int, help="lifetime in seconds")
     delegate.add_argument(
         "--allow-partial", action="store_true", help="drop refused scopes instead of failing"

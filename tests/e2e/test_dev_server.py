@@ -56,7 +56,7 @@ def test_dev_server_on_redis(redis_server: object) -> None:
     server = start_dev(redis_server.url)  # type: ignore[attr-defined]
     try:
         assert "(Redis;" in server.banner
-        result = server.run("delegate", "--client-id", "search", "--output", "json")
+        result = server.run("delegate", "--client-id", "search", "--all-scopes", "--output", "json")
         assert result.returncode == 0, result.stderr
         assert '"warehouse.items.r"' in result.stdout
     finally:
