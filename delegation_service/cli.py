@@ -26,6 +26,24 @@ from delegation_service import version
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+CLIENT_ENVIRONMENT = frozenset(
+    {
+        # This command's client options, and what the dev server's banner exports beside them.
+        "DELEGATION_ADDRESS",
+        "DELEGATION_PARENT_TOKEN",
+        "DELEGATION_OPERATOR_TOKEN",
+        "DELEGATION_ADMIN_URL",
+        "DELEGATION_TLS_CA",
+        "DELEGATION_TLS_CERT",
+        "DELEGATION_TLS_KEY",
+        "DELEGATION_EDGE_TOKEN",
+        # examples/node/delegate.mjs, run from the same shell in the README.
+        "DELEGATION_CLIENT_ID",
+        "DELEGATION_SCOPES",
+        "DELEGATION_PROTO_ROOT",
+    }
+)
+"""``DELEGATION_*`` variables that are not settings but are expected in an operator's environment."""
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 log = logging.getLogger(__name__)
@@ -80,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     except config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    _warn_unknown_environment()
     if args.workers == 1:
         return _serve_worker(args.config, reuse_port=False)
     if settings.listen.endswith(":0"):
@@ -211,6 +230,37 @@ def _config_reference(args: argparse.Namespace) -> int:
 
     print(reference_markdown(), end="")
     return EXIT_OK
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """Load and validate the configuration; print every setting's effective value, secrets masked."""
+    from delegation_service import config, config_report
+
+    try:
+        settings = config.load(Path(args.config), os.environ)
+    except config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    _warn_unknown_environment()
+    if args.output == "json":
+        print(json.dumps({"config": "ok", "settings": config_report.effective(settings)}, indent=2))
+    else:
+        print("config: ok")
+        print(config_report.render_text(settings), end="")
+    return EXIT_OK
+
+
+def _warn_unknown_environment() -> None:
+    """One stderr line per ``DELEGATION_*`` variable that is no setting (a typo leaves a default on)."""
+    import difflib
+
+    from delegation_service import config
+
+    names = [name for setting in config.settings() if (name := config.env_name(setting))]
+    for name in config.unknown_environment(os.environ, CLIENT_ENVIRONMENT):
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"warning: environment variable {name} is not a setting; ignored{hint}", file=sys.stderr)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
@@ -512,6 +562,16 @@ def _add_server_commands(commands: Any) -> None:
 
     reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
     reference.set_defaults(handler=_config_reference)
+
+    config_cmd = commands.add_parser("config", help="configuration tools").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    check = config_cmd.add_parser(
+        "check", help="validate a config file and print the effective settings (secrets masked)"
+    )
+    check.add_argument("--config", required=True, help="TOML configuration file")
+    check.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    check.set_defaults(handler=_config_check)
 
     keys = commands.add_parser("keys", help="signing key tools").add_subparsers(
         required=True, metavar="ACTION"
