@@ -146,7 +146,9 @@ def _dev(args: argparse.Namespace) -> int:
 
     logs.configure("INFO", human=True)
     redis_url = os.environ.get("REDIS_URL") or None
-    application, upstream, operator_secret = dev.build_dev(args.port, redis_url)
+    # A fixed admin port beside the gRPC one, so a restarted dev server keeps DELEGATION_ADMIN_URL.
+    admin_port = args.admin_port if args.admin_port is not None else (args.port + 1 if args.port else 0)
+    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port)
     try:
         running = application.serve(admin=True)
     except RuntimeError as error:
@@ -553,6 +555,9 @@ def _add_server_commands(commands: Any) -> None:
 
     dev = commands.add_parser("dev", help="run a throw-away dev server on loopback with a demo token")
     dev.add_argument("--port", type=int, default=50051, help="loopback port (default 50051; 0 picks one)")
+    dev.add_argument(
+        "--admin-port", type=int, help="admin HTTP loopback port (default: --port + 1; 0 picks one)"
+    )
     dev.set_defaults(handler=_dev)
 
     health = commands.add_parser("health", help="exit 0 when the server reports SERVING")

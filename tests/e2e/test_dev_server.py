@@ -48,7 +48,7 @@ def test_the_printed_commands_work_as_pasted(dev_server: DevServer) -> None:
     # delegate ok, introspect active, refused delegate (exit 1), chain show, revoke, introspect inactive.
     assert exits == ["0", "0", "1", "0", "0", "1"], result.stdout + result.stderr
     assert "DIFFERENT_BEARER_TYPES" in result.stderr and "SCOPE_NOT_ALLOWED_FOR_CLIENT" in result.stderr
-    assert "revoked 2 live token(s)" in result.stdout
+    assert "revoked\n" in result.stdout
     assert result.stdout.rstrip().endswith("active      false")
 
 
