@@ -79,7 +79,11 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items() if item is not None) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items() if item is not None)
+            + " }"
+        )
     if value is None:
         return '""  # unset'
     return str(value)

@@ -16,8 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import CallerGate
 from delegation_service.transport import reflection
+from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.interceptors import DrainInterceptor, ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor

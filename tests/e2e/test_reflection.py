@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -46,7 +47,9 @@ def channel(dev: DevServer) -> Iterator[grpc.Channel]:
         yield channel
 
 
-def ask_v1(channel: grpc.Channel, *requests: v1_pb2.ServerReflectionRequest) -> list[v1_pb2.ServerReflectionResponse]:
+def ask_v1(
+    channel: grpc.Channel, *requests: v1_pb2.ServerReflectionRequest
+) -> list[v1_pb2.ServerReflectionResponse]:
     stub = v1_pb2_grpc.ServerReflectionStub(channel)
     return list(stub.ServerReflectionInfo(iter(requests), timeout=TIMEOUT_SECONDS))
 
@@ -87,7 +90,7 @@ def test_v1_describes_itself_and_answers_not_found_in_the_stream(channel: grpc.C
 
 
 def test_v1alpha_still_answers_for_older_clients(channel: grpc.Channel) -> None:
-    stub = v1alpha_pb2_grpc.ServerReflectionStub(channel)
+    stub: Any = v1alpha_pb2_grpc.ServerReflectionStub(channel)  # types-grpcio-reflection omits the RPC
     (response,) = stub.ServerReflectionInfo(
         iter([v1alpha_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT_SECONDS
     )

@@ -58,7 +58,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ("", {"DELEGATION_SERVER_REFLECTION": "maybe"}, "server.reflection"),
         ("[tokens]\nleeway_seconds = 900\n", {}, "tokens.leeway_seconds"),
         ("[server]\nlisten = 50051\n", {}, "server.listen"),
-        ("[server]\nlog_levle = \"INFO\"\n", {}, "server.log_levle"),
+        ('[server]\nlog_levle = "INFO"\n', {}, "server.log_levle"),
     ],
 )
 @pytest.mark.parametrize("command", ["serve", "config check"])
