@@ -24,6 +24,7 @@ COPY scripts/ scripts/
 RUN python -m venv /opt/codegen \
     && python scripts/pyproject_requirements.py --extra dev --only grpcio-tools mypy-protobuf \
         > /tmp/codegen-requirements.txt \
+    && python scripts/pyproject_requirements.py --only grpcio-reflection >> /tmp/codegen-requirements.txt \
     && /opt/codegen/bin/pip install --no-cache-dir -r /tmp/codegen-requirements.txt
 
 # The runtime venv, dependencies first so this layer is reused while only the code changes.

@@ -62,6 +62,7 @@ $(PY):
 # `delegation` package generated later would not be importable from outside the repo root).
 $(CODEGEN_STAMP): pyproject.toml scripts/pyproject_requirements.py | $(PY)
 	$(PY) scripts/pyproject_requirements.py --extra dev --only grpcio-tools mypy-protobuf >$(VENV)/codegen-requirements.txt
+	$(PY) scripts/pyproject_requirements.py --only grpcio-reflection >>$(VENV)/codegen-requirements.txt
 	$(PIP) install -r $(VENV)/codegen-requirements.txt
 	@touch $@
 
@@ -76,7 +77,7 @@ $(INSTALL_STAMP): pyproject.toml $(CODEGEN_STAMP) | $(STUBS_STAMP)
 proto: $(STUBS_STAMP) ## Generate delegation/v1/ stubs from protos/ (only when a .proto changed)
 
 # Depending on the directory too catches an added, removed or renamed .proto.
-$(STUBS_STAMP): $(PROTOS) $(PROTO_DIR) scripts/gen-protos $(CODEGEN_STAMP)
+$(STUBS_STAMP): $(PROTOS) $(PROTO_DIR) scripts/gen-protos scripts/reflection_v1_descriptor.py $(CODEGEN_STAMP)
 	scripts/gen-protos $(PY)
 	@touch $@
 

@@ -22,8 +22,28 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from delegation_service import version
+
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+CLIENT_ENVIRONMENT = frozenset(
+    {
+        # This command's client options, and what the dev server's banner exports beside them.
+        "DELEGATION_ADDRESS",
+        "DELEGATION_PARENT_TOKEN",
+        "DELEGATION_OPERATOR_TOKEN",
+        "DELEGATION_ADMIN_URL",
+        "DELEGATION_TLS_CA",
+        "DELEGATION_TLS_CERT",
+        "DELEGATION_TLS_KEY",
+        "DELEGATION_EDGE_TOKEN",
+        # examples/node/delegate.mjs, run from the same shell in the README.
+        "DELEGATION_CLIENT_ID",
+        "DELEGATION_SCOPES",
+        "DELEGATION_PROTO_ROOT",
+    }
+)
+"""``DELEGATION_*`` variables that are not settings but are expected in an operator's environment."""
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 log = logging.getLogger(__name__)
@@ -31,6 +51,19 @@ log = logging.getLogger(__name__)
 
 class UsageError(Exception):
     """Raised for a command line that cannot be carried out as given."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that never expands an abbreviated option.
+
+    argparse's default takes ``--client`` for ``--client-id`` (or any unique prefix): a typo, or an
+    option a later version adds, would silently mean something else. Sub-command parsers inherit the
+    class (``add_subparsers`` uses the parent's type), so every parser of the command gets this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     except config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    _warn_unknown_environment()
     if args.workers == 1:
         return _serve_worker(args.config, reuse_port=False)
     if settings.listen.endswith(":0"):
@@ -112,7 +146,9 @@ def _dev(args: argparse.Namespace) -> int:
 
     logs.configure("INFO", human=True)
     redis_url = os.environ.get("REDIS_URL") or None
-    application, upstream, operator_secret = dev.build_dev(args.port, redis_url)
+    # A fixed admin port beside the gRPC one, so a restarted dev server keeps DELEGATION_ADMIN_URL.
+    admin_port = args.admin_port if args.admin_port is not None else (args.port + 1 if args.port else 0)
+    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port)
     try:
         running = application.serve(admin=True)
     except RuntimeError as error:
@@ -199,14 +235,16 @@ def _config_reference(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    """Load the configuration and fetch each trusted issuer's keys once; exit 1 if one has none."""
-    from delegation_service import app, config
+    """Validate the configuration, print every effective setting (secrets masked), and fetch each
+    trusted issuer's keys once; exit 1 if one has none."""
+    from delegation_service import app, config, config_report
 
     try:
         settings = config.load(Path(args.config), os.environ)
     except config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    _warn_unknown_environment()
     statuses = app.issuer_statuses(settings)
     rows = [
         {
@@ -219,9 +257,11 @@ def _config_check(args: argparse.Namespace) -> int:
         for status in statuses
     ]
     if args.output == "json":
-        print(json.dumps({"config": "ok", "trusted_issuers": rows}, indent=2))
+        report = {"config": "ok", "settings": config_report.effective(settings), "trusted_issuers": rows}
+        print(json.dumps(report, indent=2))
     else:
         print("config: ok")
+        print(config_report.render_text(settings), end="")
         for row in rows:
             detail = f" ({row['error']})" if row["error"] else ""
             print(
@@ -229,6 +269,19 @@ def _config_check(args: argparse.Namespace) -> int:
                 f" from {row['source']}{detail}"
             )
     return EXIT_OK if all(status.usable for status in statuses) else EXIT_REFUSED
+
+
+def _warn_unknown_environment() -> None:
+    """One stderr line per ``DELEGATION_*`` variable that is no setting (a typo leaves a default on)."""
+    import difflib
+
+    from delegation_service import config
+
+    names = [name for setting in config.settings() if (name := config.env_name(setting))]
+    for name in config.unknown_environment(os.environ, CLIENT_ENVIRONMENT):
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"warning: environment variable {name} is not a setting; ignored{hint}", file=sys.stderr)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
@@ -317,11 +370,13 @@ def _channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | 
 def _delegate(args: argparse.Namespace) -> int:
     if not args.parent_token:
         raise UsageError("no parent token: pass --parent-token or set DELEGATION_PARENT_TOKEN")
+    # --scope and --all-scopes are a required, exclusive pair (the parser enforces it): asking for no
+    # scopes mints the broadest child the parent allows, so that is never what a forgotten option means.
     with _client(args) as client:
         response = client.delegate(
             args.parent_token,
             args.client_id,
-            args.scope or (),
+            () if args.all_scopes else args.scope,
             lifetime_seconds=args.lifetime,
             allow_partial=args.allow_partial,
             validate_only=args.validate_only,
@@ -412,7 +467,10 @@ def _chain_show(args: argparse.Namespace) -> int:
         return _print_json(response)
     from delegation_service import operator_view
 
-    operator_view.render_chain(response, operator_view.console(sys.stdout))
+    if operator_view.is_terminal(sys.stdout):
+        operator_view.render_chain(response, operator_view.console(sys.stdout))
+    else:
+        operator_view.render_chain_plain(response, sys.stdout)
     return EXIT_OK
 
 
@@ -494,7 +552,8 @@ def _report_rpc_error(error: grpc.RpcError, args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="delegation-service", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="delegation-service", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_server_commands(commands)
     revoke_kinds = _add_client_commands(commands)
@@ -515,6 +574,9 @@ def _add_server_commands(commands: Any) -> None:
 
     dev = commands.add_parser("dev", help="run a throw-away dev server on loopback with a demo token")
     dev.add_argument("--port", type=int, default=50051, help="loopback port (default 50051; 0 picks one)")
+    dev.add_argument(
+        "--admin-port", type=int, help="admin HTTP loopback port (default: --port + 1; 0 picks one)"
+    )
     dev.set_defaults(handler=_dev)
 
     health = commands.add_parser("health", help="exit 0 when the server reports SERVING")
@@ -529,7 +591,9 @@ def _add_server_commands(commands: Any) -> None:
         required=True, metavar="ACTION"
     )
     check = config_cmd.add_parser(
-        "check", help="validate a config file and report each trusted issuer's keys (one fetch each)"
+        "check",
+        help="validate a config file, print the effective settings (secrets masked) and each trusted"
+        " issuer's keys (one fetch each)",
     )
     check.add_argument("--config", required=True, help="TOML configuration file")
     check.add_argument("--output", choices=("text", "json"), default="text", help="output format")
@@ -561,7 +625,13 @@ def _add_client_commands(commands: Any) -> Any:
         help="parent token (default: $DELEGATION_PARENT_TOKEN)",
     )
     delegate.add_argument("--client-id", required=True, help="target client (subsystem)")
-    delegate.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
+    wanted = delegate.add_mutually_exclusive_group(required=True)
+    wanted.add_argument("--scope", action="append", help="scope(s), space-separated; repeatable")
+    wanted.add_argument(
+        "--all-scopes",
+        action="store_true",
+        help="request no scopes: every parent scope the client may hold (the broadest child)",
+    )
     delegate.add_argument("--lifetime", type=int, help="lifetime in seconds")
     delegate.add_argument(
         "--allow-partial", action="store_true", help="drop refused scopes instead of failing"

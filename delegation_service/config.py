@@ -13,7 +13,7 @@ import ipaddress
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ MAX_SCOPES_LIMIT = 1000
 """A ceiling on ``tokens.max_scopes``: checking a scope costs a regex and a few lookups, and the count
 bounds that work per request."""
 ENV_PREFIX = "DELEGATION_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -274,6 +275,8 @@ class Config:
                 raise ConfigError("admin.listen", f"{self.admin_listen!r} is not host:port")
         if self.jwks_max_age_seconds < 0:
             raise ConfigError("admin.jwks_max_age_seconds", "must not be negative")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError("server.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if not self.issuer:
             raise ConfigError("issuer.name", "is required")
         if self.signing_algorithm not in SIGNING_ALGORITHMS:
@@ -418,6 +421,17 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
 
 
 _MISSING = object()
+
+
+def unknown_environment(environ: Mapping[str, str], also_known: Collection[str] = ()) -> list[str]:
+    """The ``DELEGATION_*`` variables that override no setting and are not in ``also_known``.
+
+    A warning, not an error: unlike the config file, the environment is shared (the CLI's own
+    variables, a platform's injected ones), so a stray name must not stop a server; but a misspelt
+    override would otherwise leave a default silently in force.
+    """
+    known = {name for setting in settings() if (name := env_name(setting))} | set(also_known)
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
 def _refuse_unknown_keys(data: Mapping[str, Any]) -> None:

@@ -38,14 +38,16 @@ def demo_catalog_path() -> Path:
     return Path(str(resources.files("delegation_service") / "demo" / "catalog.toml"))
 
 
-def build_dev(port: int, redis_url: str | None) -> tuple[Application, DevUpstreamIssuer, str]:
+def build_dev(
+    port: int, redis_url: str | None, admin_port: int = 0
+) -> tuple[Application, DevUpstreamIssuer, str]:
     """The dev application, its upstream issuer and the operator secret."""
     # A recognisable prefix (secret scanners can match it) that also never reads as a CLI option.
     operator_secret = "dso_" + secrets.token_urlsafe(24)
     config = Config(
         listen=f"127.0.0.1:{port}",
-        # Any free loopback port: the banner prints it (DELEGATION_ADMIN_URL).
-        admin_listen="127.0.0.1:0",
+        # The banner prints it (DELEGATION_ADMIN_URL); 0 picks a free one.
+        admin_listen=f"127.0.0.1:{admin_port}",
         issuer=DEV_ISSUER,
         store="redis" if redis_url else "memory",
         redis_url=redis_url or Config.redis_url,
@@ -96,7 +98,9 @@ def print_banner(
         f"  {cli} delegate --client-id billing --scope 'Org.warehouse.items.r directory.person.rw'"
         "   # refused, with reasons",
         f'  {cli} chain show --token "$DELEGATION_PARENT_TOKEN"',
-        f'  {cli} revoke chain --token "$DELEGATION_PARENT_TOKEN" --yes',
+        # The child only: revoking the parent's chain here would end the demo for the README's
+        # later sections (an operator's chain revocation comes last there).
+        f'  {cli} revoke token "$CHILD"',
         f'  {cli} introspect "$CHILD"   # now inactive',
         "",
     ]

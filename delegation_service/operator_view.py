@@ -34,6 +34,11 @@ _KINDS = {
 }
 
 
+def is_terminal(out: TextIO) -> bool:
+    """Whether ``out`` is a terminal a person reads (Rich's test: a TTY, or FORCE_COLOR / TTY_COMPATIBLE)."""
+    return Console(file=out).is_terminal
+
+
 def console(out: TextIO) -> Console:
     """A console on ``out``: colours on a terminal (unless NO_COLOR), plain fixed-width text elsewhere."""
     terminal = Console(file=out).is_terminal
@@ -66,6 +71,32 @@ def render_chain(chain: admin_pb2.GetChainResponse, out: Console, now: float | N
         )
     out.print(table)
     out.print(summary(chain.tokens))
+
+
+def render_chain_plain(chain: admin_pb2.GetChainResponse, out: TextIO, now: float | None = None) -> None:
+    """The chain for a pipe or a file: no colour, no table, one tab-separated line per token.
+
+    The same headline, header, rows (tree glyphs kept, so the shape survives) and summary as the table,
+    but with fields that ``cut -f`` and ``awk -F'\\t'`` split reliably and lines never wrapped.
+    """
+    now = time.time() if now is None else now
+    lines = [
+        f"Chain {chain.chain_id}  {'REVOKED' if chain.revoked else 'not revoked'}",
+        "\t".join(("Token", "Kind", "State", "Client", "Scopes", "Expires")),
+    ]
+    for prefix, token in tree_order(chain.tokens):
+        label, _ = _STATE_STYLES.get(token.state, ("unknown", ""))
+        fields = (
+            prefix + token.token_id,
+            _KINDS.get(token.kind, "?"),
+            label,
+            token.client_id or "-",
+            " ".join(token.scopes),
+            f"{token.expire_time.ToJsonString()} ({relative(token.expire_time.seconds - now)})",
+        )
+        lines.append("\t".join(fields))
+    lines.append(summary(chain.tokens).plain)
+    out.write("\n".join(lines) + "\n")
 
 
 def tree_order(tokens: Sequence[admin_pb2.ChainToken]) -> Iterator[tuple[str, admin_pb2.ChainToken]]:

@@ -28,7 +28,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
 from typing import Any
 
 import grpc
@@ -45,6 +44,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from delegation_service import version
 from delegation_service.logs import emit
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
@@ -180,7 +180,7 @@ class ServiceMetrics:
             multiprocess_mode="livemax",
         )
         self.build = Info("delegation_build", "The running version.", registry=self.registry)
-        self.build.info({"version": _version()})
+        self.build.info({"version": version()})
 
     def exposition_registry(self) -> CollectorRegistry:
         """What /metrics serves: this process's registry or, with several workers, all of theirs summed."""
@@ -401,10 +401,3 @@ def _error_reason(context: grpc.ServicerContext) -> str:
                 detail.Unpack(info)
                 return str(info.reason)
     return ""
-
-
-def _version() -> str:
-    try:
-        return metadata.version("delegation-service")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
+from delegation_service.transport import reflection
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.decoding import MalformedRequestInterceptor
 from delegation_service.transport.health import HealthServicer
@@ -243,9 +243,7 @@ def start_server(
     health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
     try:
         if settings.credentials is None:
             port = server.add_insecure_port(settings.listen)

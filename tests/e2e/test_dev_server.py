@@ -48,7 +48,7 @@ def test_the_printed_commands_work_as_pasted(dev_server: DevServer) -> None:
     # delegate ok, introspect active, refused delegate (exit 1), chain show, revoke, introspect inactive.
     assert exits == ["0", "0", "1", "0", "0", "1"], result.stdout + result.stderr
     assert "DIFFERENT_BEARER_TYPES" in result.stderr and "SCOPE_NOT_ALLOWED_FOR_CLIENT" in result.stderr
-    assert "revoked 2 live token(s)" in result.stdout
+    assert "revoked\n" in result.stdout
     assert result.stdout.rstrip().endswith("active      false")
 
 
@@ -56,7 +56,7 @@ def test_dev_server_on_redis(redis_server: object) -> None:
     server = start_dev(redis_server.url)  # type: ignore[attr-defined]
     try:
         assert "(Redis;" in server.banner
-        result = server.run("delegate", "--client-id", "search", "--output", "json")
+        result = server.run("delegate", "--client-id", "search", "--all-scopes", "--output", "json")
         assert result.returncode == 0, result.stderr
         assert '"warehouse.items.r"' in result.stdout
     finally:

@@ -97,12 +97,14 @@ def test_chain_show_draws_the_chain_as_a_tree_table(server: Harness, client: Del
     assert order[0] == chain.root_id and sorted(order[1:]) == sorted(chain.child_ids)
     rows = [row(shown.stdout, token_id) for token_id in order]
     assert [lines.index(r) for r in rows] == sorted(lines.index(r) for r in rows)
-    assert rows[0].startswith(chain.root_id) and "upstream" in rows[0] and " active " in rows[0]
+    # A pipe gets no table: one tab-separated line per token (Token, Kind, State, Client, Scopes, Expires).
+    assert all(r.count("\t") == 5 for r in rows) and "─" not in lines[1]
+    assert rows[0].split("\t")[:3] == [chain.root_id, "upstream", "active"]
     assert [r[:3] for r in rows[1:]] == ["├─ ", "├─ ", "└─ "]
-    first, revoked, last = (row(shown.stdout, token_id) for token_id in chain.child_ids)
-    assert " delegated " in first and " active " in first and " billing " in first
-    assert " revoked " in revoked and " search " in revoked
-    assert " active " in last and "directory.person.r" in last and "(in 1" in last
+    first, revoked, last = (row(shown.stdout, token_id).split("\t") for token_id in chain.child_ids)
+    assert first[1:4] == ["delegated", "active", "billing"]
+    assert revoked[2:4] == ["revoked", "search"]
+    assert last[2] == "active" and "directory.person.r" in last[4] and "(in 1" in last[5]
 
 
 def test_chain_show_by_token_and_as_json(server: Harness, client: DelegationClient) -> None:

@@ -43,6 +43,7 @@ def test_buf_curl_block_lists_services_checks_health_and_delegates(dev: DevServe
         "delegation.v1.DelegationService",
         "delegation.v1.DelegationAdminService",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
 
