@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from delegation_service import version
+from delegation_service.config import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -76,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except ConfigError as error:  # one line naming the setting, never a traceback
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except grpc.RpcError as error:
         return _report_rpc_error(error, args)
     except OSError as error:  # a file named on the command line that cannot be read or written
@@ -93,11 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    try:
-        settings = config.load(Path(args.config), os.environ)
-    except config.ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    settings = config.load(Path(args.config), os.environ)
     _warn_unknown_environment()
     if args.workers == 1:
         return _serve_worker(args.config, reuse_port=False)
@@ -132,7 +132,7 @@ def _serve_worker(config_path: str, reuse_port: bool, admin: bool = True) -> int
         logs.configure(settings.log_level)
         application = app.build(settings)
         running = application.serve(reuse_port=reuse_port, admin=admin)
-    except config.ConfigError as error:
+    except ConfigError as error:  # a worker process: main()'s handler is not above it
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as error:
@@ -239,11 +239,7 @@ def _config_check(args: argparse.Namespace) -> int:
     trusted issuer's keys once; exit 1 if one has none."""
     from delegation_service import app, config, config_report
 
-    try:
-        settings = config.load(Path(args.config), os.environ)
-    except config.ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    settings = config.load(Path(args.config), os.environ)
     _warn_unknown_environment()
     statuses = app.issuer_statuses(settings)
     rows = [
@@ -306,12 +302,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     """The configured signing keys: kid, alg, role (active, next, previous) and file."""
     from delegation_service import app, config
 
-    try:
-        settings = config.load(Path(args.config), os.environ)
-        key_set = app.signing_keys(settings)
-    except config.ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    settings = config.load(Path(args.config), os.environ)
+    key_set = app.signing_keys(settings)
     files = [
         *settings.signing_key_files,
         *settings.next_signing_key_files,

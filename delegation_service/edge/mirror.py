@@ -25,11 +25,11 @@ from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
     StateSnapshot,
-    TokenRecord,
     TokenState,
+    record_of,
     state_of,
 )
-from delegation_service.domain.tokens import TokenKind, VerifiedToken
+from delegation_service.domain.tokens import VerifiedToken
 
 
 class RevocationKind(enum.Enum):
@@ -83,23 +83,9 @@ class RevocationMirror:
 
     def state(self, token: VerifiedToken, now: int) -> TokenState:
         """The state of a verified child token as far as the mirror knows (ACTIVE, REVOKED, EXPIRED)."""
-        record = TokenRecord(
-            token_id=token.token_id,
-            chain_id=token.chain_id,
-            kind=token.kind,
-            parent_token_id=token.parent_token_id,
-            subject=token.subject,
-            client_id=token.client_id,
-            root_client_id=(token.actor_client_id or "")
-            if token.kind is TokenKind.DELEGATED
-            else token.client_id,
-            scopes=" ".join(token.scopes),
-            bearer=str(token.bearer),
-            issued_at=token.issued_at,
-            # The child's iat stands for its root's (module docstring: no revoked child escapes).
-            root_issued_at=token.issued_at,
-            expires_at=token.expires_at,
-        )
+        # The child's iat stands for its root's (record_of): the module docstring says why no revoked
+        # child escapes.
+        record = record_of(token)
         with self._lock:
             horizons = {key: self._horizons[key][0] for key in record.horizon_keys() if key in self._horizons}
             snapshot = StateSnapshot(

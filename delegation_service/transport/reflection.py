@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
-from delegation.reflection.v1 import reflection_pb2 as v1_pb2
-from delegation.reflection.v1 import reflection_pb2_grpc as v1_pb2_grpc
 from grpc_reflection.v1alpha import reflection as reflection_v1alpha
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
+
+from delegation.reflection.v1 import reflection_pb2 as v1_pb2
+from delegation.reflection.v1 import reflection_pb2_grpc as v1_pb2_grpc
 
 V1_SERVICE_NAME: str = v1_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 V1ALPHA_SERVICE_NAME: str = reflection_v1alpha.SERVICE_NAME

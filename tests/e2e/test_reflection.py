@@ -16,12 +16,12 @@ from typing import Any
 
 import grpc
 import pytest
-from delegation.reflection.v1 import reflection_pb2 as v1_pb2
-from delegation.reflection.v1 import reflection_pb2_grpc as v1_pb2_grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
 from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_pb2_grpc
 
+from delegation.reflection.v1 import reflection_pb2 as v1_pb2
+from delegation.reflection.v1 import reflection_pb2_grpc as v1_pb2_grpc
 from tests.devserver import DevServer, start_dev
 
 SERVICES = {
