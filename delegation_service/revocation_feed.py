@@ -29,8 +29,10 @@ PAGE = 500
 POLL_SECONDS = 0.05
 """How often the shared follower reads the log: a revocation reaches every follower within about this
 long (plus delivery), for 20 small reads a second per process, whatever the number of streams."""
-IDLE_CHECK_SECONDS = 1.0
-"""How often a stream without heartbeats wakes to see whether its follower is still there."""
+IDLE_CHECK_SECONDS = 30.0
+"""How often a stream without heartbeats wakes anyway. A follower that goes away wakes the feed itself
+(:meth:`RevocationFeed.wake`, from the call's termination callback), so idle streams need not poll: a
+thousand of them waking every second cost unary calls the GIL."""
 
 
 class RevocationLog(Protocol):
@@ -125,6 +127,11 @@ class RevocationFeed:
         not wait on that (the thread ends after its read; it is a daemon).
         """
         self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiting stream, so each checks its ``keep_going`` now (a follower went away)."""
         with self._changed:
             self._changed.notify_all()
 

@@ -147,6 +147,9 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         def keep_going() -> bool:
             return context.is_active() and not self._draining.is_set()
 
+        # A follower that cancels or disconnects ends its stream now, not at its next wake-up.
+        context.add_callback(self._feed.wake)
+
         subscription = Subscription(
             request.cursor or None,
             request.include_snapshot,
