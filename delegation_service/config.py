@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
+from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
 
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
-DEFAULT_UPSTREAM_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ACCESS_MODES = ("authenticated", "open")
@@ -534,10 +534,11 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if (
         not isinstance(algorithms, list)
         or not algorithms
-        or any(a not in ("ES256", "ES384", "EdDSA", "RS256", "PS256") for a in algorithms)
+        or any(a not in ASYMMETRIC_ALGORITHMS for a in algorithms)
     ):
         raise ConfigError(
-            f"{path}.algorithms", "must list asymmetric algorithms (ES256, ES384, EdDSA, RS256, PS256)"
+            f"{path}.algorithms",
+            f"must list asymmetric algorithms ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})",
         )
     if "jwks_file" in table and "jwks_uri" in table:
         raise ConfigError(f"{path}.jwks_uri", "give jwks_file or jwks_uri, not both")

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
+    DEFAULT_UPSTREAM_ALGORITHMS,
     KeySet,
     KeySource,
     PrivateKey,
@@ -56,7 +57,6 @@ from delegation_service.domain.tokens import (
 ACCESS_TOKEN_TYP = "at+jwt"
 """RFC 9068 §2.1: the ``typ`` of a JWT access token."""
 
-DEFAULT_UPSTREAM_ALGORITHMS: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
 """What a trusted issuer may sign with unless configured otherwise: asymmetric algorithms only."""
 
 FORBIDDEN_HEADERS: frozenset[str] = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})

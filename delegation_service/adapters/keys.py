@@ -38,6 +38,8 @@ ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
 )
 """Every algorithm a verification key may be bound to. No ``none``, no HMAC: a public key must never be
 usable as a shared secret (the classic algorithm-confusion attack)."""
+DEFAULT_UPSTREAM_ALGORITHMS: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
+"""What a trusted issuer may sign with unless its configuration narrows or widens it."""
 
 PRIVATE_JWK_MEMBERS: frozenset[str] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that carry secret material (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2)."""

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from delegation_service.adapters.http_fetch import FetchError, FetchLimits, fetch_json, tls_context
-from delegation_service.adapters.keys import VerificationKey, load_remote_jwks
+from delegation_service.adapters.keys import DEFAULT_UPSTREAM_ALGORITHMS, VerificationKey, load_remote_jwks
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class RemoteSettings:
     issuer: str
     jwks_uri: str | None = None
     """``None``: discover it from ``<issuer>/.well-known/openid-configuration``."""
-    algorithms: Sequence[str] = ("ES256", "EdDSA", "RS256", "PS256", "ES384")
+    algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
     ca_file: Path | None = None
     limits: FetchLimits = field(default_factory=FetchLimits)
     refresh_min_seconds: float = 60.0
