@@ -14,8 +14,9 @@ required), and:
   and which features of a token make it apply. An unexplained difference fails the test, so a new
   divergence (a bug ours or theirs) is seen, not averaged away.
 
-Times are drawn away from the boundaries (``now ± leeway``), so the three clocks (ours is injected, the
-references read the wall clock) cannot straddle a second and disagree by chance.
+Times are drawn relative to the wall clock at draw time and at least 15 s away from the boundaries
+(``now ± leeway``); all three verifiers read that clock milliseconds later, so they cannot disagree by
+chance, however late in a test session this runs.
 """
 
 from __future__ import annotations
@@ -45,17 +46,22 @@ ISSUER = "https://idp.differential.invalid"
 OWN_ISSUER = "https://delegation.differential.invalid"
 AUDIENCE = "https://delegation.differential.invalid/api"
 LEEWAY = 30
-NOW = int(time.time())
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
+def now() -> int:
+    """The wall clock, which all three verifiers read: dates are drawn from it at draw time, so a long
+    test session cannot carry them across a boundary (a fixed module-load time did, minutes later)."""
+    return int(time.time())
+
+
 @dataclass(frozen=True)
-class FixedClock:
-    """Our verifier's clock, fixed at :data:`NOW`."""
+class WallClock:
+    """Our verifier's clock: the wall clock, as the references use."""
 
     def now(self) -> int:
-        """:data:`NOW`."""
-        return NOW
+        """:func:`now`."""
+        return now()
 
 
 @dataclass
@@ -69,7 +75,7 @@ class Keys:
     def __post_init__(self) -> None:
         jwks = {"keys": [dict(self.issuer.public_jwk)]}
         trusted = TrustedIssuer(ISSUER, load_jwks(jwks), algorithms=("ES256",), audience=AUDIENCE)
-        self.ours = JwtVerifier(OWN_ISSUER, KeySet(self.own), [trusted], LEEWAY, clock=FixedClock())
+        self.ours = JwtVerifier(OWN_ISSUER, KeySet(self.own), [trusted], LEEWAY, clock=WallClock())
         self.joserfc_keys = joserfc_jwk.KeySet.import_key_set(jwks)  # type: ignore[arg-type]
 
 
@@ -146,11 +152,11 @@ def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
-# Offsets from NOW, kept away from the boundaries at 0 and ±LEEWAY (see the module docstring).
+# Offsets from now(), kept away from the boundaries at 0 and ±LEEWAY (see the module docstring).
 _OFFSETS = st.sampled_from([-(10**9), -86_400, -3_600, -45, -10, 10, 45, 3_600, 86_400, 10**9])
 _NUMERIC_DATES = st.one_of(
-    _OFFSETS.map(lambda offset: ("int", NOW + offset)),
-    _OFFSETS.map(lambda offset: ("float", NOW + offset + 0.5)),
+    _OFFSETS.map(lambda offset: ("int", now() + offset)),
+    _OFFSETS.map(lambda offset: ("float", now() + offset + 0.5)),
     st.sampled_from(
         [
             ("huge", 2**64),
@@ -160,7 +166,7 @@ _NUMERIC_DATES = st.one_of(
             ("zero", 0),
             ("bool", True),
             ("bool", False),
-            ("string", str(NOW + 3_600)),
+            ("string", str(now() + 3_600)),
             ("null", None),
             ("float", 1e300),
         ]
@@ -226,7 +232,7 @@ def cases(draw: st.DrawFn) -> Case:
         header.update(extras[extra])
 
     claims: dict[str, Any] = {"iss": ISSUER, "sub": "alice", "aud": AUDIENCE, "jti": "j1"}
-    for name, default in (("exp", NOW + 3_600), ("iat", NOW - 10), ("nbf", None)):
+    for name, default in (("exp", now() + 3_600), ("iat", now() - 10), ("nbf", None)):
         if name in changed:
             kind, value = draw(_NUMERIC_DATES)
             f.add(f"{name}:{kind}")
@@ -413,7 +419,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "a token issued in the future (iat beyond the leeway) is refused",
         "an issuer's clock that far ahead, or a forged iat, is a reason to refuse; neither reference "
         "checks iat against the clock.",
-        lambda case: (_int_claim(case, "iat") or 0) > NOW + LEEWAY,
+        lambda case: (_int_claim(case, "iat") or 0) > now() + LEEWAY,
     ),
     Difference(
         "typ, when present, must name a JWT access token (RFC 8725 §3.11)",
@@ -525,7 +531,14 @@ def test_ours_never_accepts_a_mutated_token_that_a_reference_refuses(token: str)
 
 def test_a_genuine_token_is_accepted_by_all_three() -> None:
     header = _b64(_json({"alg": "ES256", "kid": KEYS.issuer.kid, "typ": "at+jwt"}))
-    claims = {"iss": ISSUER, "sub": "alice", "aud": AUDIENCE, "exp": NOW + 3_600, "iat": NOW - 10, "jti": "j"}
+    claims = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": AUDIENCE,
+        "exp": now() + 3_600,
+        "iat": now() - 10,
+        "jti": "j",
+    }
     signing_input = f"{header}.{_b64(_json(claims))}"
     token = f"{signing_input}.{_b64(_sign_p1363(KEYS.issuer, signing_input.encode()))}"
     assert (ours_accepts(token), pyjwt_accepts(token), joserfc_accepts(token)) == (True, True, True)
