@@ -147,15 +147,15 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         def keep_going() -> bool:
             return context.is_active() and not self._draining.is_set()
 
-        # A follower that cancels or disconnects ends its stream now, not at its next wake-up.
-        context.add_callback(self._feed.wake)
-
         subscription = Subscription(
             request.cursor or None,
             request.include_snapshot,
             _duration_seconds(request.heartbeat_interval) if request.HasField("heartbeat_interval") else None,
         )
-        for item in self._feed.subscribe(subscription, keep_going):
+        stream = self._feed.subscribe(subscription, keep_going)
+        # A follower that cancels or disconnects ends its stream now, not at its next wake-up.
+        context.add_callback(stream.wake)
+        for item in stream:
             yield watch_message(item)
 
 
