@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 
-from bench import loadgen, profiling, report, scale
+from bench import loadgen, peer, profiling, report, scale
 from bench.common import (
     cpu_seconds,
     loadavg,
@@ -98,8 +98,8 @@ class ScenarioSpec:
         return report.key_of(self.target, self.rpc, self.concurrency)
 
 
-def scenario_list(concurrencies: Sequence[int]) -> list[ScenarioSpec]:
-    """Every scenario of a run."""
+def scenario_list(concurrencies: Sequence[int], *, peer: bool) -> list[ScenarioSpec]:
+    """Every scenario of a run (the peer's only where it runs)."""
     specs = []
     for concurrency in concurrencies:
         for rpc in ("Delegate", "DelegateWarm", "Introspect", "IntrospectWarm", "Revoke", "RevokeChain"):
@@ -113,6 +113,8 @@ def scenario_list(concurrencies: Sequence[int]) -> list[ScenarioSpec]:
             specs.append(ScenarioSpec("floor-2p", rpc, 64))
     for concurrency in concurrencies:
         specs.append(ScenarioSpec("service-streams", "Delegate", concurrency))
+        if peer:
+            specs.append(ScenarioSpec("peer", "Grant", concurrency))
     return specs
 
 
@@ -325,11 +327,23 @@ class Run:
         streams = self.servers.start("service-streams", "service", 1, ["--key-prefix", "bench-streams"])
         self.stream_holder = hold_streams(streams.address, settings.open_streams, workdir)
         stack.callback(stop_process, self.stream_holder)
+        self.peer_skipped = ""
+        try:
+            peer_process, peer_port = peer.start(workdir)
+        except peer.PeerUnavailable as error:
+            self.peer_skipped = str(error)
+            self.log(f"! the peer (oidc-provider) is skipped: {error}")
+        else:  # stopped with the servers
+            self.servers.groups["peer"] = ServerGroup("peer", peer_port, [peer_process])
         self.loadgen = LoadGen(self.upstream_key, self.signing_key, self.redis.url, self.operator_secret)
         stack.callback(self.loadgen.stop)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def scenarios(self) -> list[ScenarioSpec]:
+        """This run's scenarios: the peer's only if it started."""
+        return scenario_list(self.s.concurrencies, peer="peer" in self.servers.groups)
 
     # -- measured phases ------------------------------------------------------------------------------------
 
@@ -386,7 +400,7 @@ class Run:
         return result
 
     def measure(self) -> None:
-        specs = scenario_list(self.s.concurrencies)
+        specs = self.scenarios()
         # A full repetition's worth of time, estimated, must fit in the budget before it starts a phase.
         per_phase = self.s.duration + self.s.warmup + 0.6
         for rep in range(self.s.reps):
@@ -575,11 +589,11 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
         )
         log("bench: round-trip census (MONITOR)")
         census = run.census()
-        log(f"bench: measuring {len(scenario_list(settings.concurrencies))} scenarios x {settings.reps} reps")
+        log(f"bench: measuring {len(run.scenarios())} scenarios x {settings.reps} reps")
         run.measure()
         profiles = run.profile() if settings.profile else {}
         scenarios: dict[str, dict[str, Any]] = {}
-        for spec in scenario_list(settings.concurrencies):
+        for spec in run.scenarios():
             runs = run.runs.get(spec.key, [])
             scenarios[spec.key] = {
                 "target": spec.target,
@@ -606,7 +620,9 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
                 "redis_server": run.redis_client.info("server").get("redis_version"),
                 "server_model": f"grpc sync server, ThreadPoolExecutor({settings.max_workers}), 1 process "
                 f"(2 processes on one port where marked)",
-                "load_generator": f"separate process, grpc.aio, {settings.channels} channels at c>1",
+                "load_generator": f"separate process, grpc.aio, {settings.channels} channels at c>1 "
+                "(the peer: aiohttp, one keep-alive connection per call in flight)",
+                "peer": peer.describe(run.peer_skipped),
                 "reps": settings.reps,
                 "duration_s": settings.duration,
                 "warmup_s": settings.warmup,
@@ -626,6 +642,7 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
             "comparisons": report.comparisons(scenarios),
             "process_scaling": report.scaling(scenarios),
             "open_streams": report.streams_effect(scenarios, settings.open_streams),
+            "peer": report.peer_comparison(scenarios),
             "revoke_chain_scale": chain,
             "memory": memory,
             "round_trips": census,

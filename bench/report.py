@@ -31,6 +31,7 @@ TARGET_LABELS = {
     "floor": "floor (minimal)",
     "floor-2p": "floor (minimal), 2 processes",
     "echo": "floor (bare echo)",
+    "peer": "oidc-provider (Node)",
 }
 RPC_LABELS = {
     "Delegate": "Delegate (fresh parent)",
@@ -40,6 +41,7 @@ RPC_LABELS = {
     "Revoke": "Revoke",
     "RevokeChain": "RevokeChain",
     "Echo": "Echo",
+    "Grant": "token grant (client_credentials)",
 }
 
 # Each service scenario and the floor it is compared with: same crypto and one Redis round trip (minimal
@@ -168,6 +170,44 @@ def streams_effect(scenarios: Mapping[str, Mapping[str, Any]], open_streams: int
     return rows
 
 
+def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Delegate (fresh and warm parent) and the floor's Delegate against the peer's token grant, per
+    concurrency: rps, and grants per core (the inverse of server CPU per call) as ratios to the peer."""
+    rows = []
+    for key, scenario in scenarios.items():
+        if scenario["target"] != "peer":
+            continue
+        concurrency = scenario["concurrency"]
+        theirs = scenario["median"]
+        for target, rpc in (("service", "Delegate"), ("service", "DelegateWarm"), ("floor", "Delegate")):
+            mine = scenarios.get(key_of(target, rpc, concurrency), {}).get("median", {})
+            if not mine:
+                continue
+            rows.append(
+                {
+                    "scenario": key_of(target, rpc, concurrency),
+                    "peer": key,
+                    "concurrency": concurrency,
+                    "rps": mine.get("rps"),
+                    "peer_rps": theirs.get("rps"),
+                    "rps_ratio": _ratio(mine.get("rps"), theirs.get("rps")),
+                    "cpu_ms_per_call": mine.get("server_cpu_ms_per_call"),
+                    "peer_cpu_ms_per_call": theirs.get("server_cpu_ms_per_call"),
+                    # Calls per CPU-second, ours / theirs: the same as their CPU per call over ours.
+                    "per_core_ratio": _ratio(
+                        theirs.get("server_cpu_ms_per_call"), mine.get("server_cpu_ms_per_call")
+                    ),
+                    "p50_ms": mine.get("p50_ms"),
+                    "peer_p50_ms": theirs.get("p50_ms"),
+                    "p99_ms": mine.get("p99_ms"),
+                    "peer_p99_ms": theirs.get("p99_ms"),
+                    "loadgen_cpu_ms_per_call": mine.get("loadgen_cpu_ms_per_call"),
+                    "peer_loadgen_cpu_ms_per_call": theirs.get("loadgen_cpu_ms_per_call"),
+                }
+            )
+    return rows
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Indented JSON, keys in insertion order."""
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -229,7 +269,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario in scenarios.values():
-        if scenario["target"] in ("service", "service-2p", "service-streams"):
+        if scenario["target"] in ("service", "service-2p", "service-streams", "peer"):
             continue
         m = scenario["median"]
         lines.append(
@@ -259,6 +299,7 @@ def markdown(data: Mapping[str, Any]) -> str:
                 f"| {_fmt(row['rps_ratio'])} | {_fmt(row['p50_ms'])} | {_fmt(row['p50_ratio'])} "
                 f"| {_fmt(row['p99_ms'])} | {_fmt(row['p99_ratio'])} | {row['errors']} |"
             )
+    lines += _peer_lines(data)
     chain = data["revoke_chain_scale"]
     memory = data["memory"]
     lines += [
@@ -315,6 +356,37 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _peer_lines(data: Mapping[str, Any]) -> list[str]:
+    peer = data["meta"].get("peer") or {}
+    lines = [
+        "",
+        f"## Against a real peer: {peer.get('name', 'oidc-provider')} {peer.get('version') or ''}",
+        "",
+    ]
+    if peer.get("skipped"):
+        return [*lines, f"Skipped: {peer['skipped']}."]
+    lines += [
+        f"The peer's call: {peer.get('grant', '-')}; it verifies no parent, stores nothing and logs "
+        "nothing. Delegate also verifies the parent, checks the policy, records the child in Redis and "
+        "writes an audit line. Per core = calls per server CPU-second, ours / the peer's.",
+        "",
+        "| ours | conc | rps | peer rps | rps x peer | CPU ms/call | peer CPU ms/call | per core x peer "
+        "| p50 / p99 ms | peer p50 / p99 ms | load-gen CPU ms/call (ours / peer) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in data.get("peer") or []:
+        target, rpc, _ = row["scenario"].split("/")
+        lines.append(
+            f"| {TARGET_LABELS[target]} · {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
+            f"| {_fmt(row['peer_rps'], 0)} | {_fmt(row['rps_ratio'])} | {_fmt(row['cpu_ms_per_call'], 3)} "
+            f"| {_fmt(row['peer_cpu_ms_per_call'], 3)} | {_fmt(row['per_core_ratio'])} "
+            f"| {_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])} "
+            f"| {_fmt(row['peer_p50_ms'])} / {_fmt(row['peer_p99_ms'])} "
+            f"| {_fmt(row['loadgen_cpu_ms_per_call'], 3)} / {_fmt(row['peer_loadgen_cpu_ms_per_call'], 3)} |"
+        )
+    return lines
 
 
 def _cache_text(meta: Mapping[str, Any]) -> str:
