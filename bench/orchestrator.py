@@ -107,6 +107,9 @@ def scenario_list(concurrencies: Sequence[int], *, peer: bool) -> list[ScenarioS
         for rpc in ("Delegate", "Introspect"):
             specs.append(ScenarioSpec("floor", rpc, concurrency))
         specs.append(ScenarioSpec("echo", "Echo", concurrency))
+        # The asyncio server model, prototyped on the floor and the echo (bench/server.py).
+        specs.append(ScenarioSpec("floor-aio", "Delegate", concurrency))
+        specs.append(ScenarioSpec("echo-aio", "Echo", concurrency))
     if 64 in concurrencies:
         for rpc in ("Delegate", "Introspect"):
             specs.append(ScenarioSpec("service-2p", rpc, 64))
@@ -319,6 +322,8 @@ class Run:
         self.servers.start("service", "service", 1)
         self.servers.start("floor", "minimal", 1)
         self.servers.start("echo", "echo", 1)
+        self.servers.start("floor-aio", "minimal-aio", 1)
+        self.servers.start("echo-aio", "echo-aio", 1)
         if 64 in settings.concurrencies:
             self.servers.start("service-2p", "service", 2)
             self.servers.start("floor-2p", "minimal", 2)
@@ -643,6 +648,7 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
             "process_scaling": report.scaling(scenarios),
             "open_streams": report.streams_effect(scenarios, settings.open_streams),
             "peer": report.peer_comparison(scenarios),
+            "server_models": report.server_models(scenarios),
             "revoke_chain_scale": chain,
             "memory": memory,
             "round_trips": census,

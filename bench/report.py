@@ -31,6 +31,8 @@ TARGET_LABELS = {
     "floor": "floor (minimal)",
     "floor-2p": "floor (minimal), 2 processes",
     "echo": "floor (bare echo)",
+    "floor-aio": "floor (minimal) on grpc.aio + uvloop",
+    "echo-aio": "bare echo on grpc.aio + uvloop",
     "peer": "oidc-provider (Node)",
 }
 RPC_LABELS = {
@@ -208,6 +210,40 @@ def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str
     return rows
 
 
+SERVER_MODELS = (("echo", "echo-aio", "Echo"), ("floor", "floor-aio", "Delegate"))
+"""The same work on the sync server (a thread pool) and on grpc.aio: (sync target, aio target, rpc)."""
+
+
+def server_models(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The asyncio server model against the sync one, for the bare echo and the floor's Delegate."""
+    rows = []
+    for sync_target, aio_target, rpc in SERVER_MODELS:
+        for key, scenario in scenarios.items():
+            if scenario["target"] != aio_target:
+                continue
+            concurrency = scenario["concurrency"]
+            aio = scenario["median"]
+            sync = scenarios.get(key_of(sync_target, rpc, concurrency), {}).get("median", {})
+            rows.append(
+                {
+                    "scenario": key,
+                    "sync": key_of(sync_target, rpc, concurrency),
+                    "concurrency": concurrency,
+                    "rps": aio.get("rps"),
+                    "sync_rps": sync.get("rps"),
+                    "rps_ratio": _ratio(aio.get("rps"), sync.get("rps")),
+                    "cpu_ms_per_call": aio.get("server_cpu_ms_per_call"),
+                    "sync_cpu_ms_per_call": sync.get("server_cpu_ms_per_call"),
+                    "cpu_ratio": _ratio(
+                        aio.get("server_cpu_ms_per_call"), sync.get("server_cpu_ms_per_call")
+                    ),
+                    "p50_ratio": _ratio(aio.get("p50_ms"), sync.get("p50_ms")),
+                    "p99_ratio": _ratio(aio.get("p99_ms"), sync.get("p99_ms")),
+                }
+            )
+    return rows
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Indented JSON, keys in insertion order."""
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -269,7 +305,14 @@ def markdown(data: Mapping[str, Any]) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario in scenarios.values():
-        if scenario["target"] in ("service", "service-2p", "service-streams", "peer"):
+        if scenario["target"] in (
+            "service",
+            "service-2p",
+            "service-streams",
+            "peer",
+            "floor-aio",
+            "echo-aio",
+        ):
             continue
         m = scenario["median"]
         lines.append(
@@ -300,6 +343,25 @@ def markdown(data: Mapping[str, Any]) -> str:
                 f"| {_fmt(row['p99_ms'])} | {_fmt(row['p99_ratio'])} | {row['errors']} |"
             )
     lines += _peer_lines(data)
+    lines += [
+        "",
+        "## Server model: grpc.aio + uvloop vs the sync thread pool (same work)",
+        "",
+        "Ratio = aio / sync: rps above 1 and CPU per call below 1 favour asyncio.",
+        "",
+        "| work | conc | aio rps | sync rps | rps ratio | aio CPU ms/call | sync CPU ms/call | CPU ratio "
+        "| p50 ratio | p99 ratio |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in data.get("server_models") or []:
+        target, rpc, _ = row["scenario"].split("/")
+        lines.append(
+            f"| {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
+            f"| {_fmt(row['sync_rps'], 0)} "
+            f"| {_fmt(row['rps_ratio'])} | {_fmt(row['cpu_ms_per_call'], 3)} "
+            f"| {_fmt(row['sync_cpu_ms_per_call'], 3)} | {_fmt(row['cpu_ratio'])} "
+            f"| {_fmt(row['p50_ratio'])} | {_fmt(row['p99_ratio'])} |"
+        )
     chain = data["revoke_chain_scale"]
     memory = data["memory"]
     lines += [
