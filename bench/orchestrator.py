@@ -596,6 +596,8 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
         census = run.census()
         log(f"bench: measuring {len(run.scenarios())} scenarios x {settings.reps} reps")
         run.measure()
+        keys_without_ttl = scale.keys_without_ttl(run.redis_client)
+        log(f"bench: {keys_without_ttl['without_ttl']} of {keys_without_ttl['scanned']} keys have no TTL")
         profiles = run.profile() if settings.profile else {}
         scenarios: dict[str, dict[str, Any]] = {}
         for spec in run.scenarios():
@@ -651,6 +653,7 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
             "server_models": report.server_models(scenarios),
             "revoke_chain_scale": chain,
             "memory": memory,
+            "keys_without_ttl": keys_without_ttl,
             "round_trips": census,
             "profiles": profiles,
             "errors_total": errors_total,

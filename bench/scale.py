@@ -261,3 +261,29 @@ def per_call_delta(before: dict[str, int], after: dict[str, int], calls: int) ->
     return {
         name: round(count / calls, 3) for name, count in sorted(delta.items()) if count > 0 and name != "INFO"
     }
+
+
+def keys_without_ttl(client: redis.Redis, limit: int = 1_000_000) -> dict[str, Any]:
+    """Keys that would outlive every token (no TTL) after the run, counted by shape (the key with its
+    ids replaced): every key the service writes should expire with what it describes (SPEC §4)."""
+    shapes: Counter[str] = Counter()
+    scanned, cursor = 0, 0
+    while scanned < limit:
+        cursor, batch = client.scan(cursor, count=1000)
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.ttl(key)
+        for key, ttl in zip(batch, pipe.execute(), strict=True):
+            if ttl == -1:
+                shapes[_shape(key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))] += 1
+        scanned += len(batch)
+        if cursor == 0:
+            break
+    return {"scanned": scanned, "without_ttl": sum(shapes.values()), "by_shape": dict(shapes.most_common(20))}
+
+
+def _shape(key: str) -> str:
+    """``bench:{chain}:t:abc`` -> ``bench:{*}:t:*``: ids (hash tags, the last segment of long keys) hidden."""
+    shaped = re.sub(r"\{[^}]*\}", "{*}", key)
+    head, sep, last = shaped.rpartition(":")
+    return f"{head}{sep}*" if sep and len(last) > 8 else shaped

@@ -102,6 +102,11 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
         assert census["errors"] == 0
         assert census["per_call"] >= 1
     assert len(data["process_scaling"]) == 4
+    # Every key the service writes expires with what it describes.
+    assert data["keys_without_ttl"]["scanned"] > 0
+    assert data["keys_without_ttl"]["without_ttl"] == 0, data["keys_without_ttl"]["by_shape"]
+    # Service/floor ratios are also paired per repetition (one repetition in --quick).
+    assert all(row["pairs"] >= 1 for row in data["comparisons"] if row["floor_rps"])
     # One round trip per RPC is the design (SPEC §4): the census shows it, background polls left out.
     assert data["round_trips"]["service/Delegate"]["per_call"] == 1
 
