@@ -34,7 +34,7 @@ from delegation_service.adapters.keys import (
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
-from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
+from delegation_service.adapters.redis import RedisRegistry, check_persistence_at_startup
 from delegation_service.adapters.remote_jwks import (
     KeySourceEvents,
     RemoteKeySource,

@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from delegation_service.adapters.memory_registry import MemoryRegistry
-from delegation_service.adapters.redis_registry import SMALL_CHAIN_FIELDS, RedisRegistry
+from delegation_service.adapters.redis import SMALL_CHAIN_FIELDS, RedisRegistry
 from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
 from delegation_service.domain.ports import ChainRevocation, TokenRegistry
 from delegation_service.domain.revocation import (
