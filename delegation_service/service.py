@@ -17,7 +17,6 @@ from delegation_service.domain.errors import (
     DeadlineTooShort,
     DelegationError,
     InvalidRequest,
-    ParentCannotDelegate,
     ParentRejected,
     Reason,
     Violation,
@@ -32,6 +31,7 @@ from delegation_service.domain.revocation import (
     evaluate,
     record_child,
     record_of,
+    root_is_active,
 )
 from delegation_service.domain.tokens import ChildToken, LifetimePolicy, TokenKind, VerifiedToken
 
@@ -193,11 +193,10 @@ class DelegationService:
         verified.append(parent)
         if parent.kind is TokenKind.DELEGATED or command.validate_only:
             # A read of the parent's state: a delegated parent is refused either way, as unknown or
-            # revoked or else because it cannot delegate (rule 4, decided from our own record); and
-            # validate_only must write nothing. An upstream parent is judged by the mint below.
+            # revoked, or else by the policy because it cannot delegate (rule 4, its one home), once
+            # this read has found our own record of it; and validate_only must write nothing. An
+            # upstream parent is judged by the mint below.
             self._active_record(parent)
-            if parent.kind is TokenKind.DELEGATED:
-                raise ParentCannotDelegate()
         try:
             decision = self._policy.decide(
                 parent,
@@ -242,13 +241,16 @@ class DelegationService:
         decides what the caller is told (a revoked parent gets the same refusal as on any other path).
         """
         outcome = self._registry.mint(root, record_child(child, root))
+        if outcome.recorded and root_is_active(root, outcome.snapshot, self._clock.now()):
+            return
+        # Both must hold: the store wrote the child (nothing unrecorded is signed) and the domain's rule,
+        # by the service's clock, finds the root active. The reason is for the log only.
         state = evaluate(root, outcome.snapshot, self._clock.now())
         if state is not TokenState.ACTIVE:
             raise ParentRejected(f"parent is {state.value}")
-        if not outcome.recorded:
-            # Active by the service's clock, not by the store's (an expiry within the clock skew), or a
-            # stored root that is not this token: nothing was recorded, so nothing may be signed.
-            raise ParentRejected("parent is not active in the token store")
+        # Active by the service's clock, not by the store's (an expiry within the clock skew), or a
+        # stored root that is not this token.
+        raise ParentRejected("parent is not active in the token store")
 
     def introspect(self, raw_token: str) -> Introspection:
         """RFC 7662: the token's claims when it is active, nothing otherwise.

@@ -12,6 +12,7 @@ from typing import Protocol
 from delegation_service.domain.revocation import (
     ChainSnapshot,
     HorizonKey,
+    RevocationKind,
     StateSnapshot,
     TokenRecord,
 )
@@ -31,7 +32,7 @@ class RevocationEvent:
     """One revocation, as published to followers of the revocation stream."""
 
     cursor: str
-    kind: str  # "token", "chain", "subject" or "client"
+    kind: RevocationKind
     chain_id: str
     token_id: str
     subject: str

@@ -33,6 +33,7 @@ from delegation_service.domain.revocation import (
     TokenRecord,
     TokenState,
     evaluate,
+    root_is_active,
 )
 from delegation_service.domain.tokens import TokenKind
 
@@ -472,6 +473,85 @@ def test_mint_records_nothing_for_a_root_revoked_by_its_marker_or_a_horizon(
     assert outcome.recorded is False
     assert evaluate(root, outcome.snapshot, registry.now()) is TokenState.REVOKED
     assert registry.store.snapshot(late).record is None
+
+
+RootSetUp = Callable[[TokenRegistry, TokenRecord, int], TokenRecord]
+"""Puts the store in some state for ``root`` and returns the root then presented to mint."""
+
+
+def _as_it_is(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    return root
+
+
+def _root_token_revoked(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_token(root.chain_id, root.token_id, root.expires_at, now)
+    return root
+
+
+def _chain_revoked(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_chain(root.chain_id, root.expires_at, now)
+    return root
+
+
+def _subject_horizon_at_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.SUBJECT, root.subject), root.issued_at, now)
+    return root
+
+
+def _subject_horizon_before_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.SUBJECT, root.subject), root.issued_at - 1, now)
+    return root
+
+
+def _client_horizon_at_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.CLIENT, root.client_id), root.issued_at, now)
+    return root
+
+
+def _expired(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    return replace(root, issued_at=now - 2 * HOUR, root_issued_at=now - 2 * HOUR, expires_at=now - HOUR)
+
+
+def _stored_with_other_scopes(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    assert store.mint(root, make_child(root)).recorded
+    return replace(root, scopes="directory.delegations.rw")
+
+
+def _stored_as_another_token(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    assert store.mint(root, make_child(root)).recorded
+    return replace(root, expires_at=root.expires_at - 1)
+
+
+ROOT_SITUATIONS: list[tuple[RootSetUp, bool]] = [
+    (_as_it_is, True),
+    (_root_token_revoked, False),
+    (_chain_revoked, False),
+    (_subject_horizon_at_issue, False),
+    (_subject_horizon_before_issue, True),
+    (_client_horizon_at_issue, False),
+    (_expired, False),
+    (_stored_with_other_scopes, True),
+    (_stored_as_another_token, False),
+]
+
+
+def assert_store_and_rule_agree(store: TokenRegistry, now: int, set_up: RootSetUp, active: bool) -> None:
+    root = make_root(now, subject=f"s-{uuid.uuid4().hex[:6]}", client_id=f"g-{uuid.uuid4().hex[:6]}")
+    presented = set_up(store, root, now)
+
+    outcome = store.mint(presented, make_child(presented))
+
+    assert root_is_active(presented, outcome.snapshot, now) is active
+    assert outcome.recorded is active
+
+
+@pytest.mark.parametrize(("set_up", "active"), ROOT_SITUATIONS, ids=lambda v: getattr(v, "__name__", ""))
+def test_the_store_records_exactly_when_the_domain_rule_finds_the_root_active(
+    registry: StoreUnderTest, set_up: RootSetUp, active: bool
+) -> None:
+    # "The root is active" has one home, root_is_active; a store that judges it again at its edge
+    # (Redis's mint.lua, for atomicity) must come to the same verdict on every kind of root.
+    assert_store_and_rule_agree(registry.store, registry.now(), set_up, active)
 
 
 def test_mint_records_nothing_when_the_stored_root_is_another_token(registry: StoreUnderTest) -> None:
@@ -1124,6 +1204,15 @@ def test_every_operation_works_on_a_cluster_without_crossing_slots(cluster_regis
     assert cluster_registry.mint(root, make_child(root)).recorded is False
     assert [e.kind for e in cluster_registry.events(None, 10)] == ["token", "client", "chain"]
     assert cluster_registry.ping() is True
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("set_up", "active"), ROOT_SITUATIONS, ids=lambda v: getattr(v, "__name__", ""))
+def test_a_cluster_records_exactly_when_the_domain_rule_finds_the_root_active(
+    cluster_registry: RedisRegistry, set_up: RootSetUp, active: bool
+) -> None:
+    # On a cluster the horizons are read before the script and handed to it: the verdict is the same.
+    assert_store_and_rule_agree(cluster_registry, now(), set_up, active)
 
 
 @pytest.mark.redis

@@ -17,7 +17,7 @@ from typing import Any
 
 from delegation_service.adapters.redis.calls import text
 from delegation_service.domain.ports import RevocationEvent
-from delegation_service.domain.revocation import HorizonKey, TokenRecord
+from delegation_service.domain.revocation import HorizonKey, RevocationKind, TokenRecord
 from delegation_service.domain.tokens import TokenKind
 
 ROOT_ID, ROOT_SUBJECT, ROOT_FACTS, ROOT_SCOPES = ":i", ":u", ":r", ":s"
@@ -163,7 +163,7 @@ def decode_event(entry_id: bytes | str, raw_fields: Mapping[Any, Any]) -> Revoca
     fields = {text(name): text(value) for name, value in raw_fields.items()}
     return RevocationEvent(
         cursor=text(entry_id),
-        kind=fields["kind"],
+        kind=RevocationKind(fields["kind"]),
         chain_id=fields["chain_id"],
         token_id=fields["token_id"],
         subject=fields["subject"],

@@ -80,6 +80,7 @@ from delegation_service.domain.revocation import (
     ChainSnapshot,
     HorizonKey,
     HorizonKind,
+    RevocationKind,
     StateSnapshot,
     TokenRecord,
     lineage_problem,
@@ -100,7 +101,6 @@ need every record (blast radius, chain view) read the whole hash, at most this m
 stays in Redis's compact listpack encoding (``hash-max-listpack-entries``, 128 by default), and the
 chain costs one key."""
 _HORIZON_CODES = {HorizonKind.SUBJECT: "s", HorizonKind.CLIENT: "c"}
-_HORIZON_EVENT_KINDS = {HorizonKind.SUBJECT: "subject", HorizonKind.CLIENT: "client"}
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
@@ -281,7 +281,7 @@ class RedisRegistry:
             return self._mark_and_publish(
                 self._token_marker_key(chain_id, token_id),
                 expires_at + self._leeway,
-                RevocationEvent("", "token", chain_id, token_id, "", "", now, expires_at),
+                RevocationEvent("", RevocationKind.TOKEN, chain_id, token_id, "", "", now, expires_at),
             )
 
     def revoke_chain(self, chain_id: str, expires_at: int, now: int) -> RevocationEvent:
@@ -294,7 +294,7 @@ class RedisRegistry:
             return self._mark_and_publish(
                 self._chain_marker_key(chain_id),
                 expires_at + self._leeway,
-                RevocationEvent("", "chain", chain_id, "", "", "", now, expires_at),
+                RevocationEvent("", RevocationKind.CHAIN, chain_id, "", "", "", now, expires_at),
             )
 
     def revoke_known_chain(self, chain_id: str, now: int, *, dry_run: bool = False) -> ChainRevocation | None:
@@ -310,7 +310,7 @@ class RedisRegistry:
             return None
         keys = [self._records_key(chain_id), self._index_key(chain_id), self._chain_marker_key(chain_id)]
         args: list[str | int] = ["1" if dry_run else "0", self._leeway, self._horizon_retention]
-        event = RevocationEvent("", "chain", chain_id, "", "", "", now, 0)
+        event = RevocationEvent("", RevocationKind.CHAIN, chain_id, "", "", "", now, 0)
         publish_here = not dry_run and not self._cluster
         if publish_here:
             keys.append(self._events_key)
@@ -324,7 +324,9 @@ class RedisRegistry:
                 return None
             already, redis_now, expires_at, cursor, *root_fields = reply[:8]
             indexed, counted, clients_or_records = reply[8:11]
-            event = RevocationEvent(text(cursor), "chain", chain_id, "", "", "", now, int(expires_at))
+            event = RevocationEvent(
+                text(cursor), RevocationKind.CHAIN, chain_id, "", "", "", now, int(expires_at)
+            )
             if not dry_run and not publish_here:
                 event = self._publish_event(event, now)
             root = decode_root(chain_id, root_fields)
@@ -358,7 +360,7 @@ class RedisRegistry:
         """
         subject = key.value if key.kind is HorizonKind.SUBJECT else ""
         client_id = key.value if key.kind is HorizonKind.CLIENT else ""
-        event = RevocationEvent("", _HORIZON_EVENT_KINDS[key.kind], "", "", subject, client_id, at, 0)
+        event = RevocationEvent("", key.kind.revocation_kind, "", "", subject, client_id, at, 0)
         keys = [self._horizon_key(key)]
         args: list[str | int] = [at, self._horizon_retention]
         if not self._cluster:

@@ -9,7 +9,9 @@
 -- marker (1/0), the horizons.
 -- Writes nothing unless the root is active: no marker, no horizon at or after the issue time it
 -- covers, not expired by Redis's clock, and a stored root (the first recorded) the same token as the
--- one presented (only the scopes may differ).
+-- one presented (only the scopes may differ). That is the domain's rule, revocation.root_is_active
+-- (its one home), enforced again here at the store's edge so that judging and recording are one atomic
+-- step, by Redis's clock; the contract suite checks that both agree on every kind of root.
 -- The child's record is written before the index that points at it; records already past their expiry
 -- are not written at all. A chain that outgrows SMALL_CHAIN_FIELDS gets its index: its live children
 -- scored by expiry (the expired ones are dropped on the way) and the latest expiry of each client; from
