@@ -49,9 +49,9 @@ from delegation_service.config import TrustedIssuer as TrustedIssuerConfig
 from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
+from delegation_service.domain.ports import Clock, RevocationLog, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
-from delegation_service.revocation_feed import RevocationFeed, RevocationLog
+from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
@@ -211,7 +211,11 @@ def build(
         issuer=config.issuer,
         verifier=verifier,
         signer=jwt_codec.JwtSigner(keys),
-        registry=store,
+        # One registry, given to each use case as the narrow port it needs.
+        tokens=store,
+        revocations=store,
+        chains=store,
+        health=store,
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,

@@ -22,7 +22,16 @@ from delegation_service.domain.errors import (
     Violation,
 )
 from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
-from delegation_service.domain.ports import Clock, RevocationEvent, TokenRegistry, TokenSigner, TokenVerifier
+from delegation_service.domain.ports import (
+    ChainViews,
+    Clock,
+    DelegationStore,
+    RevocationEvent,
+    RevocationStore,
+    StoreHealth,
+    TokenSigner,
+    TokenVerifier,
+)
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
@@ -109,7 +118,11 @@ def new_token_id() -> str:
 
 
 class DelegationService:
-    """The use cases of the service, wired once by the composition root."""
+    """The use cases of the service, wired once by the composition root.
+
+    The store comes as the narrow ports the use cases need (:mod:`~.domain.ports`), each used only by
+    the use cases named beside it; the composition root passes one registry for all of them.
+    """
 
     def __init__(
         self,
@@ -117,7 +130,10 @@ class DelegationService:
         issuer: str,
         verifier: TokenVerifier,
         signer: TokenSigner,
-        registry: TokenRegistry,
+        tokens: DelegationStore,
+        revocations: RevocationStore,
+        chains: ChainViews,
+        health: StoreHealth,
         policy: DelegationPolicy,
         lifetimes: LifetimePolicy,
         clock: Clock,
@@ -127,7 +143,10 @@ class DelegationService:
         self._issuer = issuer
         self._verifier = verifier
         self._signer = signer
-        self._registry = registry
+        self._tokens = tokens  # delegate, introspect, authenticate_caller, an operator's one-token check
+        self._revocations = revocations  # revoke (holders), revoke_chain/subject/client (operators)
+        self._chains = chains  # get_chain
+        self._health = health  # ready
         self._policy = policy
         self._lifetimes = lifetimes
         self._clock = clock
@@ -240,7 +259,7 @@ class DelegationService:
         The store writes only for an active root; the domain's rule, applied to what that step read,
         decides what the caller is told (a revoked parent gets the same refusal as on any other path).
         """
-        outcome = self._registry.mint(root, record_child(child, root))
+        outcome = self._tokens.mint(root, record_child(child, root))
         if outcome.recorded and root_is_active(root, outcome.snapshot, self._clock.now()):
             return
         # Both must hold: the store wrote the child (nothing unrecorded is signed) and the domain's rule,
@@ -261,7 +280,7 @@ class DelegationService:
             token = self._verify(raw_token)
         except ParentRejected:
             return Introspection(None)
-        state = evaluate(record_of(token), self._registry.snapshot(record_of(token)), self._clock.now())
+        state = evaluate(record_of(token), self._tokens.snapshot(record_of(token)), self._clock.now())
         return Introspection(token if state is TokenState.ACTIVE else None)
 
     def revoke(self, raw_token: str, caller: str = "") -> None:
@@ -284,9 +303,9 @@ class DelegationService:
             return
         now = self._clock.now()
         if token.kind is TokenKind.UPSTREAM:
-            event = self._registry.revoke_chain(token.chain_id, token.expires_at, now)
+            event = self._revocations.revoke_chain(token.chain_id, token.expires_at, now)
         else:
-            event = self._registry.revoke_token(token.chain_id, token.token_id, token.expires_at, now)
+            event = self._revocations.revoke_token(token.chain_id, token.token_id, token.expires_at, now)
         self._audit_revocation(event, caller, "holder")
 
     def authenticate_caller(self, raw_token: str) -> VerifiedToken:
@@ -330,12 +349,12 @@ class DelegationService:
                 )
             now = self._clock.now()
             if token_id:
-                target = self._registry.record(chain_id, token_id)
+                target = self._revocations.record(chain_id, token_id)
                 if target is None:
                     raise ChainNotFound(message="no such token in the chain")
                 if target.kind is TokenKind.DELEGATED:
                     return self._revoke_one_token(target, dry_run, justification, caller, now)
-            outcome = self._registry.revoke_known_chain(chain_id, now, dry_run=dry_run)
+            outcome = self._revocations.revoke_known_chain(chain_id, now, dry_run=dry_run)
             if outcome is None:
                 raise ChainNotFound()
             newly_revoked = not outcome.already_revoked
@@ -357,7 +376,7 @@ class DelegationService:
         self, target: TokenRecord, dry_run: bool, justification: str, caller: str, now: int
     ) -> BlastRadius:
         """Revoke one child of a chain (nothing is minted from a child): the radius is that token."""
-        live = evaluate(target, self._registry.snapshot(target), now) is TokenState.ACTIVE
+        live = evaluate(target, self._tokens.snapshot(target), now) is TokenState.ACTIVE
         radius = BlastRadius(
             1 if live else 0,
             (target.client_id,) if live and target.client_id else (),
@@ -367,7 +386,7 @@ class DelegationService:
         if dry_run:
             self._audit_dry_run(target.chain_id, target.token_id, caller, radius)
             return radius
-        event = self._registry.revoke_token(target.chain_id, target.token_id, target.expires_at, now)
+        event = self._revocations.revoke_token(target.chain_id, target.token_id, target.expires_at, now)
         self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
         return radius
 
@@ -399,7 +418,7 @@ class DelegationService:
         """The tokens of a chain with their states: the root and the children that expire last, at most
         :data:`CHAIN_VIEW_LIMIT` in all, so that no view grows with the chain."""
         with _operator_action("get_chain", caller, chain_id=chain_id):
-            chain = self._registry.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
+            chain = self._chains.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
             if chain is None:
                 raise ChainNotFound()
         audit_event("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
@@ -407,7 +426,7 @@ class DelegationService:
 
     def ready(self) -> bool:
         """Whether the store answers (for health checks)."""
-        return self._registry.ping()
+        return self._health.ping()
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -425,7 +444,7 @@ class DelegationService:
     def _active_record(self, token: VerifiedToken) -> TokenRecord:
         """The token's record, when it is active; otherwise the (uniform) parent refusal."""
         expected = record_of(token)
-        snapshot = self._registry.snapshot(expected)
+        snapshot = self._tokens.snapshot(expected)
         state = evaluate(expected, snapshot, self._clock.now())
         if state is not TokenState.ACTIVE:
             raise ParentRejected(f"parent is {state.value}")
@@ -438,7 +457,7 @@ class DelegationService:
                     violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
                 )
             now = self._clock.now()
-            event = self._registry.revoke_horizon(key, now, now)
+            event = self._revocations.revoke_horizon(key, now, now)
         self._audit_revocation(event, caller, "operator", justification)
         return event.revoked_at  # the horizon in force: a later one may already have been set
 

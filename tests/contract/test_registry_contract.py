@@ -1,5 +1,9 @@
 """The one contract every TokenRegistry keeps (SPEC §5), run against the memory and the Redis store.
 
+The registry is split into ports by use (``domain/ports.py``); the sections below follow the split:
+DelegationStore (recording, checking, minting), RevocationStore (revoking, horizons, records, operator
+chain revocation), ChainViews, RevocationLog (events) and StoreHealth.
+
 The memory store runs on a fake clock; the Redis store on the session's own ``redis-server`` and real
 time, so every test states absolute expiry times relative to the store's ``now`` and never depends on a
 boundary second.
@@ -26,7 +30,15 @@ from redis.retry import Retry
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.redis import SMALL_CHAIN_FIELDS, RedisRegistry
 from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
-from delegation_service.domain.ports import ChainRevocation, TokenRegistry
+from delegation_service.domain.ports import (
+    ChainRevocation,
+    ChainViews,
+    DelegationStore,
+    RevocationLog,
+    RevocationStore,
+    StoreHealth,
+    TokenRegistry,
+)
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
@@ -112,7 +124,7 @@ def short_memory(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     )
 
 
-# -- builders ---------------------------------------------------------------------------------------
+# -- builders ----------------------------------------------------------------------------------------
 
 
 def new_chain_id() -> str:
@@ -183,7 +195,30 @@ def recorded_chain(registry: StoreUnderTest, children: int, **root_options: obje
     return [root, *kids]
 
 
-# -- recording and checking ---------------------------------------------------------------------------
+# -- the ports ---------------------------------------------------------------------------------------
+
+PORTS = (DelegationStore, RevocationStore, RevocationLog, ChainViews, StoreHealth)
+
+
+def methods_of(port: type) -> set[str]:
+    return {name for name, value in vars(port).items() if callable(value) and not name.startswith("_")}
+
+
+def test_the_ports_split_the_registry_into_uses_without_overlap() -> None:
+    # Every operation of a store belongs to exactly one use: a use case given one port cannot reach
+    # the operations of another.
+    split = [methods_of(port) for port in PORTS]
+    assert sum(len(methods) for methods in split) == len(set().union(*split))
+    # ...and together they are the whole store: the memory store has nothing beyond them.
+    assert set().union(*split) == methods_of(MemoryRegistry)
+
+
+def test_every_store_implements_every_port(registry: StoreUnderTest) -> None:
+    for port in PORTS:
+        assert all(callable(getattr(registry.store, name, None)) for name in methods_of(port)), port
+
+
+# -- DelegationStore: recording and checking ---------------------------------------------------------
 
 
 def test_recorded_child_and_root_round_trip_through_snapshot(registry: StoreUnderTest) -> None:
@@ -237,7 +272,7 @@ def test_unrecorded_upstream_root_is_judged_by_its_claims(registry: StoreUnderTe
     assert state(registry, root) is TokenState.ACTIVE
 
 
-# -- revoking ---------------------------------------------------------------------------------------
+# -- RevocationStore: revoking -----------------------------------------------------------------------
 
 
 def test_revoking_a_chain_revokes_every_child_at_once(registry: StoreUnderTest) -> None:
@@ -307,7 +342,7 @@ def test_a_revocation_with_a_shorter_expiry_never_shortens_the_first(registry: S
     assert state(registry, child) is TokenState.REVOKED
 
 
-# -- horizons ---------------------------------------------------------------------------------------
+# -- RevocationStore: horizons -----------------------------------------------------------------------
 
 
 def test_subject_horizon_revokes_chains_rooted_at_or_before_it(registry: StoreUnderTest) -> None:
@@ -367,7 +402,7 @@ def test_horizon_never_moves_back(registry: StoreUnderTest) -> None:
     assert state(registry, child) is TokenState.REVOKED
 
 
-# -- chains -----------------------------------------------------------------------------------------
+# -- ChainViews: chains ------------------------------------------------------------------------------
 
 
 def test_chain_lists_root_and_children_with_their_states(registry: StoreUnderTest) -> None:
@@ -425,7 +460,7 @@ def test_chain_view_is_capped_to_the_root_and_the_children_that_expire_last(
     }
 
 
-# -- minting ----------------------------------------------------------------------------------------
+# -- DelegationStore: minting ------------------------------------------------------------------------
 
 
 def test_mint_reads_the_same_snapshot_a_check_of_the_root_reads(registry: StoreUnderTest) -> None:
@@ -582,7 +617,7 @@ def test_a_child_that_does_not_belong_to_the_root_is_refused(registry: StoreUnde
     assert registry.store.record(root.chain_id, child.token_id) is None
 
 
-# -- records ----------------------------------------------------------------------------------------
+# -- RevocationStore: records ------------------------------------------------------------------------
 
 
 def test_record_reads_one_token_of_a_chain(registry: StoreUnderTest) -> None:
@@ -594,7 +629,7 @@ def test_record_reads_one_token_of_a_chain(registry: StoreUnderTest) -> None:
     assert registry.store.record(new_chain_id(), child.token_id) is None
 
 
-# -- operator chain revocation ------------------------------------------------------------------------
+# -- RevocationStore: operator chain revocation ------------------------------------------------------
 
 
 def test_revoking_a_known_chain_marks_it_and_reports_its_unexpired_tokens_and_clients(
@@ -656,7 +691,7 @@ def test_a_chain_known_by_its_marker_alone_can_be_revoked_again(registry: StoreU
     assert outcome.event is not None and outcome.event.expires_at >= now + HORIZON_RETENTION
 
 
-# -- events -----------------------------------------------------------------------------------------
+# -- RevocationLog: events ---------------------------------------------------------------------------
 
 
 def test_events_come_back_in_order_and_resume_after_any_cursor(registry: StoreUnderTest) -> None:
@@ -724,7 +759,7 @@ def test_a_cursor_whose_event_is_no_longer_retained_is_expired_not_silently_resu
     assert list(store.events(retained[0].cursor, 10_000)) == retained[1:]
 
 
-# -- expiry -----------------------------------------------------------------------------------------
+# -- every port: expiry ------------------------------------------------------------------------------
 
 
 def test_a_record_with_a_past_expiry_is_never_active(registry: StoreUnderTest) -> None:
@@ -758,7 +793,7 @@ def test_records_and_markers_expire_with_their_tokens(registry: StoreUnderTest) 
     assert registry.store.chain(root.chain_id, CHAIN_LIMIT) is None
 
 
-# -- health -----------------------------------------------------------------------------------------
+# -- StoreHealth -------------------------------------------------------------------------------------
 
 
 def test_ping_answers_when_the_store_is_up(registry: StoreUnderTest) -> None:
@@ -807,7 +842,7 @@ def write_everything(redis_registry: RedisRegistry) -> None:
     assert redis_registry.events(None, 10)
 
 
-# -- bounded memory ---------------------------------------------------------------------------------
+# -- bounded memory ----------------------------------------------------------------------------------
 
 
 @pytest.mark.redis
@@ -942,7 +977,7 @@ def test_a_tracked_token_costs_under_300_bytes_in_a_large_chain(
     assert memory_of(redis_client, [root.chain_id]) / (len(children) + 1) < 300
 
 
-# -- constant cost ----------------------------------------------------------------------------------
+# -- constant cost -----------------------------------------------------------------------------------
 
 
 def command_calls(client: redis.Redis) -> Counter[str]:
@@ -1085,7 +1120,7 @@ def test_keys_of_one_chain_share_one_cluster_slot(
     assert all(len(slots) == 1 for slots in slots_by_chain.values())
 
 
-# -- fail closed ------------------------------------------------------------------------------------
+# -- fail closed -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -1153,7 +1188,7 @@ def test_an_unreadable_record_fails_closed(redis_registry: RedisRegistry, redis_
         redis_registry.snapshot(child)
 
 
-# -- construction and input -------------------------------------------------------------------------
+# -- construction and input --------------------------------------------------------------------------
 
 
 @pytest.mark.redis
@@ -1162,7 +1197,7 @@ def test_the_cluster_flag_must_match_the_client(redis_client: redis.Redis) -> No
         RedisRegistry(redis_client, cluster=True)
 
 
-# -- Redis Cluster ----------------------------------------------------------------------------------
+# -- Redis Cluster -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(params=["one-node", "three-masters"])

@@ -58,11 +58,15 @@ def setup() -> Setup:
     clock = SystemClock()
     verifier = JwtVerifier(OWN_ISSUER, KeySet(w.own), [trusted], leeway_seconds=30, clock=clock)
     catalog = load_catalog(demo_catalog_path())
+    store = MemoryRegistry(clock, horizon_retention_seconds=90_000)
     service = DelegationService(
         issuer=OWN_ISSUER,
         verifier=verifier,
         signer=JwtSigner(KeySet(w.own)),
-        registry=MemoryRegistry(clock, horizon_retention_seconds=90_000),
+        tokens=store,
+        revocations=store,
+        chains=store,
+        health=store,
         policy=DelegationPolicy(catalog),
         lifetimes=LifetimePolicy(900, MAX_LIFETIME),
         clock=clock,

@@ -152,7 +152,10 @@ def world() -> World:
         issuer=ISSUER,
         verifier=codec,
         signer=codec,
-        registry=spy,
+        tokens=spy,
+        revocations=spy,
+        chains=spy,
+        health=spy,
         policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
         lifetimes=LifetimePolicy(900, 3600),
         clock=clock,
@@ -167,6 +170,61 @@ def delegate(
     time_left = options.pop("time_left", None)
     command = DelegateCommand(parent, client_id, ("warehouse.items.r",), **options)
     return world.service.delegate(command, time_left=time_left)
+
+
+# -- ports ------------------------------------------------------------------------------------------
+
+
+def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World) -> None:
+    # The store is given as four narrow ports; a spy on each shows which use case uses which.
+    ports = {name: Spy(world.store) for name in ("tokens", "revocations", "chains", "health")}
+    service = DelegationService(
+        issuer=ISSUER,
+        verifier=world.codec,
+        signer=world.codec,
+        tokens=ports["tokens"],
+        revocations=ports["revocations"],
+        chains=ports["chains"],
+        health=ports["health"],
+        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
+        lifetimes=LifetimePolicy(900, 3600),
+        clock=world.clock,
+        max_parent_age_seconds=86_400,
+    )
+    parent = world.parent()
+    uses: dict[str, Counter[str]] = {}
+
+    def used(action: Any) -> None:
+        for spy in ports.values():
+            spy.calls.clear()
+        action()
+        uses[action.__name__] = Counter({name: spy.calls.total() for name, spy in ports.items() if spy.calls})
+
+    def delegating() -> None:
+        child = service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+        assert child.access_token is not None
+        assert service.introspect(child.access_token).active
+
+    def viewing() -> None:
+        service.get_chain(world.chain_of(parent))
+
+    def revoking() -> None:
+        service.revoke_subject("alice")
+        service.revoke_chain(world.chain_of(parent), dry_run=True)
+        service.revoke(parent)
+
+    def probing() -> None:
+        assert service.ready()
+
+    for action in (delegating, viewing, revoking, probing):
+        used(action)
+
+    assert uses == {
+        "delegating": Counter({"tokens": 2}),
+        "viewing": Counter({"chains": 1}),
+        "revoking": Counter({"revocations": 3}),
+        "probing": Counter({"health": 1}),
+    }
 
 
 # -- Delegate -----------------------------------------------------------------------------------------
