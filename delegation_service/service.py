@@ -1,17 +1,16 @@
 """Use cases: delegate, introspect, revoke, and the operator's chain, subject and client revocations.
 
-Plain Python over the domain and its ports: no gRPC, no Redis, no JWT library here.
+Plain Python over the domain and its ports: no gRPC, no Redis, no JWT library here, and no side effect
+but through a port (the store's, the signer, the clock, the audit trail).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from delegation_service.audit import record as audit_event
 from delegation_service.domain.errors import (
     ChainNotFound,
     DeadlineTooShort,
@@ -23,6 +22,7 @@ from delegation_service.domain.errors import (
 )
 from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
 from delegation_service.domain.ports import (
+    AuditSink,
     ChainViews,
     Clock,
     DelegationStore,
@@ -43,8 +43,6 @@ from delegation_service.domain.revocation import (
     root_is_active,
 )
 from delegation_service.domain.tokens import ChildToken, LifetimePolicy, TokenKind, VerifiedToken
-
-log = logging.getLogger(__name__)
 
 MINT_MARGIN_SECONDS = 0.005
 """Least time that must be left before the caller's deadline to start minting: recording and signing
@@ -138,6 +136,7 @@ class DelegationService:
         lifetimes: LifetimePolicy,
         clock: Clock,
         max_parent_age_seconds: int,
+        audit: AuditSink,
         token_ids: Callable[[], str] = new_token_id,
     ) -> None:
         self._issuer = issuer
@@ -151,6 +150,7 @@ class DelegationService:
         self._lifetimes = lifetimes
         self._clock = clock
         self._token_ids = token_ids
+        self._audit = audit
         self._max_parent_age = max_parent_age_seconds
 
     # -- DelegationService ------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class DelegationService:
             result = self._delegate(command, parent, time_left)
         except DelegationError as refused:
             known = parent[0] if parent else None
-            audit_event(
+            self._audit.record(
                 "delegate denied",
                 event="delegate",
                 outcome=_outcome(refused),
@@ -186,7 +186,7 @@ class DelegationService:
             )
             raise
         child = result.child
-        audit_event(
+        self._audit.record(
             "delegate validated" if result.access_token is None else "delegate minted",
             event="delegate",
             outcome="validated" if result.access_token is None else "minted",
@@ -291,7 +291,7 @@ class DelegationService:
         try:
             token = self._verifier.verify(raw_token)
         except ParentRejected as refused:
-            audit_event(
+            self._audit.record(
                 "revoke ignored",
                 event="revoke",
                 outcome="ignored",
@@ -342,7 +342,7 @@ class DelegationService:
         including any revoked one by one before (telling those apart would mean reading every record),
         and is zero when the chain was already revoked. One token of a chain is judged from its record.
         """
-        with _operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
+        with self._operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
             if not chain_id:
                 raise InvalidRequest(
                     violations=[Violation("chain_id", "", Reason.INVALID_REQUEST, "chain_id is required")]
@@ -390,9 +390,8 @@ class DelegationService:
         self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
         return radius
 
-    @staticmethod
-    def _audit_dry_run(chain_id: str, token_id: str, caller: str, radius: BlastRadius) -> None:
-        audit_event(
+    def _audit_dry_run(self, chain_id: str, token_id: str, caller: str, radius: BlastRadius) -> None:
+        self._audit.record(
             "revoke_chain dry run",
             event="revoke_chain",
             outcome="dry_run",
@@ -417,11 +416,11 @@ class DelegationService:
     def get_chain(self, chain_id: str, caller: str = "") -> ChainView:
         """The tokens of a chain with their states: the root and the children that expire last, at most
         :data:`CHAIN_VIEW_LIMIT` in all, so that no view grows with the chain."""
-        with _operator_action("get_chain", caller, chain_id=chain_id):
+        with self._operator_action("get_chain", caller, chain_id=chain_id):
             chain = self._chains.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
             if chain is None:
                 raise ChainNotFound()
-        audit_event("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
+        self._audit.record("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
         return ChainView(chain_id, chain.chain_revoked, tuple(chain.states(self._clock.now())))
 
     def ready(self) -> bool:
@@ -451,7 +450,7 @@ class DelegationService:
         return snapshot.record or expected
 
     def _revoke_horizon(self, key: HorizonKey, field: str, justification: str, caller: str) -> int:
-        with _operator_action(f"revoke_{key.kind.value}", caller, **{field: key.value}):
+        with self._operator_action(f"revoke_{key.kind.value}", caller, **{field: key.value}):
             if not key.value:
                 raise InvalidRequest(
                     violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
@@ -461,11 +460,15 @@ class DelegationService:
         self._audit_revocation(event, caller, "operator", justification)
         return event.revoked_at  # the horizon in force: a later one may already have been set
 
-    @staticmethod
     def _audit_revocation(
-        event: RevocationEvent, caller: str, actor: str, justification: str = "", count: int | None = None
+        self,
+        event: RevocationEvent,
+        caller: str,
+        actor: str,
+        justification: str = "",
+        count: int | None = None,
     ) -> None:
-        audit_event(
+        self._audit.record(
             "revoke",
             event="revoke",
             outcome="revoked",
@@ -481,6 +484,22 @@ class DelegationService:
             cursor=event.cursor,
         )
 
+    @contextlib.contextmanager
+    def _operator_action(self, action: str, caller: str, **facts: str) -> Iterator[None]:
+        """Audit an operator action that is refused or fails (success is audited by the action itself)."""
+        try:
+            yield
+        except DelegationError as refused:
+            self._audit.record(
+                f"{action} {_outcome(refused)}",
+                event=action,
+                outcome=_outcome(refused),
+                reason=refused.reason.identifier,
+                caller=caller,
+                **facts,
+            )
+            raise
+
 
 def _check_deadline(time_left: TimeLeft | None) -> None:
     """Refuse to go on when the caller's deadline leaves no time to mint."""
@@ -492,20 +511,3 @@ def _check_deadline(time_left: TimeLeft | None) -> None:
 def _outcome(refused: DelegationError) -> str:
     """``error`` when the service could not decide (store down, deadline), ``denied`` otherwise."""
     return "error" if refused.reason in (Reason.STORE_UNAVAILABLE, Reason.DEADLINE_TOO_SHORT) else "denied"
-
-
-@contextlib.contextmanager
-def _operator_action(action: str, caller: str, **facts: str) -> Iterator[None]:
-    """Audit an operator action that is refused or fails (success is audited by the action itself)."""
-    try:
-        yield
-    except DelegationError as refused:
-        audit_event(
-            f"{action} {_outcome(refused)}",
-            event=action,
-            outcome=_outcome(refused),
-            reason=refused.reason.identifier,
-            caller=caller,
-            **facts,
-        )
-        raise

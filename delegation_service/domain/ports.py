@@ -158,6 +158,31 @@ class TokenRegistry(DelegationStore, RevocationStore, RevocationLog, ChainViews,
     one contract suite checks, port by port. Each use case is given only the ports it uses."""
 
 
+class AuditSink(Protocol):
+    """Where the audit trail goes: one structured event per mint, refusal, revocation and operator action.
+
+    The use cases (and the transport's access gate, for calls it turns away) say what happened; the
+    sink (:class:`delegation_service.audit.AuditLog`, wired by the composition root) redacts and writes.
+    """
+
+    def record(
+        self,
+        message: str,
+        *,
+        event: str,
+        outcome: str,
+        reason: str = "",
+        jti: str = "",
+        chain_id: str = "",
+        client_id: str = "",
+        bearer: str = "",
+        caller: str = "",
+        **fields: object,
+    ) -> None:
+        """Write one audit event; ``fields`` beyond the common ones are added as they are."""
+        ...
+
+
 class TokenSigner(Protocol):
     """Signs child tokens with the active key; publishes the public keys."""
 

@@ -20,6 +20,7 @@ from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, Truste
 from delegation_service.adapters.keys import KeySet, load_jwks
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.app import load_catalog
+from delegation_service.audit import AuditLog
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.catalog import Catalog
 from delegation_service.domain.errors import DelegationError
@@ -71,6 +72,7 @@ def setup() -> Setup:
         lifetimes=LifetimePolicy(900, MAX_LIFETIME),
         clock=clock,
         max_parent_age_seconds=86_400,
+        audit=AuditLog(),
     )
     return Setup(service, verifier, catalog)
 

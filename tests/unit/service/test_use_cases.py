@@ -16,6 +16,7 @@ import pytest
 
 from delegation_service import service as use_cases
 from delegation_service.adapters.memory_registry import MemoryRegistry
+from delegation_service.audit import AuditLog
 from delegation_service.domain.catalog import Catalog
 from delegation_service.domain.errors import (
     ChainNotFound,
@@ -160,6 +161,7 @@ def world() -> World:
         lifetimes=LifetimePolicy(900, 3600),
         clock=clock,
         max_parent_age_seconds=86_400,
+        audit=AuditLog(),
     )
     return World(service, codec, store, spy, clock)
 
@@ -190,6 +192,7 @@ def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World)
         lifetimes=LifetimePolicy(900, 3600),
         clock=world.clock,
         max_parent_age_seconds=86_400,
+        audit=AuditLog(),
     )
     parent = world.parent()
     uses: dict[str, Counter[str]] = {}
@@ -225,6 +228,46 @@ def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World)
         "revoking": Counter({"revocations": 3}),
         "probing": Counter({"health": 1}),
     }
+
+
+class AuditTrail:
+    """An :class:`AuditSink` that keeps the events in a list, for the tests."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def record(self, message: str, *, event: str, outcome: str, **fields: object) -> None:
+        self.events.append((message, event, outcome))
+
+
+def test_audit_events_go_to_the_sink_the_composition_root_gives(world: World) -> None:
+    trail = AuditTrail()
+    service = DelegationService(
+        issuer=ISSUER,
+        verifier=world.codec,
+        signer=world.codec,
+        tokens=world.store,
+        revocations=world.store,
+        chains=world.store,
+        health=world.store,
+        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
+        lifetimes=LifetimePolicy(900, 3600),
+        clock=world.clock,
+        max_parent_age_seconds=86_400,
+        audit=trail,
+    )
+    parent = world.parent()
+
+    service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+    with pytest.raises(ScopesRefused):
+        service.delegate(DelegateCommand(parent, "billing", ("warehouse.nothing.r",)))
+    service.revoke_subject("alice", caller="ops")
+
+    assert trail.events == [
+        ("delegate minted", "delegate", "minted"),
+        ("delegate denied", "delegate", "denied"),
+        ("revoke", "revoke", "revoked"),
+    ]
 
 
 # -- Delegate -----------------------------------------------------------------------------------------
