@@ -26,7 +26,7 @@ from delegation_service.domain.errors import (
     ScopesRefused,
 )
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import TokenRegistry
+from delegation_service.domain.ports import AuditSink, TokenRegistry
 from delegation_service.domain.revocation import HorizonKey, HorizonKind
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import (
@@ -143,27 +143,33 @@ class World:
         return self.codec.upstream[parent].chain_id
 
 
+PORTS = ("tokens", "revocations", "chains", "health")
+
+
+def new_service(
+    codec: Codec, clock: Clock, store: Any, audit: AuditSink | None = None, **ports: Any
+) -> DelegationService:
+    """The use cases over ``store``, given as every port unless ``ports`` names another for one."""
+    return DelegationService(
+        issuer=ISSUER,
+        verifier=codec,
+        signer=codec,
+        **{name: ports.get(name, store) for name in PORTS},
+        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
+        lifetimes=LifetimePolicy(900, 3600),
+        clock=clock,
+        max_parent_age_seconds=86_400,
+        audit=audit or AuditLog(),
+    )
+
+
 @pytest.fixture
 def world() -> World:
     clock = Clock()
     codec = Codec()
     store = MemoryRegistry(clock, horizon_retention_seconds=90_000)
     spy = Spy(store)
-    service = DelegationService(
-        issuer=ISSUER,
-        verifier=codec,
-        signer=codec,
-        tokens=spy,
-        revocations=spy,
-        chains=spy,
-        health=spy,
-        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
-        lifetimes=LifetimePolicy(900, 3600),
-        clock=clock,
-        max_parent_age_seconds=86_400,
-        audit=AuditLog(),
-    )
-    return World(service, codec, store, spy, clock)
+    return World(new_service(codec, clock, spy), codec, store, spy, clock)
 
 
 def delegate(
@@ -179,21 +185,8 @@ def delegate(
 
 def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World) -> None:
     # The store is given as four narrow ports; a spy on each shows which use case uses which.
-    ports = {name: Spy(world.store) for name in ("tokens", "revocations", "chains", "health")}
-    service = DelegationService(
-        issuer=ISSUER,
-        verifier=world.codec,
-        signer=world.codec,
-        tokens=ports["tokens"],
-        revocations=ports["revocations"],
-        chains=ports["chains"],
-        health=ports["health"],
-        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
-        lifetimes=LifetimePolicy(900, 3600),
-        clock=world.clock,
-        max_parent_age_seconds=86_400,
-        audit=AuditLog(),
-    )
+    ports = {name: Spy(world.store) for name in PORTS}
+    service = new_service(world.codec, world.clock, world.store, **ports)
     parent = world.parent()
     uses: dict[str, Counter[str]] = {}
 
@@ -242,20 +235,7 @@ class AuditTrail:
 
 def test_audit_events_go_to_the_sink_the_composition_root_gives(world: World) -> None:
     trail = AuditTrail()
-    service = DelegationService(
-        issuer=ISSUER,
-        verifier=world.codec,
-        signer=world.codec,
-        tokens=world.store,
-        revocations=world.store,
-        chains=world.store,
-        health=world.store,
-        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
-        lifetimes=LifetimePolicy(900, 3600),
-        clock=world.clock,
-        max_parent_age_seconds=86_400,
-        audit=trail,
-    )
+    service = new_service(world.codec, world.clock, world.store, audit=trail)
     parent = world.parent()
 
     service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
