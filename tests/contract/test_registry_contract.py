@@ -93,15 +93,40 @@ class StoreUnderTest:
         return self.clock.now()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 def registry(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
-    """Each contract test runs once per implementation."""
+    """Each contract test runs once per implementation: memory, a Redis node, a Redis Cluster."""
     if request.param == "memory":
         clock = FakeClock()
         yield StoreUnderTest(MemoryRegistry(clock, horizon_retention_seconds=HORIZON_RETENTION), clock)
         return
-    client: redis.Redis = request.getfixturevalue("redis_client")
     # No leeway here, so expiry tests wait only a second; the leeway has its own Redis test.
+    if request.param == "cluster":
+        # The one-node cluster: a cluster client and the cluster code paths (horizons read before the
+        # mint script, events published apart), with a node that refuses any CROSSSLOT step.
+        cluster = RedisCluster.from_url(
+            request.getfixturevalue("redis_cluster_server").url.removesuffix("/0")
+        )
+        cluster.flushall()
+        yield StoreUnderTest(
+            RedisRegistry(
+                cluster,
+                prefix="ct",
+                leeway_seconds=0,
+                horizon_retention_seconds=HORIZON_RETENTION,
+                cluster=True,
+            ),
+            RealClock(),
+        )
+        cluster.close()
+        return
+    client: redis.Redis = request.getfixturevalue("redis_client")
     store = RedisRegistry(client, prefix="ct", leeway_seconds=0, horizon_retention_seconds=HORIZON_RETENTION)
     yield StoreUnderTest(store, RealClock())
 
