@@ -27,7 +27,7 @@ from bench.common import (
     SERVICE_KEY_PREFIX,
     UPSTREAM_ISSUER,
 )
-from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.adapters.redis import RedisRegistry
 from delegation_service.app import retention_seconds
 from delegation_service.config import Config
 from delegation_service.domain.revocation import TokenRecord

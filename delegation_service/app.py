@@ -34,7 +34,7 @@ from delegation_service.adapters.keys import (
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
-from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
+from delegation_service.adapters.redis import RedisRegistry, check_persistence_at_startup
 from delegation_service.adapters.remote_jwks import (
     KeySourceEvents,
     RemoteKeySource,
@@ -44,21 +44,22 @@ from delegation_service.adapters.remote_jwks import (
 )
 from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
 from delegation_service.adapters.verified_cache import CachingVerifier
+from delegation_service.audit import AuditLog
 from delegation_service.config import Config, ConfigError, is_loopback_listen
 from delegation_service.config import TrustedIssuer as TrustedIssuerConfig
 from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
+from delegation_service.domain.ports import Clock, RevocationLog, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
-from delegation_service.revocation_feed import RevocationFeed, RevocationLog
+from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import AdminHttpServer, AdminSettings
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
-from delegation_service.transport.tls import TlsFiles, server_credentials
+from delegation_service.transport.tls import TlsFileError, TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -207,20 +208,27 @@ def build(
         source.refresh()
         source.start()
     store = metered(registry or build_registry(config, clock), metrics)
+    audit = AuditLog()
     service = DelegationService(
         issuer=config.issuer,
         verifier=verifier,
         signer=jwt_codec.JwtSigner(keys),
-        registry=store,
+        # One registry, given to each use case as the narrow port it needs.
+        tokens=store,
+        revocations=store,
+        chains=store,
+        health=store,
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,
         max_parent_age_seconds=config.max_parent_age_seconds,
+        audit=audit,
     )
     metrics.describe_keys(keys.active.kid, keys.active.alg, service.jwks())
     if (config.operator_scope or config.introspection_scope) and not trusted:
         raise ConfigError("access.operator_scope", "caller JWTs need at least one [[trusted_issuers]] table")
     access = AccessGate(
+        audit=audit,
         mode=AccessMode(config.access_mode),
         operator_token_sha256=config.operator_token_sha256,
         operator_identities=config.operator_identities,
@@ -237,12 +245,12 @@ def build(
         store,
         clock,
         metrics=metrics,
-        tls=_tls_credentials(config),
+        tls=tls_credentials(config),
         key_sources=sources,
     )
 
 
-def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
+def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
     """The gRPC port's TLS credentials, read and checked once; ``None`` (and a warning) for plaintext."""
     if config.tls_cert_file is None or config.tls_key_file is None:
         if not is_loopback_listen(config.listen):
@@ -252,7 +260,12 @@ def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
                 extra={"event": "tls_off", "listen": config.listen},
             )
         return None
-    return server_credentials(TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file))
+    try:
+        return server_credentials(
+            TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        )
+    except TlsFileError as error:
+        raise ConfigError(f"tls.{error.file}", error.problem) from None
 
 
 def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:

@@ -17,10 +17,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from delegation_service.domain.errors import CursorExpired, DelegationError, TooManyStreams
-from delegation_service.domain.ports import Clock, RevocationEvent
+from delegation_service.domain.ports import Clock, RevocationEvent, RevocationLog
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,6 @@ IDLE_CHECK_SECONDS = 30.0
 """How often a stream without heartbeats wakes anyway. A follower that goes away wakes its own stream
 (:meth:`FeedStream.wake`, from the call's termination callback), so idle streams need not poll: a
 thousand of them waking every second cost unary calls the GIL."""
-
-
-class RevocationLog(Protocol):
-    """The part of the token registry the feed reads."""
-
-    def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
-        """Up to ``limit`` events after cursor ``after``, oldest first; raises ``CursorExpired`` when
-        events after it may no longer be retained."""
-        ...
 
 
 class MarkerType(enum.Enum):

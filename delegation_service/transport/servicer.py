@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.domain.errors import LifetimeRefused, Reason, Violation
 from delegation_service.domain.ports import RevocationEvent
-from delegation_service.domain.revocation import TokenState
+from delegation_service.domain.revocation import RevocationKind, TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import TokenKind
 from delegation_service.revocation_feed import Marker, MarkerType, RevocationFeed, Subscription
@@ -39,10 +39,10 @@ _TOKEN_STATES = {
     TokenState.UNKNOWN: admin_pb2.TOKEN_STATE_UNSPECIFIED,
 }
 _REVOCATION_KINDS = {
-    "token": delegation_pb2.REVOCATION_KIND_TOKEN,
-    "chain": delegation_pb2.REVOCATION_KIND_CHAIN,
-    "subject": delegation_pb2.REVOCATION_KIND_SUBJECT,
-    "client": delegation_pb2.REVOCATION_KIND_CLIENT,
+    RevocationKind.TOKEN: delegation_pb2.REVOCATION_KIND_TOKEN,
+    RevocationKind.CHAIN: delegation_pb2.REVOCATION_KIND_CHAIN,
+    RevocationKind.SUBJECT: delegation_pb2.REVOCATION_KIND_SUBJECT,
+    RevocationKind.CLIENT: delegation_pb2.REVOCATION_KIND_CLIENT,
 }
 
 
@@ -242,7 +242,7 @@ def watch_message(item: RevocationEvent | Marker) -> delegation_pb2.WatchRevocat
     return delegation_pb2.WatchRevocationsResponse(
         cursor=item.cursor,
         type=delegation_pb2.WATCH_MESSAGE_TYPE_REVOCATION,
-        kind=_REVOCATION_KINDS.get(item.kind, delegation_pb2.REVOCATION_KIND_UNSPECIFIED),
+        kind=_REVOCATION_KINDS[item.kind],
         chain_id=item.chain_id,
         token_id=item.token_id,
         subject=item.subject,
