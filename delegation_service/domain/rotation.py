@@ -151,7 +151,9 @@ def schedule(keys: Sequence[KeyRecord], policy: RotationPolicy, at: float) -> Sc
         raise ValueError("one key per generation")
     activations: list[float] = []
     for index, key in enumerate(ordered):
-        activates = key.created_at if index == 0 else max(key.created_at + policy.publish_ahead, activations[-1])
+        activates = (
+            key.created_at if index == 0 else max(key.created_at + policy.publish_ahead, activations[-1])
+        )
         activations.append(activates)
     plain: list[KeyTimeline] = []
     for index, key in enumerate(ordered):
@@ -160,9 +162,7 @@ def schedule(keys: Sequence[KeyRecord], policy: RotationPolicy, at: float) -> Sc
         plain.append(KeyTimeline(key, activations[index], superseded, retires, KeyState.PENDING))
     signing = active_at(plain, at)
     timelines = tuple(
-        KeyTimeline(
-            t.key, t.activates_at, t.superseded_at, t.retires_at, _state(t, at, t is signing)
-        )
+        KeyTimeline(t.key, t.activates_at, t.superseded_at, t.retires_at, _state(t, at, t is signing))
         for t in plain
     )
     next_due = at if not ordered else activations[-1] + policy.interval - policy.publish_ahead

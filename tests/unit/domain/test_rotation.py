@@ -70,7 +70,11 @@ def test_a_key_created_on_a_clock_behind_never_activates_before_the_key_before_i
     keys = [KeyRecord(0, 0.0, "a"), KeyRecord(1, 80.0, "b"), KeyRecord(2, 70.0, "c")]
     timelines = schedule(keys, POLICY, 120.0).keys
     assert [t.activates_at for t in timelines] == [0.0, 100.0, 100.0]
-    assert states(keys, POLICY, 120.0) == {"a": KeyState.RETIRING, "b": KeyState.RETIRING, "c": KeyState.ACTIVE}
+    assert states(keys, POLICY, 120.0) == {
+        "a": KeyState.RETIRING,
+        "b": KeyState.RETIRING,
+        "c": KeyState.ACTIVE,
+    }
 
 
 def test_a_key_created_on_a_clock_ahead_still_leaves_one_signing_key() -> None:
@@ -90,7 +94,7 @@ def test_two_keys_of_one_generation_are_refused() -> None:
 def test_a_policy_needs_a_positive_publish_ahead_shorter_than_the_interval(
     interval: float, publish_ahead: float, lifetime: float
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"publish_ahead|longest_lifetime"):
         RotationPolicy(interval, publish_ahead, lifetime)
 
 
@@ -124,7 +128,7 @@ def test_exactly_one_key_signs_at_any_time(
     keys = rotated_keys(policy, start, start + 10 * policy.interval, pause)
     t = data.draw(st.floats(start, start + 12 * policy.interval))
     created = [k for k in keys if k.created_at <= t]
-    assert [s for s in states(created, policy, t).values()].count(KeyState.ACTIVE) == 1
+    assert list(states(created, policy, t).values()).count(KeyState.ACTIVE) == 1
 
 
 @settings(max_examples=200, deadline=None)
