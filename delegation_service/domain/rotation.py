@@ -8,9 +8,9 @@ process involved. Every process that reads the same keys computes the same state
 The rules, for keys sorted by generation:
 
 - A key **activates** ``publish_ahead`` after its creation, and never before the key before it (a clock
-  that steps back must not reorder the keys). The lowest generation present activates at its creation:
-  nothing else could sign before it (a fresh deployment), and any older key it outlived was removed
-  only once retired, long after this key's publish-ahead had passed.
+  that steps back must not reorder the keys). Generation 0 activates at its creation: nothing else could
+  sign before it (a fresh deployment). While no key has activated (a key dated in this reader's future,
+  or older keys deleted by hand), the lowest generation signs: there must always be a signing key.
 - Before its activation a key is **pending**: published, it verifies, it does not sign. A verifier whose
   cached JWKS is at most ``publish_ahead`` old therefore holds a key before any token carries its kid.
 - From its activation until the next key's, it is **active**: it signs.
@@ -151,9 +151,8 @@ def schedule(keys: Sequence[KeyRecord], policy: RotationPolicy, at: float) -> Sc
         raise ValueError("one key per generation")
     activations: list[float] = []
     for index, key in enumerate(ordered):
-        activates = (
-            key.created_at if index == 0 else max(key.created_at + policy.publish_ahead, activations[-1])
-        )
+        published_since = key.created_at if key.generation == 0 else key.created_at + policy.publish_ahead
+        activates = published_since if index == 0 else max(published_since, activations[-1])
         activations.append(activates)
     plain: list[KeyTimeline] = []
     for index, key in enumerate(ordered):

@@ -197,6 +197,10 @@ def test_removing_retired_keys_changes_no_other_state(
     kept = [k for k in keys if full[k.kid] is not KeyState.RETIRED]
     pruned = states(kept, policy, t)
     assert pruned == {kid: state for kid, state in full.items() if state is not KeyState.RETIRED}
+    activations = {timeline.key.kid: timeline.activates_at for timeline in schedule(keys, policy, t).keys}
+    assert {timeline.key.kid: timeline.activates_at for timeline in schedule(kept, policy, t).keys} == {
+        kid: activations[kid] for kid in pruned
+    }
     later = t + data.draw(st.floats(0.0, 3 * policy.interval))
     assert states(kept, policy, later) == {
         kid: state for kid, state in states(keys, policy, later).items() if kid in pruned
