@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +34,8 @@ from cryptography.hazmat.primitives import serialization
 
 from delegation_service.adapters.keys import SigningKey, generate_signing_key, load_signing_key
 from delegation_service.domain.rotation import KeyRecord
+
+log = logging.getLogger(__name__)
 
 FILE_NAME = re.compile(r"^key-(\d{8})\.json$")
 _FORMAT = 1
@@ -67,13 +71,21 @@ class KeyDirectory:
         self.path = path
         self._clock = clock
         self._parsed: dict[str, StoredKey] = {}
+        self._warned = False
 
     def ensure(self) -> None:
-        """Create the directory (mode 0700) if it does not exist."""
+        """Create the directory (mode 0700) if it does not exist; warn once if others may read it."""
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = stat.S_IMODE(self.path.stat().st_mode)
         except OSError as error:
             raise KeyDirectoryError(self.path, f"cannot create the key directory: {error.strerror}") from None
+        if mode & 0o077 and not self._warned:
+            self._warned = True
+            log.warning(
+                "other users can list the key directory (each key file is 0600); make it 0700",
+                extra={"event": "key_directory_permissions", "path": str(self.path), "mode": oct(mode)},
+            )
 
     def load(self) -> list[StoredKey]:
         """Every key now in the directory, in generation order."""

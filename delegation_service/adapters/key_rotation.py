@@ -51,8 +51,6 @@ class KeySnapshot:
     """Active (signing at :attr:`Schedule.at`), next (pending) and previous (retiring) keys."""
     signers: tuple[tuple[KeyTimeline, JwtSigner], ...]
     """The active and pending keys' signers, in generation order, with their timelines."""
-    files: Mapping[str, str]
-    """Each published key's file name, by kid."""
 
     @classmethod
     def of(cls, current: Schedule, keys: Sequence[StoredKey]) -> KeySnapshot:
@@ -69,8 +67,7 @@ class KeySnapshot:
             next_keys=[by_kid[t.key.kid] for t in pending],
         )
         signers = tuple((t, JwtSigner(KeySet(by_kid[t.key.kid]))) for t in (active, *pending))
-        files = {stored.key.kid: stored.path.name for stored in keys}
-        return cls(current, key_set, signers, {t.key.kid: files[t.key.kid] for t in current.published()})
+        return cls(current, key_set, signers)
 
     def signer_at(self, t: float) -> JwtSigner:
         """The signer of the key that signs at ``t``."""
