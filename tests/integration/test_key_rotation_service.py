@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 import pytest
 
+from delegation.v1 import delegation_pb2
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.client import DelegationClient
 from delegation_service.dev import demo_catalog_path
@@ -246,3 +247,16 @@ def test_keys_list_shows_the_shared_directory_states(two_processes: tuple[list[P
     with urllib.request.urlopen(processes[1].admin_url + "/.well-known/jwks.json", timeout=5) as response:
         served = {key["kid"] for key in json.loads(response.read())["keys"]}
     assert active in served  # the other process publishes the key the listing calls active
+
+
+def test_get_jwks_and_the_admin_jwks_publish_the_same_keys(two_processes: tuple[list[Process], str]) -> None:
+    processes, _ = two_processes
+    for process in processes:
+        for _ in range(5):  # a state change between the two reads: read both again (bounded)
+            with DelegationClient(process.address, timeout=5) as client:
+                over_grpc = list(client.public.GetJwks(delegation_pb2.GetJwksRequest(), timeout=5).key_ids)
+            with urllib.request.urlopen(process.admin_url + "/.well-known/jwks.json", timeout=5) as response:
+                over_http = [key["kid"] for key in json.loads(response.read())["keys"]]
+            if over_grpc == over_http:
+                break
+        assert over_grpc == over_http

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -175,3 +178,39 @@ def test_the_rotating_verifier_accepts_published_keys_and_refuses_a_retired_one(
     with pytest.raises(ParentRejected) as refused:
         verifier.verify(long_lived)
     assert refused.value.detail == "unknown kid"
+
+
+def test_a_failing_directory_is_logged_once_the_keys_in_hand_sign_on_and_recovery_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background thread on the real clock: the directory replaced by a file, then restored."""
+    policy = RotationPolicy(interval=60.0, publish_ahead=1.0, longest_lifetime=1.0)  # re-read every 0.1 s
+    keys = KeyRotator(KeyDirectory(tmp_path / "keys"), policy, "ES256")
+    signer = RotatingSigner(keys.step())
+    keys.install = signer.install
+    caplog.set_level(logging.INFO, logger="delegation_service.adapters.key_rotation")
+    keys.start()
+    try:
+        (tmp_path / "keys").rename(tmp_path / "moved")
+        (tmp_path / "keys").write_text("not a directory")
+        wait_for(lambda: events(caplog, "key_directory_failed"), seconds=10)
+        time.sleep(0.5)  # several more failing runs
+        assert len(events(caplog, "key_directory_failed")) == 1
+        assert keys.snapshot is not None
+        assert kid_of(signer.sign(child(Clock(time.time())))) == keys.snapshot.key_set.active.kid
+        (tmp_path / "keys").unlink()
+        (tmp_path / "moved").rename(tmp_path / "keys")
+        wait_for(lambda: events(caplog, "key_directory_recovered"), seconds=10)
+    finally:
+        keys.stop()
+
+
+def events(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if getattr(record, "event", None) == event]
+
+
+def wait_for(condition: Callable[[], object], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
