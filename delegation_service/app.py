@@ -398,7 +398,10 @@ def signing_keys(config: Config) -> KeySet:
     """The service's key set from ``issuer.signing_key_files`` (first active, others previous) and
     ``issuer.next_signing_key_files`` (next); raise :class:`ConfigError` naming the setting."""
     if not config.signing_key_files:
-        raise ConfigError("issuer.signing_key_files", "at least one private key file is required")
+        raise ConfigError(
+            "issuer.signing_key_files",
+            "at least one private key file is required (or issuer.key_directory, for rotating keys)",
+        )
     loaded = _load_keys("issuer.signing_key_files", config.signing_key_files, config.signing_algorithm)
     upcoming = _load_keys(
         "issuer.next_signing_key_files", config.next_signing_key_files, config.signing_algorithm

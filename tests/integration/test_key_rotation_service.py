@@ -58,7 +58,15 @@ class Process:
             return False
 
 
-def start(folder: Path, keys: Path, redis_url: str, upstream_jwks: Path) -> Process:
+def start(
+    folder: Path,
+    keys: Path,
+    redis_url: str,
+    upstream_jwks: Path,
+    workers: int = 1,
+    interval: int = INTERVAL,
+    publish_ahead: int = PUBLISH_AHEAD,
+) -> Process:
     port, admin = free_port(), free_port()
     folder.mkdir()
     config = folder / "config.toml"
@@ -70,8 +78,8 @@ listen = "127.0.0.1:{port}"
 name = "{ISSUER}"
 key_directory = "{keys.as_posix()}"
 [keys]
-rotation_interval_seconds = {INTERVAL}
-publish_ahead_seconds = {PUBLISH_AHEAD}
+rotation_interval_seconds = {interval}
+publish_ahead_seconds = {publish_ahead}
 [admin]
 listen = "127.0.0.1:{admin}"
 jwks_max_age_seconds = {MAX_AGE}
@@ -94,9 +102,21 @@ key_prefix = "rotation-service"
     log_path = folder / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*CLI, "serve", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*CLI, "serve", "--config", str(config), "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     return Process(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{admin}", log_path)
+
+
+def wait_ready(processes: list[Process]) -> None:
+    deadline = time.monotonic() + 60
+    while not all(p.ready() for p in processes):
+        for p in processes:
+            assert p.process.poll() is None, p.log_path.read_text(errors="replace")
+        assert time.monotonic() < deadline, "the servers never became ready"
+        time.sleep(0.2)
 
 
 def stop(process: Process) -> None:
@@ -124,12 +144,7 @@ def two_processes(
         for name in ("one", "two"):
             processes.append(start(folder / name, keys, redis_server.url, upstream_jwks))
             time.sleep(0.5)
-        deadline = time.monotonic() + 60
-        while not all(p.ready() for p in processes):
-            for p in processes:
-                assert p.process.poll() is None, p.log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the servers never became ready"
-            time.sleep(0.2)
+        wait_ready(processes)
         yield processes, upstream.mint("alice", SCOPES, "gateway")
     finally:
         for p in processes:
@@ -260,3 +275,35 @@ def test_get_jwks_and_the_admin_jwks_publish_the_same_keys(two_processes: tuple[
             if over_grpc == over_http:
                 break
         assert over_grpc == over_http
+
+
+def test_workers_starting_together_on_an_empty_directory_share_one_first_key(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """``serve --workers 3``: three processes race to create generation 0; one file, one kid."""
+    upstream = DevUpstreamIssuer(UPSTREAM)
+    upstream_jwks = tmp_path / "upstream-jwks.json"
+    upstream_jwks.write_text(json.dumps(upstream.jwks()))
+    keys = tmp_path / "keys"
+    # An hour's interval: no second key while the test runs, however slowly the workers start.
+    served = start(
+        tmp_path / "workers",
+        keys,
+        redis_server.url,
+        upstream_jwks,
+        workers=3,
+        interval=3600,
+        publish_ahead=600,
+    )
+    try:
+        wait_ready([served])
+        parent = upstream.mint("alice", SCOPES, "gateway")
+        kids = set()
+        for _ in range(30):  # fresh channels are new connections, which SO_REUSEPORT spreads
+            with DelegationClient(served.address, timeout=5) as client:
+                token = client.delegate(parent, "billing", ["warehouse.items.r"]).access_token
+            kids.add(jwt.get_unverified_header(token)["kid"])
+        assert len(kids) == 1
+        assert [p.name for p in keys.iterdir()] == ["key-00000000.json"]
+    finally:
+        stop(served)
