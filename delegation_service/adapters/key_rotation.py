@@ -8,9 +8,12 @@ a :class:`KeySnapshot` into the :class:`RotatingSigner` and :class:`RotatingVeri
 next change of the schedule and at least every ``reread_seconds`` (to learn of keys another process made).
 
 The signer picks its key by the wall clock at each signature, among the keys of its snapshot: a pending
-key starts signing at its activation time exactly, whenever the rotator thread next runs. So a key never
-signs after its retirement was counted from, and the snapshot's publish-ahead guarantee holds to the
-millisecond rather than to the rotator's wake-up.
+key starts signing at its activation time exactly, however late the rotator thread wakes. So the old key
+signs nothing after the moment its retirement is counted from, and the schedule's guarantees hold to
+the signature rather than to the rotator's wake-up.
+
+Our own keys are handed to :class:`~.jwt_codec.JwtVerifier` at construction; rather than change it, the
+rotating verifier builds a new one over each snapshot's keys (the trusted issuers stay the same objects).
 """
 
 from __future__ import annotations
