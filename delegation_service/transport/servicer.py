@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -55,12 +55,7 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         self._service = service
         self._feed = feed
         self._draining = draining if draining is not None else threading.Event()
-        # The key set only changes with a restart (or a rotation that rebuilds the servicer).
-        jwks = service.jwks()
-        self._jwks = delegation_pb2.GetJwksResponse(
-            jwks_json=json.dumps(jwks, separators=(",", ":")),
-            key_ids=[str(k["kid"]) for k in _keys(jwks)],
-        )
+        self._jwks_of: tuple[Mapping[str, object], delegation_pb2.GetJwksResponse] | None = None
 
     def Delegate(
         self, request: delegation_pb2.DelegateRequest, context: grpc.ServicerContext
@@ -131,8 +126,17 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     def GetJwks(
         self, request: delegation_pb2.GetJwksRequest, context: grpc.ServicerContext
     ) -> delegation_pb2.GetJwksResponse:
-        """The public JWK Set."""
-        return self._jwks
+        """The public JWK Set; serialised again only when the keys changed (automatic rotation)."""
+        jwks = self._service.jwks()
+        cached = self._jwks_of
+        if cached is not None and cached[0] == jwks:
+            return cached[1]
+        response = delegation_pb2.GetJwksResponse(
+            jwks_json=json.dumps(jwks, separators=(",", ":")),
+            key_ids=[str(k["kid"]) for k in _keys(jwks)],
+        )
+        self._jwks_of = (jwks, response)
+        return response
 
     def WatchRevocations(
         self, request: delegation_pb2.WatchRevocationsRequest, context: grpc.ServicerContext
