@@ -247,7 +247,9 @@ def _readyz(address: str, timeout: float) -> int:
     connection = http.client.HTTPConnection(address, timeout=timeout)
     try:
         connection.request("GET", "/readyz")
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        response.read()  # closing with the body unread resets the connection: a traceback in its log
+        status = response.status
     except OSError as error:
         print(f"unhealthy: http://{address}/readyz: {error.strerror or error}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -65,7 +65,9 @@ def test_plaintext_on_other_ports_is_healthy_then_unhealthy_once_stopped(
         config = tmp_path / "config.toml"
         assert not served.address.endswith(":50051")
         assert wait_healthy(served, config, environ).strip() == "SERVING"
+        assert probe(config, environ).returncode == cli.EXIT_OK
         assert served.stop() == 0
+        assert "Traceback" not in served.log()  # a probe that hangs up early resets the connection
     result = probe(config, environ)
     assert result.returncode == cli.EXIT_UNAVAILABLE
     assert result.stderr.startswith("unhealthy: http://127.0.0.1:")
