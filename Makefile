@@ -38,6 +38,7 @@ TEST_STAMP := $(VENV)/.stamp-install-test
 LINT_STAMP := $(VENV)/.stamp-install-lint
 BENCH_STAMP := $(VENV)/.stamp-install-bench
 LOCK_STAMP := $(VENV)/.stamp-install-lock
+CONTAINER_STAMP := $(VENV)/.stamp-install-container
 INSTALL_STAMP := $(VENV)/.stamp-install-dev
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,6 +104,10 @@ $(BENCH_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
 
 $(LOCK_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
 	$(call install_extra,lock)
+	@touch $@
+
+$(CONTAINER_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,container)
 	@touch $@
 
 $(INSTALL_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
@@ -263,7 +268,7 @@ image: ## Build the image as IMAGE (default delegation-service:local) with docke
 		-t $(IMAGE) .
 
 .PHONY: image-test
-image-test: image $(TEST_DEPS) ## Build the image, run it against a real Redis: health, admin port, HEALTHCHECK, TLS, SIGTERM
+image-test: image $(TEST_DEPS) $(CONTAINER_STAMP) ## Build the image, run it and compose.yaml against a real Redis: health, admin port, HEALTHCHECK, TLS, SIGTERM
 	DELEGATION_IMAGE_TEST=1 CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE=$(IMAGE) \
 		scripts/run-pytest tests/container $(PYTEST_ARGS)
 
