@@ -56,7 +56,7 @@ help: ## Show this list of targets
 venv: $(PY) ## Create .venv with PYTHON (default python3; must be 3.11+)
 
 .PHONY: install
-install: $(INSTALL_STAMP) ## Create .venv and pip install -e '.[dev]': every extra (generates the stubs first)
+install: $(INSTALL_STAMP) ## Create .venv with the dev extra: codegen, test, lint and bench (generates the stubs first)
 
 .PHONY: install-run
 install-run: $(RUN_STAMP) ## Create .venv with the run-time dependencies only (what `make run` needs)
@@ -79,7 +79,7 @@ $(CODEGEN_STAMP): pyproject.toml scripts/pyproject_requirements.py | $(PY)
 
 # The project itself (editable) with its run-time dependencies, then each extra's requirements on
 # top (read from pyproject.toml, its self-references expanded), so adding an extra never rebuilds the
-# editable install. `make install` (dev) is every extra, so it stands for all the stamps.
+# editable install. `make install` (dev) holds the test, lint and bench extras, so it stands for their stamps.
 $(RUN_STAMP): pyproject.toml $(CODEGEN_STAMP) | $(STUBS_STAMP)
 	$(PIP) install -e .
 	@touch $@
@@ -170,8 +170,8 @@ proto-breaking: $(LINT_STAMP)
 	fi
 
 .PHONY: lint-docker
-lint-docker: $(LINT_STAMP) ## hadolint Dockerfile
-	$(BIN)/hadolint Dockerfile
+lint-docker: $(LINT_STAMP) ## hadolint the Dockerfile (and the image test's Redis stand-in)
+	$(BIN)/hadolint Dockerfile tests/container/redis-standin/Containerfile
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Tests
