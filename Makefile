@@ -180,7 +180,8 @@ TEST_DEPS := $(TEST_STAMP) $(STUBS_STAMP)
 BENCH_DEPS := $(BENCH_STAMP) $(STUBS_STAMP)
 
 .PHONY: test
-test: $(TEST_DEPS) ## The whole suite in one pytest run (needs redis-server for integration tests)
+# The whole suite includes tests/bench, which runs `python -m bench --quick`: the bench extra too.
+test: $(TEST_DEPS) $(BENCH_STAMP) ## The whole suite in one pytest run (needs redis-server for integration tests)
 	scripts/run-pytest tests $(PYTEST_ARGS)
 
 .PHONY: unit-tests
