@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -45,6 +45,8 @@ class AdminSettings:
     public_url: str = ""
     """Base URL gateways reach this port at; empty: ``http://<listen>``, or the issuer on a wildcard."""
     jwks_max_age_seconds: int = 300
+    extra_metadata: Mapping[str, object] = field(default_factory=dict)
+    """More RFC 8414 members: the OAuth endpoints, when that port is on."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,9 @@ class AdminHttpServer:
         cache = f"public, max-age={settings.jwks_max_age_seconds}"
         handler.routes = {
             JWKS_PATH: _document(settings.jwks, cache),
-            METADATA_PATH: _document(_metadata(settings.issuer, self.jwks_uri, settings.jwks), cache),
+            METADATA_PATH: _document(
+                {**metadata(settings.issuer, self.jwks_uri, settings.jwks), **settings.extra_metadata}, cache
+            ),
         }
         self._thread = threading.Thread(target=self._server.serve_forever, name="admin-http", daemon=True)
 
@@ -109,11 +113,12 @@ def _document(content: object, cache_control: str) -> _Document:
     return _Document(body, JSON, cache_control, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
-def _metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[str, object]:
+def metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[str, object]:
     """RFC 8414 authorization server metadata for what this service is: an issuer of access tokens.
 
-    It runs no authorization or token endpoint (tokens are minted over gRPC), so ``response_types`` is
-    empty. The algorithms its tokens are signed with have no registered member; they are published as
+    It runs no authorization endpoint (tokens are minted over gRPC, or by token exchange on the OAuth
+    port, whose endpoints :mod:`.oauth_http` adds), so ``response_types`` is empty. The algorithms its
+    tokens are signed with have no registered member; they are published as
     ``access_token_signing_alg_values_supported`` (RFC 8414 §2 allows additional members).
     """
     keys = jwks.get("keys")
