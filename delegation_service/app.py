@@ -62,6 +62,7 @@ from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminS
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings, oauth_metadata
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
+from delegation_service.transport.servicer import DELEGATE_PATH
 from delegation_service.transport.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,15 @@ class Application:
             self.access,
             outer_interceptors=[MetricsInterceptor(self.metrics)],
             ready=self.ready,
+            prove=self._grpc_proof if self.dpop is not None else None,
         )
+
+    def _grpc_proof(self, proof: str, parent_token: str) -> str:
+        """A DPoP proof sent with ``Delegate`` over gRPC: a POST to the method's path under the issuer
+        name (gRPC is an HTTP/2 POST to that path; the issuer names the service to every caller)."""
+        assert self.dpop is not None
+        url = self.config.issuer.rstrip("/") + DELEGATE_PATH
+        return self.dpop.verify(proof, method="POST", url=url, access_token=parent_token)
 
 
 @dataclass

@@ -14,7 +14,9 @@ import pytest
 import requests
 from joserfc.jwk import ECKey
 
+from delegation.v1 import delegation_pb2, delegation_pb2_grpc
 from delegation_service.client import error_details
+from tests.integration.harness import SERVICE_ISSUER
 from tests.oauth.conftest import OAuthService, dpop_proof
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -151,3 +153,24 @@ def test_a_parent_bound_by_a_method_we_cannot_check_is_refused(oauth_service: OA
     parent = oauth_service.parent(cnf={"jwk": "whatever"})
     body = exchange(oauth_service, parent).json()
     assert (body["error"], body["reason"]) == ("invalid_grant", "INVALID_PARENT_TOKEN")
+
+
+def test_over_grpc_a_proof_in_metadata_binds_and_audience_narrows(
+    oauth_service: OAuthService, key: ECKey
+) -> None:
+    parent = oauth_service.parent(cnf={"jkt": key.thumbprint()})
+    url = SERVICE_ISSUER + "/delegation.v1.DelegationService/Delegate"
+    with grpc.insecure_channel(f"127.0.0.1:{oauth_service.running.port}") as channel:
+        stub = delegation_pb2_grpc.DelegationServiceStub(channel)
+        request = delegation_pb2.DelegateRequest(
+            parent_token=parent, client_id="billing", audience="warehouse"
+        )
+        child = stub.Delegate(request, timeout=5, metadata=(("dpop", dpop_proof(key, url, token=parent)),))
+        with pytest.raises(grpc.RpcError) as elsewhere:
+            stub.Delegate(request, timeout=5, metadata=(("dpop", dpop_proof(key, url + "x")),))
+
+    assert child.token_type == "DPoP"
+    assert list(child.scopes) == ["warehouse.items.rw"]
+    assert error_details(elsewhere.value).reason == "INVALID_DPOP_PROOF"
+    introspected = oauth_service.grpc().introspect(child.access_token)
+    assert list(introspected.audiences) == ["warehouse"]
