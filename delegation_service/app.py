@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import ssl
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,10 +61,10 @@ from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
-from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings, oauth_metadata
+from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 from delegation_service.transport.servicer import DELEGATE_PATH
-from delegation_service.transport.tls import TlsFiles, server_credentials
+from delegation_service.transport.tls import TlsFiles, http_server_context, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Application:
                         jwks=self.service.jwks(),
                         public_url=config.admin_public_url,
                         jwks_max_age_seconds=config.jwks_max_age_seconds,
-                        extra_metadata=oauth_metadata(oauth.base_url) if oauth is not None else {},
+                        extra_metadata=oauth.metadata_members if oauth is not None else {},
                     ),
                     self.metrics.exposition_registry(),
                     ready=lambda: running.health.serving,
@@ -167,6 +168,16 @@ class Application:
             self.access,
             self.dpop,
             lambda base: metadata(config.issuer, base + JWKS_PATH, self.service.jwks()),
+            tls=self._oauth_tls(),
+        )
+
+    def _oauth_tls(self) -> ssl.SSLContext | None:
+        """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured."""
+        config = self.config
+        if config.tls_cert_file is None or config.tls_key_file is None:
+            return None
+        return http_server_context(
+            TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
         )
 
     def _serve_grpc(self, listen: str | None, reuse_port: bool) -> RunningServer:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.parse
@@ -43,7 +44,7 @@ from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS
 from delegation_service.deadlines import call_deadline, remaining
 from delegation_service.domain.access import Operation
-from delegation_service.domain.binding import NO_PROOF, PossessionProof
+from delegation_service.domain.binding import PossessionProof
 from delegation_service.domain.errors import (
     DelegationError,
     InvalidDpopProof,
@@ -56,6 +57,7 @@ from delegation_service.domain.tokens import TokenKind
 from delegation_service.service import DelegateCommand, DelegationService
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.errors import oauth_error
+from delegation_service.transport.tls import certificate_facts
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ MAX_CONNECTIONS = 64
 """Connections served at once; past it a new one gets 503 at once instead of a thread."""
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
+Certificate = tuple[tuple[str, ...], str | None]
+"""The verified client certificate of the connection: its names and its ``x5t#S256`` thumbprint."""
+NO_CERTIFICATE: Certificate = ((), None)
+
 
 @dataclass(frozen=True)
 class OAuthSettings:
@@ -91,14 +97,15 @@ class OAuthSettings:
     max_connections: int = MAX_CONNECTIONS
 
 
-def oauth_metadata(base_url: str) -> dict[str, object]:
+def oauth_metadata(base_url: str, certificate_bound: bool = False) -> dict[str, object]:
     """The RFC 8414 members naming the OAuth endpoints served at ``base_url``.
 
     Token exchange and revocation need no client authentication (the presented token is the credential,
     as on gRPC), hence ``none``; introspection takes ``Authorization: Bearer`` (an introspection JWT or
-    an operator secret), for which RFC 8414 registers no method name, so none is listed for it.
+    an operator secret), for which RFC 8414 registers no method name, so none is listed for it. With
+    client certificates (mutual TLS), a certificate-bound parent's child keeps its binding (RFC 8705).
     """
-    return {
+    members: dict[str, object] = {
         "token_endpoint": base_url + TOKEN_PATH,
         "introspection_endpoint": base_url + INTROSPECT_PATH,
         "revocation_endpoint": base_url + REVOKE_PATH,
@@ -107,6 +114,9 @@ def oauth_metadata(base_url: str) -> dict[str, object]:
         "revocation_endpoint_auth_methods_supported": ["none"],
         "dpop_signing_alg_values_supported": sorted(ASYMMETRIC_ALGORITHMS),
     }
+    if certificate_bound:
+        members["tls_client_certificate_bound_access_tokens"] = True
+    return members
 
 
 @dataclass(frozen=True)
@@ -130,9 +140,16 @@ class OAuthEndpoints:
         self._dpop = dpop
         self._base_url = base_url
 
-    def token(self, form: Mapping[str, str], dpop_proofs: list[str], peer: str) -> Answer:
+    def token(
+        self,
+        form: Mapping[str, str],
+        dpop_proofs: list[str],
+        peer: str,
+        certificate: Certificate = NO_CERTIFICATE,
+    ) -> Answer:
         """RFC 8693 §2.1 token exchange; §2.2.1 answer."""
-        caller = self._gate.admit_http(Operation.DELEGATE, TOKEN_PATH, None, (), peer)
+        names, thumbprint = certificate
+        caller = self._gate.admit_http(Operation.DELEGATE, TOKEN_PATH, None, names, peer)
         grant_type = _required(form, "grant_type")
         if grant_type != TOKEN_EXCHANGE:
             raise UnsupportedGrantType(
@@ -144,7 +161,7 @@ class OAuthEndpoints:
         for unsupported in ("actor_token", "actor_token_type"):
             if unsupported in form:
                 raise _invalid(unsupported, "", f"{unsupported} is not supported: the caller is the actor")
-        proof = self._proof(dpop_proofs, subject_token)
+        proof = self._proof(dpop_proofs, subject_token, thumbprint)
         scope = form.get("scope")
         result = self._service.delegate(
             DelegateCommand(
@@ -169,9 +186,9 @@ class OAuthEndpoints:
         }
         return Answer(HTTPStatus.OK, _json(body), NO_STORE)
 
-    def _proof(self, proofs: list[str], subject_token: str) -> PossessionProof:
+    def _proof(self, proofs: list[str], subject_token: str, certificate: str | None) -> PossessionProof:
         if not proofs:
-            return NO_PROOF
+            return PossessionProof(certificate_x5t_s256=certificate)
         if len(proofs) > 1:
             raise InvalidDpopProof("more than one DPoP header")
         if self._dpop is None:
@@ -179,11 +196,17 @@ class OAuthEndpoints:
         jkt = self._dpop.verify(
             proofs[0], method="POST", url=self._base_url + TOKEN_PATH, access_token=subject_token
         )
-        return PossessionProof(dpop_jkt=jkt)
+        return PossessionProof(dpop_jkt=jkt, certificate_x5t_s256=certificate)
 
-    def introspect(self, form: Mapping[str, str], authorization: str | None, peer: str) -> Answer:
+    def introspect(
+        self,
+        form: Mapping[str, str],
+        authorization: str | None,
+        peer: str,
+        certificate: Certificate = NO_CERTIFICATE,
+    ) -> Answer:
         """RFC 7662 §2: the claims of an active token, ``{"active": false}`` otherwise."""
-        self._gate.admit_http(Operation.INTROSPECT, INTROSPECT_PATH, authorization, (), peer)
+        self._gate.admit_http(Operation.INTROSPECT, INTROSPECT_PATH, authorization, certificate[0], peer)
         token = self._service.introspect(_required(form, "token")).token
         if token is None:
             return Answer(HTTPStatus.OK, _json({"active": False}), NO_STORE)
@@ -272,6 +295,8 @@ class OAuthHttpServer:
         gate: AccessGate,
         dpop: DpopVerifier | None,
         metadata: Callable[[str], Mapping[str, object]],
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         host, _, port = settings.listen.rpartition(":")
         host = host.strip("[]")
@@ -282,12 +307,16 @@ class OAuthHttpServer:
             raise RuntimeError(
                 f"cannot listen on {settings.listen} (oauth.listen): {error.strerror}"
             ) from None
+        self._server.tls = tls
         self.port: int = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
-        self.base_url = (settings.public_url or f"http://{shown}:{self.port}").rstrip("/")
+        scheme = "https" if tls is not None else "http"
+        self.base_url = (settings.public_url or f"{scheme}://{shown}:{self.port}").rstrip("/")
         handler.endpoints = OAuthEndpoints(service, gate, dpop, self.base_url)
+        certificate_bound = tls is not None and tls.verify_mode is not ssl.CERT_NONE
+        self.metadata_members = oauth_metadata(self.base_url, certificate_bound)
         handler.documents = {
-            METADATA_PATH: _json({**metadata(self.base_url), **oauth_metadata(self.base_url)}),
+            METADATA_PATH: _json({**metadata(self.base_url), **self.metadata_members}),
             JWKS_PATH: json.dumps(service.jwks(), separators=(",", ":"), sort_keys=True).encode(),
         }
         self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-http", daemon=True)
@@ -309,6 +338,8 @@ class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, up to ``max_connections``; past it a 503 at once, and no thread."""
 
     daemon_threads = True
+    tls: ssl.SSLContext | None = None
+    """TLS, handshaken on the connection's own thread (a slow handshake never holds the accept loop)."""
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int) -> None:
         self._slots = threading.BoundedSemaphore(slots)
@@ -327,8 +358,15 @@ class _BoundedServer(ThreadingHTTPServer):
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Serve, then give the slot back."""
+        """Serve (after the TLS handshake, when on), then give the slot back."""
         try:
+            if self.tls is not None:
+                request.settimeout(IDLE_SECONDS)
+                try:
+                    request = self.tls.wrap_socket(request, server_side=True)
+                except (OSError, ssl.SSLError):
+                    self.shutdown_request(request)
+                    return
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
@@ -389,10 +427,11 @@ class _OAuthHandler(BaseHTTPRequestHandler):
             if query:
                 raise _invalid("query", "", "parameters go in the request body, never in the URL")
             form = parse_form(body)
+            certificate = certificate_facts(self.connection)
             if path == TOKEN_PATH:
-                return self.endpoints.token(form, self.headers.get_all("DPoP") or [], peer)
+                return self.endpoints.token(form, self.headers.get_all("DPoP") or [], peer, certificate)
             if path == INTROSPECT_PATH:
-                return self.endpoints.introspect(form, self.headers.get("Authorization"), peer)
+                return self.endpoints.introspect(form, self.headers.get("Authorization"), peer, certificate)
             return self.endpoints.revoke(form, peer)
         except DelegationError as error:
             status, payload = oauth_error(error)
