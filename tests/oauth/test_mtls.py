@@ -54,7 +54,7 @@ def mtls_service(redis_server: RedisServer, pki: Pki) -> Iterator[OAuthService]:
 def test_the_port_serves_https_and_says_it_binds_certificates(mtls_service: OAuthService, pki: Pki) -> None:
     assert mtls_service.base_url.startswith("https://")
     url = mtls_service.base_url + "/.well-known/oauth-authorization-server"
-    metadata = requests.get(url, verify=pki.ca_file, timeout=5).json()
+    metadata = requests.get(url, verify=str(pki.ca_file), timeout=5).json()
     assert metadata["tls_client_certificate_bound_access_tokens"] is True
 
 
@@ -64,7 +64,7 @@ def test_a_certificate_bound_parent_needs_its_certificate(mtls_service: OAuthSer
 
     def exchange(issued: Issued | None) -> requests.Response:
         cert = (str(issued.cert_file), str(issued.key_file)) if issued is not None else None
-        return requests.post(mtls_service.token_url, data=form, verify=pki.ca_file, cert=cert, timeout=5)
+        return requests.post(mtls_service.token_url, data=form, verify=str(pki.ca_file), cert=cert, timeout=5)
 
     assert exchange(None).json()["reason"] == "PROOF_OF_POSSESSION_REQUIRED"
     assert exchange(pki.nobody).json()["reason"] == "PROOF_OF_POSSESSION_REQUIRED"
@@ -74,7 +74,7 @@ def test_a_certificate_bound_parent_needs_its_certificate(mtls_service: OAuthSer
     introspected = requests.post(
         mtls_service.base_url + "/oauth2/introspect",
         data={"token": answer.json()["access_token"]},
-        verify=pki.ca_file,
+        verify=str(pki.ca_file),
         cert=(str(pki.gateway.cert_file), str(pki.gateway.key_file)),
         timeout=5,
     ).json()
@@ -86,7 +86,7 @@ def test_a_certificate_on_no_list_cannot_introspect(mtls_service: OAuthService, 
     answer = requests.post(
         mtls_service.base_url + "/oauth2/introspect",
         data={"token": mtls_service.parent()},
-        verify=pki.ca_file,
+        verify=str(pki.ca_file),
         cert=(str(pki.nobody.cert_file), str(pki.nobody.key_file)),
         timeout=5,
     )
