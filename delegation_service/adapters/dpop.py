@@ -8,17 +8,48 @@ members), and the proof is bounded in size before anything is parsed.
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from delegation_service.adapters.jwt_codec import decode_json_segment, decode_signature, signature_check
-from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, parse_public_jwk
-from delegation_service.domain.dpop import DpopClaims, ProofReplayCache, ProofWindow, check_proof
+from delegation_service.adapters.jwt_codec import (
+    compact_jws,
+    decode_json_segment,
+    decode_signature,
+    signature_check,
+)
+from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, SigningKey, parse_public_jwk
+from delegation_service.domain.dpop import (
+    DpopClaims,
+    ProofReplayCache,
+    ProofWindow,
+    access_token_hash,
+    check_proof,
+)
 from delegation_service.domain.errors import InvalidDpopProof, ParentRejected
 from delegation_service.domain.ports import Clock
 
 MAX_PROOF_BYTES = 4096
 PROOF_TYP = "dpop+jwt"
+
+
+def make_proof(
+    key: SigningKey, method: str, url: str, access_token: str | None = None, now: int | None = None
+) -> str:
+    """A DPoP proof for one request, signed with ``key`` (the CLI's ``dpop proof``, for curl users)."""
+    claims: dict[str, object] = {
+        "jti": secrets.token_urlsafe(16),
+        "htm": method,
+        "htu": url,
+        "iat": int(time.time()) if now is None else now,
+    }
+    if access_token is not None:
+        claims["ath"] = access_token_hash(access_token)
+    jwk = {name: key.public_jwk[name] for name in key.public_jwk if name not in ("kid", "use")}
+    header = {"typ": PROOF_TYP, "alg": key.alg, "jwk": jwk}
+    return compact_jws(header, json.dumps(claims, separators=(",", ":")).encode(), key)
 
 
 def parse_proof(proof: str) -> DpopClaims:
