@@ -381,6 +381,9 @@ class _OAuthHandler(BaseHTTPRequestHandler):
     server_version = "delegation-service"
     sys_version = ""
     timeout = IDLE_SECONDS
+    # Headers and body leave in two writes: without TCP_NODELAY the second waits for the client's
+    # delayed ACK on a keep-alive connection (measured: 48 ms per token exchange instead of ~2).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         """The metadata and the JWKS."""
