@@ -126,12 +126,14 @@ class Application:
         """
         config = self.config
         running = self._serve_grpc(listen, reuse_port)
-        if not admin or not (config.admin_listen or config.oauth_listen):
+        # The OAuth port is served by every worker (SO_REUSEPORT, as gRPC); the admin port by the first.
+        with_oauth = bool(config.oauth_listen) and (admin or reuse_port)
+        if not with_oauth and not (admin and config.admin_listen):
             return running
         oauth = http = None
         try:
-            oauth = self.oauth_server() if config.oauth_listen else None
-            if config.admin_listen:
+            oauth = self.oauth_server(reuse_port=reuse_port) if with_oauth else None
+            if admin and config.admin_listen:
                 http = AdminHttpServer(
                     AdminSettings(
                         listen=config.admin_listen,
@@ -156,14 +158,14 @@ class Application:
             oauth=oauth.start() if oauth is not None else None,
         )
 
-    def oauth_server(self, listen: str | None = None) -> OAuthHttpServer:
+    def oauth_server(self, listen: str | None = None, *, reuse_port: bool = False) -> OAuthHttpServer:
         """The OAuth HTTP face (not started) on ``listen`` or ``oauth.listen``."""
         config = self.config
         if not isinstance(self.access, AccessGate):
             raise RuntimeError("the OAuth port needs the access gate")
         # Its metadata names its own JWKS: a gateway that reaches only this port can verify children.
         return OAuthHttpServer(
-            OAuthSettings(listen or config.oauth_listen, config.oauth_public_url),
+            OAuthSettings(listen or config.oauth_listen, config.oauth_public_url, reuse_port=reuse_port),
             self.service,
             self.access,
             self.dpop,

@@ -202,9 +202,9 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
         extra={"event": "shutdown", "drain_seconds": drain_seconds, "grace_seconds": grace},
     )
     running.drain(grace, drain_seconds)
-    admin = getattr(running, "admin", None)
-    if admin is not None:
-        admin.stop()
+    for port in (getattr(running, "oauth", None), getattr(running, "admin", None)):
+        if port is not None:
+            port.stop()
     log.info("exiting", extra={"event": "exit"})
     logging.shutdown()
     sys.stdout.flush()

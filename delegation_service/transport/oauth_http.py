@@ -95,6 +95,8 @@ class OAuthSettings:
     public_url: str = ""
     """Base URL of the endpoints (metadata, DPoP ``htu``); empty: ``http://<listen>``."""
     max_connections: int = MAX_CONNECTIONS
+    reuse_port: bool = False
+    """Share the port with the other ``serve --workers`` processes (SO_REUSEPORT), as gRPC does."""
 
 
 def oauth_metadata(base_url: str, certificate_bound: bool = False) -> dict[str, object]:
@@ -302,7 +304,12 @@ class OAuthHttpServer:
         host = host.strip("[]")
         handler: type[_OAuthHandler] = type("OAuthHandler", (_OAuthHandler,), {})
         try:
-            self._server = _BoundedServer((host or "0.0.0.0", int(port)), handler, settings.max_connections)  # noqa: S104
+            self._server = _BoundedServer(
+                (host or "0.0.0.0", int(port)),  # noqa: S104
+                handler,
+                settings.max_connections,
+                settings.reuse_port,
+            )
         except OSError as error:
             raise RuntimeError(
                 f"cannot listen on {settings.listen} (oauth.listen): {error.strerror}"
@@ -327,11 +334,13 @@ class OAuthHttpServer:
         log.info("oauth http serving", extra={"event": "oauth_serving", "port": self.port})
         return self
 
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, let the requests being answered finish (up to ``grace_seconds``), close."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        if not self._server.wait_idle(grace_seconds):
+            log.warning("oauth http: requests still in flight at shutdown", extra={"event": "oauth_stop"})
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -341,9 +350,19 @@ class _BoundedServer(ThreadingHTTPServer):
     tls: ssl.SSLContext | None = None
     """TLS, handshaken on the connection's own thread (a slow handshake never holds the accept loop)."""
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int, reuse_port: bool
+    ) -> None:
         self._slots = threading.BoundedSemaphore(slots)
+        self.allow_reuse_port = reuse_port
+        self.in_flight = 0
+        self.idle = threading.Condition()
         super().__init__(address, handler)
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Wait until no request is being answered (idle keep-alive connections do not count)."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve on a thread of its own, when a slot is free."""
@@ -407,8 +426,18 @@ class _OAuthHandler(BaseHTTPRequestHandler):
         if isinstance(body, Answer):
             self._finish(started, body)
             return
-        with call_deadline(REQUEST_SECONDS):
-            self._finish(started, self._answer(path, query, body))
+        server = self.server
+        assert isinstance(server, _BoundedServer)
+        with server.idle:
+            server.in_flight += 1
+        try:
+            with call_deadline(REQUEST_SECONDS):
+                answer = self._answer(path, query, body)
+            self._finish(started, answer)
+        finally:
+            with server.idle:
+                server.in_flight -= 1
+                server.idle.notify_all()
 
     def do_PUT(self) -> None:
         """Nothing here is put."""
