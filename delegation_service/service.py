@@ -190,6 +190,8 @@ class DelegationService:
             scope=child.scope_claim,
             exp=child.expires_at,
             dropped=[f"{v.field}:{v.reason.identifier}" for v in result.dropped] if result.dropped else [],
+            # Which key the child is bound to (thumbprints are public), so a leak can be traced to it.
+            cnf=child.confirmation.claim() if child.confirmation is not None else {},
         )
         return result
 

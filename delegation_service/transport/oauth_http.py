@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS
+from delegation_service.audit import record as audit_event
 from delegation_service.deadlines import call_deadline, remaining
 from delegation_service.domain.access import Operation
 from delegation_service.domain.binding import PossessionProof
@@ -191,13 +192,24 @@ class OAuthEndpoints:
     def _proof(self, proofs: list[str], subject_token: str, certificate: str | None) -> PossessionProof:
         if not proofs:
             return PossessionProof(certificate_x5t_s256=certificate)
-        if len(proofs) > 1:
-            raise InvalidDpopProof("more than one DPoP header")
-        if self._dpop is None:
-            raise InvalidDpopProof("DPoP is not configured")
-        jkt = self._dpop.verify(
-            proofs[0], method="POST", url=self._base_url + TOKEN_PATH, access_token=subject_token
-        )
+        try:
+            if len(proofs) > 1:
+                raise InvalidDpopProof("more than one DPoP header")
+            if self._dpop is None:
+                raise InvalidDpopProof("DPoP is not configured")
+            jkt = self._dpop.verify(
+                proofs[0], method="POST", url=self._base_url + TOKEN_PATH, access_token=subject_token
+            )
+        except InvalidDpopProof as refused:
+            # Refused before the use case runs, so audited here (as the access gate audits refusals).
+            audit_event(
+                "delegate denied",
+                event="delegate",
+                outcome="denied",
+                reason=refused.reason.identifier,
+                detail=refused.detail,
+            )
+            raise
         return PossessionProof(dpop_jkt=jkt, certificate_x5t_s256=certificate)
 
     def introspect(

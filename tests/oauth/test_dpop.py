@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import time
 import urllib.parse
 
@@ -174,3 +175,18 @@ def test_over_grpc_a_proof_in_metadata_binds_and_audience_narrows(
     assert error_details(elsewhere.value).reason == "INVALID_DPOP_PROOF"
     introspected = oauth_service.grpc().introspect(child.access_token)
     assert list(introspected.audiences) == ["warehouse"]
+
+
+def test_binding_and_refused_proofs_are_audited(
+    oauth_service: OAuthService, key: ECKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    proof = dpop_proof(key, oauth_service.token_url)
+    with caplog.at_level(logging.INFO, logger="delegation_service.audit"):
+        assert exchange(oauth_service, oauth_service.parent(), proof).status_code == 200
+        assert exchange(oauth_service, oauth_service.parent(), proof).status_code == 400
+
+    events = [r.__dict__ for r in caplog.records if getattr(r, "audit", False)]
+    minted = [e for e in events if e["outcome"] == "minted"]
+    denied = [e for e in events if e["outcome"] == "denied" and e["reason"] == "INVALID_DPOP_PROOF"]
+    assert minted[-1]["cnf"] == {"jkt": key.thumbprint()}
+    assert "replay" in denied[-1]["detail"]
