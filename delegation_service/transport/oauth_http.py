@@ -42,7 +42,6 @@ from typing import Any, ClassVar
 
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS
-from delegation_service.audit import record as audit_event
 from delegation_service.deadlines import call_deadline, remaining
 from delegation_service.domain.access import Operation
 from delegation_service.domain.binding import PossessionProof
@@ -54,6 +53,7 @@ from delegation_service.domain.errors import (
     UnsupportedGrantType,
     Violation,
 )
+from delegation_service.domain.ports import AuditSink
 from delegation_service.domain.tokens import TokenKind
 from delegation_service.service import DelegateCommand, DelegationService
 from delegation_service.transport.authz import AccessGate
@@ -136,9 +136,15 @@ class OAuthEndpoints:
     """The three endpoints as functions of a decoded request (no sockets: the handler does those)."""
 
     def __init__(
-        self, service: DelegationService, gate: AccessGate, dpop: DpopVerifier | None, base_url: str
+        self,
+        service: DelegationService,
+        gate: AccessGate,
+        dpop: DpopVerifier | None,
+        base_url: str,
+        audit: AuditSink,
     ) -> None:
         self._service = service
+        self._audit = audit
         self._gate = gate
         self._dpop = dpop
         self._base_url = base_url
@@ -202,7 +208,7 @@ class OAuthEndpoints:
             )
         except InvalidDpopProof as refused:
             # Refused before the use case runs, so audited here (as the access gate audits refusals).
-            audit_event(
+            self._audit.record(
                 "delegate denied",
                 event="delegate",
                 outcome="denied",
@@ -310,6 +316,7 @@ class OAuthHttpServer:
         dpop: DpopVerifier | None,
         metadata: Callable[[str], Mapping[str, object]],
         *,
+        audit: AuditSink,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         host, _, port = settings.listen.rpartition(":")
@@ -331,12 +338,14 @@ class OAuthHttpServer:
         shown = f"[{host}]" if ":" in host else host
         scheme = "https" if tls is not None else "http"
         self.base_url = (settings.public_url or f"{scheme}://{shown}:{self.port}").rstrip("/")
-        handler.endpoints = OAuthEndpoints(service, gate, dpop, self.base_url)
+        handler.endpoints = OAuthEndpoints(service, gate, dpop, self.base_url, audit)
         certificate_bound = tls is not None and tls.verify_mode is not ssl.CERT_NONE
         self.metadata_members = oauth_metadata(self.base_url, certificate_bound)
+        base_url, members = self.base_url, self.metadata_members
+        # Built per request: our signing keys may rotate while serving (issuer.key_directory).
         handler.documents = {
-            METADATA_PATH: _json({**metadata(self.base_url), **self.metadata_members}),
-            JWKS_PATH: json.dumps(service.jwks(), separators=(",", ":"), sort_keys=True).encode(),
+            METADATA_PATH: lambda: _json({**metadata(base_url), **members}),
+            JWKS_PATH: lambda: json.dumps(service.jwks(), separators=(",", ":"), sort_keys=True).encode(),
         }
         self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-http", daemon=True)
 
@@ -407,7 +416,7 @@ class _OAuthHandler(BaseHTTPRequestHandler):
     """POST on the three endpoints, GET on the two documents; anything else 404 or 405."""
 
     endpoints: ClassVar[OAuthEndpoints]
-    documents: ClassVar[dict[str, bytes]]
+    documents: ClassVar[dict[str, Callable[[], bytes]]]
     protocol_version = "HTTP/1.1"
     server_version = "delegation-service"
     sys_version = ""
@@ -419,10 +428,11 @@ class _OAuthHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """The metadata and the JWKS."""
         started = time.monotonic()
-        document = self.documents.get(self.path.split("?", 1)[0])
-        if document is None:
+        build = self.documents.get(self.path.split("?", 1)[0])
+        if build is None:
             self._finish(started, self._not_found())
         else:
+            document = build()
             self._finish(
                 started, Answer(HTTPStatus.OK, document, (("Cache-Control", "public, max-age=300"),))
             )
