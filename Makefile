@@ -19,6 +19,8 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # Extra arguments for the edge propagation bench, e.g. EDGE_BENCH_ARGS='--quick' (python -m bench.edge --help).
 EDGE_BENCH_ARGS ?=
+# Extra arguments for the OAuth HTTP bench, e.g. OAUTH_BENCH_ARGS='--quick' (python -m bench.oauth --help).
+OAUTH_BENCH_ARGS ?=
 # Examples per Hypothesis property for `make fuzz`.
 FUZZ_EXAMPLES ?= 10000
 # Seconds of libFuzzer-style fuzzing (random byte buffers into tests/fuzz/targets.py) for `make fuzz`.
@@ -225,6 +227,7 @@ run: $(RUN_STAMP) $(STUBS_STAMP) ## Start the dev server (delegation-service dev
 bench: $(BENCH_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.edge $(EDGE_BENCH_ARGS)
+	$(PY) -m bench.oauth $(OAUTH_BENCH_ARGS)
 
 # Real redis-server and redis-server --sentinel processes on loopback ports; bounded, under 3 minutes.
 .PHONY: faults

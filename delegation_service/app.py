@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import json
 import logging
+import ssl
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
+from delegation_service.adapters.dpop import DpopVerifier
+from delegation_service.adapters.dpop_replay import MemoryProofReplayCache, RedisProofReplayCache
 from delegation_service.adapters.http_fetch import FetchLimits
 from delegation_service.adapters.key_directory import KeyDirectory, KeyDirectoryError
 from delegation_service.adapters.key_rotation import KeyRotator, KeySnapshot, RotatingSigner, RotatingVerifier
@@ -52,17 +55,20 @@ from delegation_service.config import Config, ConfigError, is_loopback_listen
 from delegation_service.config import TrustedIssuer as TrustedIssuerConfig
 from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
+from delegation_service.domain.dpop import ProofReplayCache, ProofWindow
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import Clock, RevocationLog, TokenRegistry, TokenVerifier
+from delegation_service.domain.ports import AuditSink, Clock, RevocationLog, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
-from delegation_service.transport.http import AdminHttpServer, AdminSettings
+from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
+from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
-from delegation_service.transport.tls import TlsFileError, TlsFiles, server_credentials
+from delegation_service.transport.servicer import DELEGATE_PATH
+from delegation_service.transport.tls import TlsFileError, TlsFiles, http_server_context, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,10 @@ class Application:
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
     key_sources: tuple[RemoteKeySource, ...] = ()
     """The remote trusted issuers' keys, refreshed in the background until :meth:`close`."""
+    audit: AuditSink | None = None
+    """The audit trail the use cases and the access gate write to (the OAuth port's refusals too)."""
+    dpop: DpopVerifier | None = None
+    """Checks DPoP proofs (RFC 9449) on the OAuth port, with its replay cache in the store."""
     rotator: KeyRotator | None = None
     """Our signing keys' rotation (``issuer.key_directory``), in the background until :meth:`close`."""
     _not_ready: tuple[str, ...] = ()
@@ -119,32 +129,72 @@ class Application:
     def serve(
         self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
     ) -> RunningServer:
-        """Start the gRPC server; with ``admin``, the admin HTTP port (``admin.listen``) too.
+        """Start the gRPC server; with ``admin``, the HTTP ports too (``admin.listen``, ``oauth.listen``).
 
-        The commands (`serve`, `dev`) ask for the admin port; tests and benchmarks that run several
-        servers in one process or on one host leave it off, so they never fight over its port.
+        The commands (`serve`, `dev`) ask for them; tests and benchmarks that run several servers in one
+        process or on one host leave them off, so they never fight over their ports.
         """
         config = self.config
         running = self._serve_grpc(listen, reuse_port)
-        if not admin or not config.admin_listen:
+        # The OAuth port is served by every worker (SO_REUSEPORT, as gRPC); the admin port by the first.
+        with_oauth = bool(config.oauth_listen) and (admin or reuse_port)
+        if not with_oauth and not (admin and config.admin_listen):
             return running
+        oauth = http = None
         try:
-            http = AdminHttpServer(
-                AdminSettings(
-                    listen=config.admin_listen,
-                    issuer=config.issuer,
-                    jwks=self.service.jwks,
-                    public_url=config.admin_public_url,
-                    jwks_max_age_seconds=config.jwks_max_age_seconds,
-                ),
-                self.metrics.exposition_registry(),
-                ready=lambda: running.health.serving,
-            )
+            oauth = self.oauth_server(reuse_port=reuse_port) if with_oauth else None
+            if admin and config.admin_listen:
+                http = AdminHttpServer(
+                    AdminSettings(
+                        listen=config.admin_listen,
+                        issuer=config.issuer,
+                        jwks=self.service.jwks,
+                        public_url=config.admin_public_url,
+                        jwks_max_age_seconds=config.jwks_max_age_seconds,
+                        extra_metadata=oauth.metadata_members if oauth is not None else {},
+                    ),
+                    self.metrics.exposition_registry(),
+                    ready=lambda: running.health.serving,
+                )
         except RuntimeError:
+            if oauth is not None:
+                oauth.stop()
             running.stop(0)
             raise
         fields = {f.name: getattr(running, f.name) for f in dataclasses.fields(running)}
-        return RunningApplication(**fields, admin=http.start())
+        return RunningApplication(
+            **fields,
+            admin=http.start() if http is not None else None,
+            oauth=oauth.start() if oauth is not None else None,
+        )
+
+    def oauth_server(self, listen: str | None = None, *, reuse_port: bool = False) -> OAuthHttpServer:
+        """The OAuth HTTP face (not started) on ``listen`` or ``oauth.listen``."""
+        config = self.config
+        if not isinstance(self.access, AccessGate):
+            raise RuntimeError("the OAuth port needs the access gate")
+        # Its metadata names its own JWKS: a gateway that reaches only this port can verify children.
+        return OAuthHttpServer(
+            OAuthSettings(listen or config.oauth_listen, config.oauth_public_url, reuse_port=reuse_port),
+            self.service,
+            self.access,
+            self.dpop,
+            lambda base: metadata(config.issuer, base + JWKS_PATH, self.service.jwks()),
+            audit=self.audit if self.audit is not None else AuditLog(),
+            tls=self._oauth_tls(),
+        )
+
+    def _oauth_tls(self) -> ssl.SSLContext | None:
+        """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured."""
+        config = self.config
+        if config.tls_cert_file is None or config.tls_key_file is None:
+            return None
+        try:
+            return http_server_context(
+                TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+            )
+        except TlsFileError as error:
+            raise ConfigError(f"tls.{error.file}", error.problem) from None
 
     def _serve_grpc(self, listen: str | None, reuse_port: bool) -> RunningServer:
         config = self.config
@@ -164,7 +214,15 @@ class Application:
             self.access,
             outer_interceptors=[MetricsInterceptor(self.metrics)],
             ready=self.ready,
+            prove=self._grpc_proof if self.dpop is not None else None,
         )
+
+    def _grpc_proof(self, proof: str, parent_token: str) -> str:
+        """A DPoP proof sent with ``Delegate`` over gRPC: a POST to the method's path under the issuer
+        name (gRPC is an HTTP/2 POST to that path; the issuer names the service to every caller)."""
+        assert self.dpop is not None
+        url = self.config.issuer.rstrip("/") + DELEGATE_PATH
+        return self.dpop.verify(proof, method="POST", url=url, access_token=parent_token)
 
 
 @dataclass
@@ -172,10 +230,13 @@ class RunningApplication(RunningServer):
     """The running gRPC server and the admin HTTP port beside it."""
 
     admin: AdminHttpServer | None = None
+    oauth: OAuthHttpServer | None = None
 
     def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
-        """Drain gRPC (readiness turns 503 with health), then close the admin port."""
+        """Drain gRPC (readiness turns 503 with health), then close the HTTP ports."""
         super().stop(grace, drain_seconds)
+        if self.oauth is not None:
+            self.oauth.stop()
         if self.admin is not None:
             self.admin.stop()
 
@@ -269,8 +330,22 @@ def build(
         metrics=metrics,
         tls=tls_credentials(config),
         key_sources=sources,
+        audit=audit,
+        dpop=DpopVerifier(
+            dpop_replay_cache(config, clock),
+            clock,
+            ProofWindow(config.dpop_max_age_seconds, config.leeway_seconds),
+        ),
         rotator=rotator,
     )
+
+
+def dpop_replay_cache(config: Config, clock: Clock) -> ProofReplayCache:
+    """Where DPoP proof ids are remembered: Redis, so a proof replayed to another process is refused
+    too; in memory with the memory store (one process)."""
+    if config.store == "memory":
+        return MemoryProofReplayCache(clock)
+    return RedisProofReplayCache(redis_client(config, store_guard(config)), config.redis_key_prefix)
 
 
 def key_rotator(config: Config) -> KeyRotator:

@@ -148,7 +148,8 @@ def _dev(args: argparse.Namespace) -> int:
     redis_url = os.environ.get("REDIS_URL") or None
     # A fixed admin port beside the gRPC one, so a restarted dev server keeps DELEGATION_ADMIN_URL.
     admin_port = args.admin_port if args.admin_port is not None else (args.port + 1 if args.port else 0)
-    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port)
+    oauth_port = args.oauth_port if args.oauth_port is not None else (args.port + 2 if args.port else 0)
+    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port, oauth_port)
     try:
         running = application.serve(admin=True)
     except RuntimeError as error:
@@ -167,6 +168,7 @@ def _dev(args: argparse.Namespace) -> int:
         parent,
         operator_secret,
         admin_url=_admin_url(running),
+        oauth_url=_oauth_url(running),
     )
     # No drain period: the dev server is on loopback, with no load balancer to tell.
     return _run_until_signal(running, application.config.grace_seconds, drain_seconds=0.0)
@@ -176,6 +178,12 @@ def _admin_url(running: Any) -> str:
     """The admin HTTP port's URL on loopback, or empty when it is off."""
     admin = getattr(running, "admin", None)
     return f"http://127.0.0.1:{admin.port}" if admin is not None else ""
+
+
+def _oauth_url(running: Any) -> str:
+    """The OAuth HTTP port's URL, or empty when it is off."""
+    oauth = getattr(running, "oauth", None)
+    return str(oauth.base_url) if oauth is not None else ""
 
 
 def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoReturn:
@@ -194,9 +202,9 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
         extra={"event": "shutdown", "drain_seconds": drain_seconds, "grace_seconds": grace},
     )
     running.drain(grace, drain_seconds)
-    admin = getattr(running, "admin", None)
-    if admin is not None:
-        admin.stop()
+    for port in (getattr(running, "oauth", None), getattr(running, "admin", None)):
+        if port is not None:
+            port.stop()
     log.info("exiting", extra={"event": "exit"})
     logging.shutdown()
     sys.stdout.flush()
@@ -353,6 +361,18 @@ def _keys_generate(args: argparse.Namespace) -> int:
     out.touch(mode=0o600, exist_ok=True)
     out.write_bytes(pem)
     print(json.dumps({"kid": key.kid, "alg": key.alg, "file": str(out)}))
+    return EXIT_OK
+
+
+def _dpop_proof(args: argparse.Namespace) -> int:
+    from delegation_service.adapters.dpop import make_proof
+    from delegation_service.adapters.keys import load_private_key_file
+
+    try:
+        key = load_private_key_file(args.key, args.alg)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--key {args.key}: {error}") from None
+    print(make_proof(key, args.method, args.url, args.token))
     return EXIT_OK
 
 
@@ -681,6 +701,9 @@ def _add_server_commands(commands: Any) -> None:
     dev.add_argument(
         "--admin-port", type=int, help="admin HTTP loopback port (default: --port + 1; 0 picks one)"
     )
+    dev.add_argument(
+        "--oauth-port", type=int, help="OAuth HTTP loopback port (default: --port + 2; 0 picks one)"
+    )
     dev.set_defaults(handler=_dev)
 
     health = commands.add_parser("health", help="exit 0 when the server reports SERVING")
@@ -724,6 +747,19 @@ def _add_server_commands(commands: Any) -> None:
     listing.add_argument("--config", required=True, help="TOML configuration file")
     listing.add_argument("--output", choices=("text", "json"), default="text", help="output format")
     listing.set_defaults(handler=_keys_list)
+
+    dpop = commands.add_parser("dpop", help="DPoP (RFC 9449) tools").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    proof = dpop.add_parser(
+        "proof", help="print a DPoP proof for one request, signed with a key from `keys generate`"
+    )
+    proof.add_argument("--key", required=True, help="private key file (PEM); its kid is the jkt")
+    proof.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    proof.add_argument("--url", required=True, help="the request's URL (htu)")
+    proof.add_argument("--method", default="POST", help="the request's method (htm), default POST")
+    proof.add_argument("--token", help="the access token sent with the request (ath)")
+    proof.set_defaults(handler=_dpop_proof)
 
 
 def _add_client_commands(commands: Any) -> Any:

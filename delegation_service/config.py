@@ -256,6 +256,25 @@ class Config:
         "admin.jwks_max_age_seconds", 300, "Cache-Control max-age of the JWKS and metadata documents."
     )
 
+    oauth_listen: str = _setting(
+        "oauth.listen",
+        "",
+        "OAuth HTTP address, host:port (RFC 8693 token exchange, RFC 7662 introspection, RFC 7009 "
+        "revocation under /oauth2/, and the RFC 8414 metadata); a port of its own, so a gateway can reach "
+        "it without reaching /metrics; empty (the default) turns it off.",
+    )
+    oauth_public_url: str = _setting(
+        "oauth.public_url",
+        "",
+        "Base URL callers reach the OAuth port at (endpoints in the metadata, and the htu DPoP proofs "
+        "must name); default http://<oauth.listen>.",
+    )
+    dpop_max_age_seconds: int = _setting(
+        "oauth.dpop_max_age_seconds",
+        60,
+        "How old a DPoP proof's iat may be (RFC 9449); its jti is remembered (Redis) that long.",
+    )
+
     operator_token_sha256: tuple[str, ...] = _setting(
         "operators.token_sha256", (), "SHA-256 (hex) of operator bearer secrets for the admin service."
     )
@@ -291,6 +310,14 @@ class Config:
             admin_host, _, admin_port = self.admin_listen.rpartition(":")
             if not admin_host or not admin_port.isdigit() or not 0 <= int(admin_port) < 65536:
                 raise ConfigError("admin.listen", f"{self.admin_listen!r} is not host:port")
+        if self.oauth_listen:
+            oauth_host, _, oauth_port = self.oauth_listen.rpartition(":")
+            if not oauth_host or not oauth_port.isdigit() or not 0 <= int(oauth_port) < 65536:
+                raise ConfigError("oauth.listen", f"{self.oauth_listen!r} is not host:port")
+        if self.oauth_public_url and not self.oauth_public_url.startswith(("https://", "http://")):
+            raise ConfigError("oauth.public_url", "must be an http(s) URL")
+        if not 1 <= self.dpop_max_age_seconds <= 3600:
+            raise ConfigError("oauth.dpop_max_age_seconds", "must be between 1 and 3600")
         if self.jwks_max_age_seconds < 0:
             raise ConfigError("admin.jwks_max_age_seconds", "must not be negative")
         if self.log_level.upper() not in LOG_LEVELS:

@@ -39,7 +39,7 @@ def demo_catalog_path() -> Path:
 
 
 def build_dev(
-    port: int, redis_url: str | None, admin_port: int = 0
+    port: int, redis_url: str | None, admin_port: int = 0, oauth_port: int = 0
 ) -> tuple[Application, DevUpstreamIssuer, str]:
     """The dev application, its upstream issuer and the operator secret."""
     # A recognisable prefix (secret scanners can match it) that also never reads as a CLI option.
@@ -48,6 +48,8 @@ def build_dev(
         listen=f"127.0.0.1:{port}",
         # The banner prints it (DELEGATION_ADMIN_URL); 0 picks a free one.
         admin_listen=f"127.0.0.1:{admin_port}",
+        # The OAuth face (DELEGATION_OAUTH_URL): token exchange, introspection, revocation over HTTP.
+        oauth_listen=f"127.0.0.1:{oauth_port}",
         issuer=DEV_ISSUER,
         store="redis" if redis_url else "memory",
         redis_url=redis_url or Config.redis_url,
@@ -72,7 +74,14 @@ def build_dev(
 
 
 def print_banner(
-    out: TextIO, address: str, store: str, parent: str, operator_secret: str, *, admin_url: str = ""
+    out: TextIO,
+    address: str,
+    store: str,
+    parent: str,
+    operator_secret: str,
+    *,
+    admin_url: str = "",
+    oauth_url: str = "",
 ) -> None:
     """Tell the user what runs and give commands that work as pasted."""
     cli = _cli_name()
@@ -83,6 +92,11 @@ def print_banner(
             if admin_url
             else []
         ),
+        *(
+            [f"OAuth HTTP on {oauth_url}: /oauth2/token /oauth2/introspect /oauth2/revoke"]
+            if oauth_url
+            else []
+        ),
         "",
         f"Demo parent token: subject {DEMO_SUBJECT}, client {DEMO_CLIENT}, scopes {' '.join(DEMO_SCOPES)}",
         "Paste these into another shell:",
@@ -91,6 +105,7 @@ def print_banner(
         f"  export DELEGATION_PARENT_TOKEN={parent}",
         f"  export DELEGATION_OPERATOR_TOKEN={operator_secret}",
         *([f"  export DELEGATION_ADMIN_URL={admin_url}"] if admin_url else []),
+        *([f"  export DELEGATION_OAUTH_URL={oauth_url}"] if oauth_url else []),
         "",
         "  # a child token for the billing subsystem, then look at it and at its chain",
         f"  CHILD=$({cli} delegate --client-id billing --scope warehouse.items.r --print-token)",

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from delegation_service.domain.audience import narrow
+from delegation_service.domain.binding import NO_PROOF, PossessionProof, child_confirmation
 from delegation_service.domain.errors import (
     ChainNotFound,
     DeadlineTooShort,
@@ -68,6 +70,12 @@ class DelegateCommand:
     lifetime_seconds: int | None = None
     allow_partial: bool = False
     validate_only: bool = False
+    audience: str | None = None
+    """Limit the child to this one audience (resource server), inside what its scopes allow."""
+    proof: PossessionProof = NO_PROOF
+    """The keys the transport proved the caller holds (a DPoP proof, a client certificate)."""
+    bind_to_jkt: str | None = None
+    """Bind the child to this DPoP key (the subsystem's) instead of the parent's or the proof's."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,8 @@ class DelegationService:
             scope=child.scope_claim,
             exp=child.expires_at,
             dropped=[f"{v.field}:{v.reason.identifier}" for v in result.dropped] if result.dropped else [],
+            # Which key the child is bound to (thumbprints are public), so a leak can be traced to it.
+            cnf=child.confirmation.claim() if child.confirmation is not None else {},
         )
         return result
 
@@ -221,6 +231,9 @@ class DelegationService:
                 parent,
                 DelegationRequest(command.client_id, command.scopes, command.allow_partial),
             )
+            if command.audience is not None:
+                decision = narrow(decision, command.scopes, command.audience)
+            confirmation = child_confirmation(parent.confirmation, command.proof, command.bind_to_jkt)
             now = self._clock.now()
             expires_at = self._lifetimes.child_expiry(now, parent.expires_at, command.lifetime_seconds)
         except DelegationError:
@@ -242,6 +255,7 @@ class DelegationService:
             bearer=parent.bearer,
             issued_at=now,
             expires_at=expires_at,
+            confirmation=confirmation,
         )
         if command.validate_only:
             return DelegateResult(child, None, decision.dropped)

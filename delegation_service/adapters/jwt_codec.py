@@ -43,6 +43,7 @@ from delegation_service.adapters.keys import (
     VerificationKey,
     distinct_keys,
 )
+from delegation_service.domain.binding import JKT, X5T_S256, Confirmation, is_thumbprint
 from delegation_service.domain.errors import ParentRejected
 from delegation_service.domain.ports import Clock
 from delegation_service.domain.scopes import Bearer, BearerType
@@ -496,6 +497,7 @@ class JwtVerifier:
             _reject("token is addressed to other audiences too")
         scopes = _scopes(payload)
         bearer = _bearer(payload)
+        confirmation = _confirmation(payload)
 
         if rules.kind is TokenKind.DELEGATED:
             actor = payload.get("act")
@@ -519,6 +521,7 @@ class JwtVerifier:
                 expires_at=expires_at,
                 parent_token_id=_required_str(payload, "parent_jti"),
                 actor_client_id=_required_str(actor, "sub"),
+                confirmation=confirmation,
             )
 
         jti = _optional_str(payload, "jti")
@@ -535,7 +538,25 @@ class JwtVerifier:
             bearer=bearer if bearer is not None else Bearer(BearerType.PERSON, subject),
             issued_at=issued_at,
             expires_at=expires_at,
+            confirmation=confirmation,
         )
+
+
+def _confirmation(payload: Mapping[str, Any]) -> Confirmation | None:
+    """``cnf`` (RFC 7800): ``jkt`` (RFC 9449) and/or ``x5t#S256`` (RFC 8705), each a SHA-256 thumbprint.
+
+    A confirmation method the service cannot check (``jwk``, ``kid``, ...) is refused outright: a bound
+    token read as a bearer token would give a child with no binding at all.
+    """
+    if "cnf" not in payload:
+        return None
+    cnf = payload["cnf"]
+    if not isinstance(cnf, dict) or not cnf or set(cnf) - {JKT, X5T_S256}:
+        _reject("unsupported or malformed cnf")
+    values = {name: cnf.get(name) for name in (JKT, X5T_S256)}
+    if any(v is not None and not (isinstance(v, str) and is_thumbprint(v)) for v in values.values()):
+        _reject("malformed cnf thumbprint")
+    return Confirmation(jkt=values[JKT], x5t_s256=values[X5T_S256])
 
 
 def _acting_client(payload: Mapping[str, Any], actor_claim: str | None) -> str:
@@ -576,6 +597,17 @@ def _decode_signature(segment: str) -> bytes | None:
     if _b64url(data).decode("ascii") != segment:
         return None
     return data
+
+
+def decode_json_segment(segment: str, name: str) -> dict[str, Any]:
+    """One JOSE segment decoded as strictly as a token's: canonical base64url, UTF-8, one JSON object,
+    no duplicate members, bounded nesting (DPoP proofs are read the same way); ``ParentRejected`` else."""
+    return _decode_segment(segment, name)
+
+
+def decode_signature(segment: str) -> bytes | None:
+    """The bytes of a canonical base64url signature segment, or ``None``."""
+    return _decode_signature(segment)
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

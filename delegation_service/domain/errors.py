@@ -48,6 +48,12 @@ class Reason(enum.Enum):
     CURSOR_EXPIRED = "cursor_expired"
     TOO_MANY_STREAMS = "too_many_streams"
     SERVER_DRAINING = "server_draining"
+    # Sender-constrained children and audience narrowing (issue 17).
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"
+    PROOF_OF_POSSESSION_REQUIRED = "proof_of_possession_required"
+    AUDIENCE_NOT_GRANTED = "audience_not_granted"
+    SCOPE_OUTSIDE_AUDIENCE = "scope_outside_audience"
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
 
     @property
     def identifier(self) -> str:
@@ -228,6 +234,7 @@ _SEVERITY = (
     Reason.INVALID_AUDIENCE,
     Reason.INVALID_SCOPE_NAME,
     Reason.DIFFERENT_BEARER_TYPES,
+    Reason.SCOPE_OUTSIDE_AUDIENCE,
     Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE,
     Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE,
     Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT,
@@ -255,3 +262,40 @@ class TooManyStreams(DelegationError):
 
     reason = Reason.TOO_MANY_STREAMS
     message = "too many open revocation streams: retry later or on another server"
+
+
+class InvalidDpopProof(DelegationError):
+    """Raised when a DPoP proof (RFC 9449) is malformed, badly signed, for another request, out of its
+    time window, replayed, or for another access token; ``detail`` (for the log) says which."""
+
+    reason = Reason.INVALID_DPOP_PROOF
+    message = "the DPoP proof is not valid"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+
+class ProofOfPossessionRequired(DelegationError):
+    """Raised when the parent is sender-constrained (``cnf``) and the caller did not prove its key."""
+
+    reason = Reason.PROOF_OF_POSSESSION_REQUIRED
+    message = "the parent token is sender-constrained: prove possession of its key"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+
+class AudienceNotGranted(DelegationError):
+    """Raised when the requested audience is not one the child's scopes from the parent are for."""
+
+    reason = Reason.AUDIENCE_NOT_GRANTED
+    message = "the requested audience is not one the parent's scopes allow for this client"
+
+
+class UnsupportedGrantType(DelegationError):
+    """Raised when an OAuth token request names a grant type other than token exchange (RFC 8693)."""
+
+    reason = Reason.UNSUPPORTED_GRANT_TYPE
+    message = "only the token exchange grant (urn:ietf:params:oauth:grant-type:token-exchange) is supported"

@@ -7,6 +7,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
+from delegation_service.domain.binding import Confirmation
 from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import LifetimeRefused, Reason
 from delegation_service.domain.scopes import Bearer, Scope, format_scopes
@@ -36,6 +37,8 @@ class VerifiedToken:
     expires_at: int
     parent_token_id: str | None = None
     actor_client_id: str | None = None
+    confirmation: Confirmation | None = None
+    """The key the token is bound to (``cnf``), ``None`` for a bearer token."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class ChildToken:
     bearer: Bearer
     issued_at: int
     expires_at: int
+    confirmation: Confirmation | None = None
+    """The key the child is bound to (``cnf``): its parent's, or one named for the subsystem."""
 
     @functools.cached_property
     def scope_claim(self) -> str:
@@ -66,7 +71,7 @@ class ChildToken:
         bearer: dict[str, object] = {"type": self.bearer.type.value}
         if self.bearer.id is not None:
             bearer["id"] = self.bearer.id
-        return {
+        claims: dict[str, object] = {
             "iss": self.issuer,
             "sub": self.subject,
             "aud": list(self.audiences) if len(self.audiences) != 1 else self.audiences[0],
@@ -81,6 +86,9 @@ class ChildToken:
             "parent_jti": self.parent_token_id,
             "chain_id": self.chain_id,
         }
+        if self.confirmation is not None:
+            claims["cnf"] = self.confirmation.claim()
+        return claims
 
 
 def root_chain_id(issuer: str, token_id: str) -> str:

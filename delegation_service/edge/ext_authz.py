@@ -6,13 +6,19 @@ OK with identity headers for the upstream, or a denial with the HTTP status and 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import urllib.parse
+
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from delegation_service.edge.verifier import IDENTITY_HEADERS, Decision, EdgeVerifier, Outcome
+from delegation_service.edge.verifier import IDENTITY_HEADERS, Decision, EdgeVerifier, Outcome, RequestFacts
 
 _RPC_CODES = {
     Outcome.ALLOW: code_pb2.OK,
@@ -37,7 +43,26 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         # Envoy lower-cases header names in CheckRequest (HTTP/2 style); read both to be safe.
         authorization = http.headers.get("authorization") or http.headers.get("Authorization")
         path = http.path.partition("?")[0] or "/"
-        return check_response(self._verifier.check(authorization, path))
+        proof = http.headers.get("dpop")
+        facts = RequestFacts(
+            method=http.method or "GET",
+            url=f"{http.scheme or 'https'}://{http.host}{path}" if http.host else None,
+            dpop_proofs=(proof,) if proof else (),
+            certificate_x5t_s256=certificate_thumbprint(request.attributes.source.certificate),
+        )
+        return check_response(self._verifier.check(authorization, path, facts))
+
+
+def certificate_thumbprint(pem: str) -> str | None:
+    """RFC 8705 ``x5t#S256`` of the client certificate Envoy passes (URL-encoded PEM), if any."""
+    if not pem:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(urllib.parse.unquote(pem).encode())
+    except ValueError:
+        return None
+    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:

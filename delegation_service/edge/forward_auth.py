@@ -1,10 +1,13 @@
 """HTTP forward-auth over the verifier: what nginx ``auth_request``, Traefik ``ForwardAuth`` and Caddy
 ``forward_auth`` call.
 
-``GET /auth`` reads ``Authorization: Bearer`` and the original path (nginx: ``X-Original-URI``, which
-the README's snippet sets; Traefik and Caddy: ``X-Forwarded-Uri``), and answers 200 with the identity
-headers, 401 or 403 with ``WWW-Authenticate``, or 503 when it cannot decide. ``GET /metrics`` is the
-Prometheus exposition; ``GET /healthz`` is 200 while the mirror is within its staleness bound.
+``GET /auth`` reads ``Authorization: Bearer`` (or ``DPoP``) and the original path (nginx:
+``X-Original-URI``, which the README's snippet sets; Traefik and Caddy: ``X-Forwarded-Uri``); for a
+DPoP-bound child also the ``DPoP`` proof, ``X-Forwarded-Method`` (or ``X-Original-Method``),
+``X-Forwarded-Proto`` and ``X-Forwarded-Host``, from which the URL the proof must name is rebuilt;
+and answers 200 with the identity headers, 401 or 403 with ``WWW-Authenticate``, or 503 when it
+cannot decide. ``GET /metrics`` is the Prometheus exposition; ``GET /healthz`` is 200 while the mirror
+is within its staleness bound.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from delegation_service.edge.verifier import EdgeVerifier
+from delegation_service.edge.verifier import EdgeVerifier, RequestFacts
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _auth(self) -> None:
         original = next((self.headers[h] for h in _PATH_HEADERS if self.headers.get(h)), "/")
-        decision = self.verifier.check(self.headers.get("Authorization"), urlsplit(original).path or "/")
+        path = urlsplit(original).path or "/"
+        host = self.headers.get("X-Forwarded-Host")
+        scheme = self.headers.get("X-Forwarded-Proto", "https")
+        facts = RequestFacts(
+            method=self.headers.get("X-Forwarded-Method") or self.headers.get("X-Original-Method") or "GET",
+            url=f"{scheme}://{host}{path}" if host else None,
+            dpop_proofs=tuple(self.headers.get_all("DPoP") or ()),
+        )
+        decision = self.verifier.check(self.headers.get("Authorization"), path, facts)
         self._reply(decision.outcome.value, b"", "text/plain", decision.headers)
 
     def _reply(

@@ -4,6 +4,11 @@ Embeddable as is (``EdgeVerifier(...).start()`` then ``check(authorization, path
 forward-auth faces only translate its :class:`Decision`. It talks to the service's public API only
 (``GetJwks``, ``WatchRevocations``, ``Introspect``), never to Redis, so it runs in any network zone.
 
+Sender-constrained children (``cnf``, issue 17) are checked when present: a DPoP-bound child must come
+with ``Authorization: DPoP`` and a proof for this request by its key (RFC 9449 §7: htm, htu, iat, jti
+replay, ath), a certificate-bound one over a connection with that client certificate (RFC 8705). A
+child narrowed to one audience is refused where a route needs a scope of another.
+
 Staleness modes, past ``max_staleness_seconds`` since the feed was last known current:
 
 * ``strict``: every check fails closed (503): no revoked child passes, at the cost of availability;
@@ -22,7 +27,13 @@ from dataclasses import dataclass, field
 import grpc
 
 from delegation.v1 import delegation_pb2, delegation_pb2_grpc
-from delegation_service.domain.errors import ParentRejected
+from delegation_service.adapters.clock import SystemClock
+from delegation_service.adapters.dpop import DpopVerifier
+from delegation_service.adapters.dpop_replay import MemoryProofReplayCache
+from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS
+from delegation_service.domain.audience import audience_of
+from delegation_service.domain.dpop import ProofWindow
+from delegation_service.domain.errors import InvalidDpopProof, ParentRejected, StoreUnavailable
 from delegation_service.domain.revocation import TokenState
 from delegation_service.domain.scopes import ScopeSyntaxError, parse_scope
 from delegation_service.domain.tokens import TokenKind, VerifiedToken
@@ -109,6 +120,21 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class RequestFacts:
+    """What the gateway tells about the request beyond its token and path, for sender-constrained
+    children: the method and absolute URL the client used, its ``DPoP`` header fields, and the SHA-256
+    thumbprint of its TLS client certificate (RFC 8705 ``x5t#S256``), when the gateway passes them."""
+
+    method: str = "GET"
+    url: str | None = None
+    dpop_proofs: tuple[str, ...] = ()
+    certificate_x5t_s256: str | None = None
+
+
+NO_FACTS = RequestFacts()
+
+
+@dataclass(frozen=True)
 class Decision:
     """What one check decided, and what to tell the gateway."""
 
@@ -157,6 +183,10 @@ class EdgeVerifier:
         )
         self._routes = sorted(settings.routes, key=lambda rule: len(rule.prefix), reverse=True)
         self._last_prune = monotonic()
+        clock = SystemClock()
+        self._dpop = DpopVerifier(
+            MemoryProofReplayCache(clock), clock, ProofWindow(leeway_seconds=settings.leeway_seconds)
+        )
         self.metrics.watch(self)
 
     def start(self) -> EdgeVerifier:
@@ -176,16 +206,18 @@ class EdgeVerifier:
         """Seconds since the mirror was last known current (``inf`` before the first time)."""
         return self.clock.staleness(self._monotonic())
 
-    def check(self, authorization: str | None, path: str = "/") -> Decision:
-        """Decide on one request from its ``Authorization`` header and path."""
-        decision = self._decide(authorization, path)
+    def check(self, authorization: str | None, path: str = "/", facts: RequestFacts = NO_FACTS) -> Decision:
+        """Decide on one request from its ``Authorization`` header, path and (for bound children) the
+        facts the gateway passes."""
+        decision = self._decide(authorization, path, facts)
         self.metrics.decision(decision)
         return decision
 
-    def _decide(self, authorization: str | None, path: str) -> Decision:
-        token = bearer_token(authorization)
-        if token is None:
+    def _decide(self, authorization: str | None, path: str, facts: RequestFacts) -> Decision:
+        presented = presented_token(authorization)
+        if presented is None:
             return _refused(Outcome.UNAUTHENTICATED, "no bearer token", _challenge())
+        scheme, token = presented
         try:
             verified = self._keys.verify(token)
         except ParentRejected:
@@ -195,6 +227,9 @@ class EdgeVerifier:
         audience = self.settings.audience
         if audience is not None and audience not in verified.audiences:
             return _invalid_token("audience mismatch")
+        unbound = self._binding_refusal(verified, scheme, token, facts)
+        if unbound is not None:
+            return unbound
         if self.staleness() <= self.settings.max_staleness_seconds:
             state = self.mirror.state(verified, int(self._wall_clock()))
             if state is not TokenState.ACTIVE:
@@ -206,6 +241,42 @@ class EdgeVerifier:
             if fallback is not None:
                 return fallback
         return self._authorize(verified, path)
+
+    def _binding_refusal(
+        self, token: VerifiedToken, scheme: str, raw: str, facts: RequestFacts
+    ) -> Decision | None:
+        """``None`` when the token is unbound or the request proves its key; the refusal otherwise."""
+        binding = token.confirmation
+        if binding is None:
+            return None
+        if binding.jkt is not None:
+            if scheme != "dpop":
+                return _refused(Outcome.UNAUTHENTICATED, "DPoP-bound token sent as bearer", _dpop_challenge())
+            if len(facts.dpop_proofs) != 1 or facts.url is None:
+                return _refused(
+                    Outcome.UNAUTHENTICATED, "no DPoP proof", _dpop_challenge("invalid_dpop_proof")
+                )
+            try:
+                jkt = self._dpop.verify(
+                    facts.dpop_proofs[0],
+                    method=facts.method,
+                    url=facts.url,
+                    access_token=raw,
+                    require_ath=True,
+                )
+            except InvalidDpopProof:
+                return _refused(
+                    Outcome.UNAUTHENTICATED, "DPoP proof not valid", _dpop_challenge("invalid_dpop_proof")
+                )
+            except StoreUnavailable:
+                return _refused(Outcome.UNAVAILABLE, "DPoP replay cache full", _challenge())
+            if jkt != binding.jkt:
+                return _refused(
+                    Outcome.UNAUTHENTICATED, "DPoP proof by another key", _dpop_challenge("invalid_token")
+                )
+        if binding.x5t_s256 is not None and facts.certificate_x5t_s256 != binding.x5t_s256:
+            return _invalid_token("not the client certificate the token is bound to")
+        return None
 
     def _introspect(self, token: str) -> Decision | None:
         """``None`` when the service says the token is active; a refusal otherwise."""
@@ -225,6 +296,11 @@ class EdgeVerifier:
         routed, required = self._required_scope(path)
         if not routed:
             return _refused(Outcome.FORBIDDEN, "no route rule", _challenge('error="insufficient_scope"'))
+        if required is not None and audience_of(parse_scope(required)) not in token.audiences:
+            # A child narrowed to another resource server (issue 17): its aud does not name this one.
+            return _refused(
+                Outcome.FORBIDDEN, "audience not granted", _challenge('error="insufficient_scope"')
+            )
         if required is not None and not covers(token.scopes, required):
             return _refused(
                 Outcome.FORBIDDEN,
@@ -259,13 +335,19 @@ class EdgeVerifier:
 
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer`` header (scheme case-insensitive, RFC 6750 §2.1)."""
+    presented = presented_token(authorization)
+    return presented[1] if presented is not None and presented[0] == "bearer" else None
+
+
+def presented_token(authorization: str | None) -> tuple[str, str] | None:
+    """The scheme (``bearer`` or ``dpop``, lower case) and token of an ``Authorization`` header."""
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    if scheme.lower() not in ("bearer", "dpop") or not token or " " in token:
         return None
-    return token
+    return scheme.lower(), token
 
 
 def covers(held: Sequence[str], required: str) -> bool:
@@ -287,6 +369,12 @@ def _invalid_token(reason: str) -> Decision:
 
 def _refused(outcome: Outcome, reason: str, challenge: str) -> Decision:
     return Decision(outcome, reason, (("www-authenticate", challenge),))
+
+
+def _dpop_challenge(error: str = "") -> str:
+    """An RFC 9449 §7.1 ``WWW-Authenticate: DPoP`` challenge."""
+    algs = " ".join(sorted(ASYMMETRIC_ALGORITHMS))
+    return f'DPoP realm="{REALM}", algs="{algs}"' + (f', error="{error}"' if error else "")
 
 
 def _challenge(parameters: str = "") -> str:

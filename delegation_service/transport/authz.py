@@ -89,7 +89,25 @@ class AccessGate:
         if operation in (Operation.DELEGATE, Operation.REVOKE_OWN_TOKEN, Operation.GET_JWKS):
             # The presented token is the credential: no bearer parsing, no store read for these.
             return self._certificate_caller(context).identity
-        caller = self.identify(context)
+        return self._authorize(self.identify(context), operation, method)
+
+    def admit_http(
+        self,
+        operation: Operation,
+        path: str,
+        authorization: str | None,
+        certificate_names: Sequence[str],
+        peer: str,
+    ) -> str:
+        """:meth:`admit` for the OAuth HTTP face: the same credentials, from the ``Authorization``
+        header and the TLS connection's client certificate, and the same rule."""
+        if operation in (Operation.DELEGATE, Operation.REVOKE_OWN_TOKEN, Operation.GET_JWKS):
+            return self._named_caller(certificate_names, peer).identity
+        metadata = (("authorization", authorization),) if authorization is not None else ()
+        caller = self._combine(self._named_caller(certificate_names, peer), self._bearer_caller(metadata))
+        return self._authorize(caller, operation, path)
+
+    def _authorize(self, caller: Caller, operation: Operation, method: str) -> str:
         try:
             authorize(caller, operation, self._mode)
         except DelegationError as refused:
@@ -106,8 +124,11 @@ class AccessGate:
 
     def identify(self, context: grpc.ServicerContext) -> Caller:
         """Everything the caller's credentials prove: identity, roles, whether it is authenticated."""
-        by_certificate = self._certificate_caller(context)
-        by_bearer = self._bearer_caller(context.invocation_metadata())
+        return self._combine(
+            self._certificate_caller(context), self._bearer_caller(context.invocation_metadata())
+        )
+
+    def _combine(self, by_certificate: Caller, by_bearer: Caller | None) -> Caller:
         if by_bearer is None:
             caller = by_certificate
         elif by_certificate.authenticated:
@@ -123,9 +144,11 @@ class AccessGate:
         return caller
 
     def _certificate_caller(self, context: grpc.ServicerContext) -> Caller:
-        names = peer_certificate_names(context.auth_context())
+        return self._named_caller(peer_certificate_names(context.auth_context()), context.peer())
+
+    def _named_caller(self, names: Sequence[str], peer: str) -> Caller:
         if not names:
-            return Caller(f"peer:{context.peer()}")
+            return Caller(f"peer:{peer}")
         roles: set[Role] = set()
         if self._operator_names.intersection(names):
             roles.add(Role.OPERATOR)

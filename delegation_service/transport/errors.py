@@ -7,8 +7,10 @@ domain :data:`ERROR_DOMAIN`, metadata naming the scope) and, when specific field
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
+from http import HTTPStatus
 
 import grpc
 from google.protobuf import any_pb2
@@ -31,6 +33,8 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.TOO_MANY_SCOPES: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.MALFORMED_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.SCOPE_OUTSIDE_AUDIENCE: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.UNSUPPORTED_GRANT_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     # Refusals.
     Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE: grpc.StatusCode.PERMISSION_DENIED,
@@ -40,12 +44,15 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.MISSING_DELEGATION_SCOPE: grpc.StatusCode.PERMISSION_DENIED,
     Reason.PARENT_WITHOUT_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
     Reason.NO_GRANTABLE_SCOPES: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.AUDIENCE_NOT_GRANTED: grpc.StatusCode.PERMISSION_DENIED,
     # Who is asking.
     Reason.INVALID_PARENT_TOKEN: grpc.StatusCode.UNAUTHENTICATED,
     Reason.OPERATOR_CREDENTIALS_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
     Reason.CALLER_CREDENTIALS_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
     Reason.OPERATOR_ROLE_REQUIRED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.CALLER_NOT_AUTHORIZED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.INVALID_DPOP_PROOF: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.PROOF_OF_POSSESSION_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
     # Everything else.
     Reason.CHAIN_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -55,6 +62,54 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.SERVER_DRAINING: grpc.StatusCode.UNAVAILABLE,
     Reason.DEADLINE_TOO_SHORT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+OAUTH_ERROR_BY_REASON: dict[Reason, tuple[HTTPStatus, str]] = {
+    # The OAuth face (RFC 6749 §5.2, RFC 8693 §2.2.2, RFC 9449 §5): HTTP status and ``error`` code for
+    # each reason, beside the gRPC table so that both faces answer every refusal. Malformed requests.
+    Reason.INVALID_REQUEST: (HTTPStatus.BAD_REQUEST, "invalid_request"),
+    Reason.MALFORMED_REQUEST: (HTTPStatus.BAD_REQUEST, "invalid_request"),
+    Reason.INVALID_LIFETIME: (HTTPStatus.BAD_REQUEST, "invalid_request"),
+    Reason.UNSUPPORTED_GRANT_TYPE: (HTTPStatus.BAD_REQUEST, "unsupported_grant_type"),
+    # The scopes asked for.
+    Reason.INVALID_SCOPE_STRUCTURE: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.INVALID_AUDIENCE: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.INVALID_SCOPE_NAME: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.DIFFERENT_BEARER_TYPES: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.SCOPES_REQUIRED: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.TOO_MANY_SCOPES: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.SCOPE_WAS_NOT_GRANTED_IN_PARENT: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.UNAVAILABLE_SCOPE_FOR_BEARER_TYPE: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.SCOPE_NOT_ALLOWED_FOR_CLIENT: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.SCOPE_OUTSIDE_AUDIENCE: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    Reason.NO_GRANTABLE_SCOPES: (HTTPStatus.BAD_REQUEST, "invalid_scope"),
+    # The target: the subsystem (``audience``) and the resource server (``resource``).
+    Reason.UNKNOWN_CLIENT: (HTTPStatus.BAD_REQUEST, "invalid_target"),
+    Reason.AUDIENCE_NOT_GRANTED: (HTTPStatus.BAD_REQUEST, "invalid_target"),
+    # The subject token (the parent) and the proof of its key.
+    Reason.INVALID_PARENT_TOKEN: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.DELEGATION_ACCESS_TOKEN_CANNOT_DELEGATE: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.MISSING_DELEGATION_SCOPE: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.PARENT_WITHOUT_CLIENT: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.EXPIRES_AFTER_PARENT: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.PROOF_OF_POSSESSION_REQUIRED: (HTTPStatus.BAD_REQUEST, "invalid_grant"),
+    Reason.INVALID_DPOP_PROOF: (HTTPStatus.BAD_REQUEST, "invalid_dpop_proof"),
+    # Who is asking (introspection).
+    Reason.CALLER_CREDENTIALS_REQUIRED: (HTTPStatus.UNAUTHORIZED, "invalid_client"),
+    Reason.OPERATOR_CREDENTIALS_REQUIRED: (HTTPStatus.UNAUTHORIZED, "invalid_client"),
+    Reason.CALLER_NOT_AUTHORIZED: (HTTPStatus.FORBIDDEN, "unauthorized_client"),
+    Reason.OPERATOR_ROLE_REQUIRED: (HTTPStatus.FORBIDDEN, "unauthorized_client"),
+    # The service cannot answer now: retry (RFC 7009 §2.2.1 uses 503 too).
+    Reason.STORE_UNAVAILABLE: (HTTPStatus.SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    Reason.SERVER_DRAINING: (HTTPStatus.SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    Reason.DEADLINE_TOO_SHORT: (HTTPStatus.SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    Reason.TOO_MANY_STREAMS: (HTTPStatus.SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    # Not reachable over HTTP (operator and stream calls), mapped so that no reason is left out.
+    Reason.CHAIN_NOT_FOUND: (HTTPStatus.BAD_REQUEST, "invalid_request"),
+    Reason.CURSOR_EXPIRED: (HTTPStatus.BAD_REQUEST, "invalid_request"),
+}
+"""A refusal whose violations are scopes is ``invalid_scope`` whatever its reason (the delegation scope
+asked for a child shares its reason with a delegated parent, which is ``invalid_grant``)."""
 
 
 MAX_STATUS_BYTES = 3 * 1024
@@ -143,6 +198,39 @@ def _rich_status(error: DelegationError, violations: list[Violation], omitted: i
     return status_pb2.Status(
         code=_CODE_NUMBERS[STATUS_BY_REASON[error.reason]], message=error.message, details=details
     )
+
+
+def oauth_error(error: DelegationError) -> tuple[HTTPStatus, bytes]:
+    """The RFC 6749 §5.2 error response for a domain error: ``error``, ``error_description`` (the fixed
+    message), our ``reason`` identifier and the ``violations`` (field, reason, value cut or redacted as
+    on gRPC), within :data:`MAX_STATUS_BYTES` whatever the request held (SPEC §6)."""
+    status, code = OAUTH_ERROR_BY_REASON[error.reason]
+    if any(v.field.startswith("scopes") for v in error.violations):
+        status, code = HTTPStatus.BAD_REQUEST, "invalid_scope"
+    violations = [
+        {
+            "field": v.field,
+            "reason": v.reason.identifier,
+            "value": echo(v.value),
+            "description": v.description,
+        }
+        for v in error.violations[:MAX_VIOLATIONS]
+    ]
+    while True:
+        body: dict[str, object] = {
+            "error": code,
+            "error_description": error.message,
+            "reason": error.reason.identifier,
+        }
+        if violations:
+            body["violations"] = violations
+        omitted = len(error.violations) - len(violations)
+        if omitted:
+            body["omitted_violations"] = omitted
+        encoded = json.dumps(body, separators=(",", ":")).encode()
+        if len(encoded) <= MAX_STATUS_BYTES or not violations:
+            return status, encoded
+        violations.pop()
 
 
 def internal_status() -> grpc.Status:

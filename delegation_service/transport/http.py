@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -46,6 +46,8 @@ class AdminSettings:
     public_url: str = ""
     """Base URL gateways reach this port at; empty: ``http://<listen>``, or the issuer on a wildcard."""
     jwks_max_age_seconds: int = 300
+    extra_metadata: Mapping[str, object] = field(default_factory=dict)
+    """More RFC 8414 members: the OAuth endpoints, when that port is on."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class _KeyDocuments:
         jwks = settings.jwks
         self._source: Callable[[], Mapping[str, object]] = jwks if callable(jwks) else lambda: jwks
         self._issuer = settings.issuer
+        self._extra = dict(settings.extra_metadata)
         self._jwks_uri = jwks_uri
         self._cache = f"public, max-age={settings.jwks_max_age_seconds}"
         self._built: tuple[Mapping[str, object], dict[str, _Document]] | None = None
@@ -120,7 +123,9 @@ class _KeyDocuments:
                 jwks,
                 {
                     JWKS_PATH: _document(jwks, self._cache),
-                    METADATA_PATH: _document(_metadata(self._issuer, self._jwks_uri, jwks), self._cache),
+                    METADATA_PATH: _document(
+                        {**metadata(self._issuer, self._jwks_uri, jwks), **self._extra}, self._cache
+                    ),
                 },
             )
         return built[1].get(path)
@@ -131,11 +136,12 @@ def _document(content: object, cache_control: str) -> _Document:
     return _Document(body, JSON, cache_control, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
-def _metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[str, object]:
+def metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[str, object]:
     """RFC 8414 authorization server metadata for what this service is: an issuer of access tokens.
 
-    It runs no authorization or token endpoint (tokens are minted over gRPC), so ``response_types`` is
-    empty. The algorithms its tokens are signed with have no registered member; they are published as
+    It runs no authorization endpoint (tokens are minted over gRPC, or by token exchange on the OAuth
+    port, whose endpoints :mod:`.oauth_http` adds), so ``response_types`` is empty. The algorithms its
+    tokens are signed with have no registered member; they are published as
     ``access_token_signing_alg_values_supported`` (RFC 8414 §2 allows additional members).
     """
     keys = jwks.get("keys")

@@ -21,7 +21,7 @@ from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.decoding import MalformedRequestInterceptor
 from delegation_service.transport.health import HealthServicer
 from delegation_service.transport.interceptors import DrainInterceptor, ErrorAndAuthInterceptor
-from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer
+from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer, ProofCheck
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ def start_server(
     outer_interceptors: Sequence[grpc.ServerInterceptor] = (),
     *,
     ready: Callable[[], bool] | None = None,
+    prove: ProofCheck | None = None,
 ) -> RunningServer:
     """Build, bind and start the server; raise ``RuntimeError`` when the address cannot be bound.
 
@@ -237,7 +238,7 @@ def start_server(
         ],
     )
     delegation_pb2_grpc.add_DelegationServiceServicer_to_server(
-        DelegationServicer(service, feed, draining), server
+        DelegationServicer(service, feed, draining, prove), server
     )
     admin_pb2_grpc.add_DelegationAdminServiceServicer_to_server(DelegationAdminServicer(service), server)
     health_servicer = HealthServicer(experimental_non_blocking=True)

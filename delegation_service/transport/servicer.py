@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
-from delegation_service.domain.errors import LifetimeRefused, Reason, Violation
+from delegation_service.domain.binding import NO_PROOF, PossessionProof
+from delegation_service.domain.errors import InvalidDpopProof, LifetimeRefused, Reason, Violation
 from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import RevocationKind, TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
@@ -23,6 +24,12 @@ from delegation_service.service import DelegateCommand, DelegationService
 from delegation_service.transport.auth import current_caller
 
 ISSUED_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+DELEGATE_PATH = "/delegation.v1.DelegationService/Delegate"
+
+ProofCheck = Callable[[str, str], str]
+"""``prove(dpop_proof, parent_token)``: the thumbprint of the key of a valid DPoP proof for
+``Delegate`` (htm ``POST``, htu the issuer name followed by :data:`DELEGATE_PATH`); raises
+``InvalidDpopProof`` otherwise."""
 
 _BEARER_TYPES = {
     BearerType.PERSON: delegation_pb2.BEARER_TYPE_PERSON,
@@ -50,9 +57,14 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     """The public service."""
 
     def __init__(
-        self, service: DelegationService, feed: RevocationFeed, draining: threading.Event | None = None
+        self,
+        service: DelegationService,
+        feed: RevocationFeed,
+        draining: threading.Event | None = None,
+        prove: ProofCheck | None = None,
     ) -> None:
         self._service = service
+        self._prove = prove
         self._feed = feed
         self._draining = draining if draining is not None else threading.Event()
         self._jwks_of: tuple[Mapping[str, object], delegation_pb2.GetJwksResponse] | None = None
@@ -69,6 +81,9 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
                 lifetime_seconds=_seconds(request.lifetime) if request.HasField("lifetime") else None,
                 allow_partial=request.allow_partial,
                 validate_only=request.validate_only,
+                audience=request.audience or None,
+                proof=self._proof(context, request.parent_token),
+                bind_to_jkt=request.dpop_jkt or None,
             ),
             caller=current_caller(),
             time_left=context.time_remaining,
@@ -76,7 +91,7 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         child = result.child
         return delegation_pb2.DelegateResponse(
             access_token=result.access_token or "",
-            token_type="Bearer",
+            token_type=child.confirmation.token_type if child.confirmation is not None else "Bearer",
             issued_token_type=ISSUED_TOKEN_TYPE,
             scopes=[str(s) for s in child.scopes],
             bearer=_bearer(child.bearer),
@@ -91,6 +106,15 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
                 for v in result.dropped
             ],
         )
+
+    def _proof(self, context: grpc.ServicerContext, parent_token: str) -> PossessionProof:
+        """The DPoP key proved by the ``dpop`` metadata, if any (checked by the OAuth face's verifier)."""
+        proofs = [v for k, v in context.invocation_metadata() or () if k == "dpop" and isinstance(v, str)]
+        if not proofs:
+            return NO_PROOF
+        if len(proofs) > 1 or self._prove is None:
+            raise InvalidDpopProof("more than one dpop entry, or DPoP not configured")
+        return PossessionProof(dpop_jkt=self._prove(proofs[0], parent_token))
 
     def Introspect(
         self, request: delegation_pb2.IntrospectRequest, context: grpc.ServicerContext

@@ -11,7 +11,10 @@ an optional one. So a configured client CA means mutual TLS for every connection
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +79,43 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def http_server_context(files: TlsFiles) -> ssl.SSLContext:
+    """The OAuth HTTP port's TLS context from the same files as the gRPC port (checked by
+    :func:`server_credentials` first). With a client CA, a client certificate is asked for and verified
+    but optional (the standard library can, unlike grpcio): a caller without one still exchanges
+    unbound tokens, and one with one proves a certificate binding (RFC 8705) or an identity."""
+    server_credentials(files)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert_file, files.key_file)
+    if files.client_ca_file is not None:
+        context.load_verify_locations(cafile=files.client_ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def certificate_facts(connection: object) -> tuple[tuple[str, ...], str | None]:
+    """The verified client certificate of a TLS socket: its subject CN and SAN values, and its RFC 8705
+    ``x5t#S256`` thumbprint (base64url SHA-256 of the DER); ``((), None)`` without one."""
+    if not isinstance(connection, ssl.SSLSocket):
+        return (), None
+    der = connection.getpeercert(binary_form=True)
+    if not der:
+        return (), None
+    certificate = x509.load_der_x509_certificate(der)
+    names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    try:
+        alternatives = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        alternatives = x509.SubjectAlternativeName([])
+    for general_name in alternatives:
+        value = str(general_name.value)
+        if value not in names:
+            names.append(value)
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    return tuple(n for n in names if n.isprintable()), thumbprint
 
 
 def channel_credentials(

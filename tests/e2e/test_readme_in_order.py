@@ -28,7 +28,11 @@ INTROSPECT_CHILD = '.venv/bin/delegation-service introspect "$CHILD"'
 NODE_BLOCK = "cd examples/node && npm ci && node delegate.mjs"
 BUF_PERMISSION_DENIED_EXIT = 8 * 7
 # What `make run` prints on its default ports; the README's literal values must be those.
-DEFAULT_EXPORTS = {"DELEGATION_ADDRESS": "127.0.0.1:50051", "DELEGATION_ADMIN_URL": "http://127.0.0.1:50052"}
+DEFAULT_EXPORTS = {
+    "DELEGATION_ADDRESS": "127.0.0.1:50051",
+    "DELEGATION_ADMIN_URL": "http://127.0.0.1:50052",
+    "DELEGATION_OAUTH_URL": "http://127.0.0.1:50053",
+}
 
 
 def section(text: str, start: str, end: str) -> str:
@@ -114,3 +118,17 @@ def test_the_readme_runs_top_to_bottom_in_one_shell(dev: DevServer) -> None:
     assert outputs[chain_revoked].startswith("revoked ")
     (subject_revoked,) = [i for i, line in enumerate(lines) if "revoke subject" in line]
     assert '"revoke_time"' in outputs[subject_revoked]
+    # OAuth over HTTP: the refused exchange names its reason; the revoked child is inactive; the first
+    # DPoP-proved exchange is bound and the replay of its proof refused.
+    refused_http = [
+        i for i, line in enumerate(lines) if "scope=directory.person.rw" in line and "curl" in line
+    ]
+    assert '"reason":"SCOPE_NOT_ALLOWED_FOR_CLIENT"' in outputs[refused_http[0]]
+    http_introspections = [i for i, line in enumerate(lines) if "/oauth2/introspect" in line]
+    assert '"active":true' in outputs[http_introspections[0]]
+    assert outputs[http_introspections[-1]].strip() == '{"active":false}'
+    proved = [i for i, line in enumerate(lines) if 'DPoP: $PROOF"' in line]
+    assert '"token_type":"DPoP"' in outputs[proved[0]]
+    assert '"error":"invalid_dpop_proof"' in outputs[proved[1]]
+    (subsystem_bound,) = [i for i, line in enumerate(lines) if "dpop_jkt=" in line]
+    assert '"token_type":"DPoP"' in outputs[subsystem_bound]
