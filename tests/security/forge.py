@@ -6,7 +6,6 @@ deep nesting), or as finished base64url strings (to write bad base64).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -17,8 +16,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters.jwt_codec import low_s
+from delegation_service.adapters import base64url
 from delegation_service.adapters.keys import SigningKey
+from delegation_service.adapters.signatures import low_s
 
 DROP = object()
 """A claim or header value meaning: leave this member out."""
@@ -26,7 +26,7 @@ DROP = object()
 
 def b64url(data: bytes) -> str:
     """Unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64url.encode(data)
 
 
 class Raw(str):
