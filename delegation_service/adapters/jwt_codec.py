@@ -128,13 +128,13 @@ class _IssuerRules:
     audience: str | None
     allow_extra_audiences: bool = False
     actor_claim: str | None = None
-    checks: Mapping[str, SignatureCheck] = field(default_factory=dict, repr=False)
-    """Each key's signature check, by kid, built once."""
+    checks: Mapping[tuple[str, str], SignatureCheck] = field(default_factory=dict, repr=False)
+    """Each key's signature check, by kid and algorithm, built once."""
     source: KeySource | None = None
     """Instead of ``keys``: asked for each kid (a remote JWKS, refreshed behind it)."""
     allow_high_s: bool = False
-    source_checks: dict[VerificationKey, SignatureCheck] = field(default_factory=dict, repr=False)
-    """The signature checks of the source's keys, built once per key object (thumbprint), not per call."""
+    source_checks: dict[tuple[VerificationKey, str], SignatureCheck] = field(default_factory=dict, repr=False)
+    """The signature checks of the source's keys, built once per key object and algorithm, not per call."""
 
 
 class JwtVerifier:
@@ -226,9 +226,7 @@ class JwtVerifier:
             reject("untrusted issuer")
         if header.alg not in rules.algorithms:
             reject("algorithm not allowed for the issuer")
-        key, check = self._key(rules, header.kid)
-        if key.alg != header.alg:
-            reject("algorithm does not match the key")
+        check = self._check(rules, header.kid, header.alg)
         if rules.kind is TokenKind.DELEGATED:
             if header.typ != ACCESS_TOKEN_TYP:
                 reject("own token without typ at+jwt")
@@ -245,25 +243,31 @@ class JwtVerifier:
         # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
         return self._claims(signing_input, rules, payload)
 
-    def _key(self, rules: _IssuerRules, kid: str) -> tuple[VerificationKey, SignatureCheck]:
-        """The issuer's key ``kid`` and its signature check; refused when the issuer has no such key."""
+    def _check(self, rules: _IssuerRules, kid: str, alg: str) -> SignatureCheck:
+        """The signature check of the issuer's key ``kid`` under ``alg``; refused when the issuer has no
+        such key, or the key may not verify ``alg`` (its own ``alg``, or the issuer's list by key type)."""
         if rules.source is None:
             key = rules.keys.get(kid)
             if key is None:
                 reject("unknown kid")
-            return key, rules.checks[kid]
+            if alg not in key.algorithms:
+                reject("algorithm does not match the key")
+            return rules.checks[kid, alg]
         key = rules.source.key(kid)
         if key is None:
             reject("unknown kid")
         if key.thumbprint in self._own_thumbprints:
             # A token signed by our key must never verify as an upstream (root) token.
             reject("upstream key is one of our own signing keys")
-        check = rules.source_checks.get(key)
+        if alg not in key.algorithms:
+            reject("algorithm does not match the key")
+        check = rules.source_checks.get((key, alg))
         if check is None:
             if len(rules.source_checks) > 64:
                 rules.source_checks.clear()  # keys rotated out many times over: start afresh
-            check = rules.source_checks[key] = signature_check(key, allow_high_s=rules.allow_high_s)
-        return key, check
+            check = signature_check(key, alg, allow_high_s=rules.allow_high_s)
+            rules.source_checks[key, alg] = check
+        return check
 
     @property
     def key_generation(self) -> int:
@@ -348,9 +352,13 @@ def _acting_client(payload: Mapping[str, Any], actor_claim: str | None) -> str:
 
 def _checks(
     keys: Mapping[str, VerificationKey], *, allow_high_s: bool = False
-) -> Mapping[str, SignatureCheck]:
+) -> Mapping[tuple[str, str], SignatureCheck]:
     return MappingProxyType(
-        {kid: signature_check(key, allow_high_s=allow_high_s) for kid, key in keys.items()}
+        {
+            (kid, alg): signature_check(key, alg, allow_high_s=allow_high_s)
+            for kid, key in keys.items()
+            for alg in key.algorithms
+        }
     )
 
 
