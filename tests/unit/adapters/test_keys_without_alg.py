@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from delegation_service.adapters import base64url
 from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import (
     KeySet,
@@ -26,6 +27,7 @@ from delegation_service.adapters.keys import (
     load_remote_jwks,
     public_jwk,
 )
+from delegation_service.adapters.signatures import low_s
 from delegation_service.domain.errors import ParentRejected
 
 ISSUER = "https://idp.example"
@@ -51,7 +53,14 @@ def _verifier(jwk: dict[str, str], algorithms: Sequence[str]) -> JwtVerifier:
 def _token(private_key: Any, alg: str, kid: str = KID) -> str:
     now = int(time.time())
     claims = {"iss": ISSUER, "sub": "svc", "client_id": "gw", "scope": "a.b.r", "iat": now, "exp": now + 60}
-    return jwt.encode(claims, private_key, algorithm=alg, headers={"kid": kid, "typ": "at+jwt"})
+    token = jwt.encode(claims, private_key, algorithm=alg, headers={"kid": kid, "typ": "at+jwt"})
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return token
+    # PyJWT returns either ECDSA twin; the verifier accepts only the low-S one (SPEC §5).
+    signing_input, _, signature = token.rpartition(".")
+    raw = base64url.decode(signature)
+    assert raw is not None
+    return f"{signing_input}.{base64url.encode(low_s(raw, private_key.curve))}"
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256"])
