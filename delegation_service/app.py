@@ -450,6 +450,7 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
                 audience=entry.audience,
                 allow_extra_audiences=entry.allow_extra_audiences,
                 actor_claim=entry.actor_claim,
+                claims=entry.claims,
                 allow_high_s=entry.allow_high_s,
             )
         )

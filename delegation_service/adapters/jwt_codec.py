@@ -31,9 +31,14 @@ from delegation_service.adapters.keys import (
     distinct_keys,
 )
 from delegation_service.adapters.signatures import SignatureCheck, signature_check, signature_function
+from delegation_service.adapters.upstream_claims import (
+    DEFAULT_MAPPING,
+    ClaimMapping,
+    bearer_claim,
+    default_scopes,
+)
 from delegation_service.domain.errors import ParentRejected
 from delegation_service.domain.ports import Clock
-from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import (
     ChildToken,
     TokenKind,
@@ -89,7 +94,10 @@ class TrustedIssuer:
     addressed to several services can be replayed to us by any of them (RFC 8725 §3.9)."""
     actor_claim: str | None = None
     """The claim naming the client that holds a token, for an issuer that puts it in neither
-    ``client_id`` (RFC 9068) nor ``azp`` (OpenID Connect); it becomes the child's ``act.sub``."""
+    ``client_id`` (RFC 9068) nor ``azp`` (OpenID Connect); it becomes the child's ``act.sub``. Shorthand
+    for ``claims.client = ["client_id", "azp", actor_claim]``."""
+    claims: ClaimMapping = DEFAULT_MAPPING
+    """Where the issuer's tokens hold their scopes, client and bearer (:mod:`upstream_claims`)."""
     allow_high_s: bool = False
     """Accept high-S ECDSA signatures from an issuer whose library does not normalise them. Safe for
     revocation (a token's identity never covers its signature), but off by default (SPEC §5)."""
@@ -109,6 +117,7 @@ class TrustedIssuer:
             raise ValueError("a required audience must be non-empty")
         if self.actor_claim is not None and not self.actor_claim:
             raise ValueError("an actor claim must be non-empty")
+        object.__setattr__(self, "claims", self.claims.with_actor_claim(self.actor_claim))
         for kid, key in self.keys.items():
             if kid != key.kid:
                 raise ValueError(f"trusted issuer {self.issuer!r}: key map and kid disagree")
@@ -127,7 +136,7 @@ class _IssuerRules:
     algorithms: frozenset[str]
     audience: str | None
     allow_extra_audiences: bool = False
-    actor_claim: str | None = None
+    claims: ClaimMapping = DEFAULT_MAPPING
     checks: Mapping[tuple[str, str], SignatureCheck] = field(default_factory=dict, repr=False)
     """Each key's signature check, by kid and algorithm, built once."""
     source: KeySource | None = None
@@ -185,7 +194,7 @@ class JwtVerifier:
                 algorithms=frozenset(issuer.algorithms),
                 audience=issuer.audience,
                 allow_extra_audiences=issuer.allow_extra_audiences,
-                actor_claim=issuer.actor_claim,
+                claims=issuer.claims,
                 checks=_checks(issuer.keys, allow_high_s=issuer.allow_high_s),
                 source=issuer.source,
                 allow_high_s=issuer.allow_high_s,
@@ -295,10 +304,9 @@ class JwtVerifier:
             reject("audience mismatch")
         if rules.audience is not None and len(audiences) > 1 and not rules.allow_extra_audiences:
             reject("token is addressed to other audiences too")
-        scopes = _scopes(payload)
-        bearer = _bearer(payload)
-
         if rules.kind is TokenKind.DELEGATED:
+            scopes = default_scopes(payload)
+            bearer = bearer_claim(payload)
             actor = payload.get("act")
             if not isinstance(actor, dict):
                 reject("own token without act")
@@ -322,6 +330,11 @@ class JwtVerifier:
                 actor_client_id=jws.required_str(actor, "sub"),
             )
 
+        # An upstream token's scopes, client and bearer: read where its issuer puts them, and only there.
+        claims = rules.claims
+        scopes = claims.scopes(payload)
+        client_id = claims.client(payload)
+        bearer = claims.bearer_of(payload, subject, client_id)
         jti = jws.optional_str(payload, "jti")
         token_id = jti if jti is not None else token_fingerprint(signing_input)
         return VerifiedToken(
@@ -330,24 +343,13 @@ class JwtVerifier:
             chain_id=root_chain_id(rules.issuer, token_id),
             issuer=rules.issuer,
             subject=subject,
-            client_id=_acting_client(payload, rules.actor_claim),
+            client_id=client_id,
             audiences=audiences,
             scopes=scopes,
-            bearer=bearer if bearer is not None else Bearer(BearerType.PERSON, subject),
+            bearer=bearer,
             issued_at=issued_at,
             expires_at=expires_at,
         )
-
-
-def _acting_client(payload: Mapping[str, Any], actor_claim: str | None) -> str:
-    """The client that holds an upstream token (SPEC §5): ``client_id``, else ``azp``, else the issuer's
-    configured claim; empty when none names it (the service then refuses to delegate from it)."""
-    for name in ("client_id", "azp", actor_claim):
-        if name is not None:
-            value = jws.optional_str(payload, name)
-            if value:
-                return value
-    return ""
 
 
 def _checks(
@@ -360,35 +362,3 @@ def _checks(
             for alg in key.algorithms
         }
     )
-
-
-def _scopes(payload: Mapping[str, Any]) -> tuple[str, ...]:
-    """Scopes from ``scope`` (space-separated string, RFC 9068) or else ``scp`` (a list of strings)."""
-    if "scope" in payload:
-        scope = payload["scope"]
-        if not isinstance(scope, str) or not scope.isprintable():
-            reject("malformed scope")
-        return tuple(dict.fromkeys(piece for piece in scope.split(" ") if piece))
-    if "scp" in payload:
-        scp = payload["scp"]
-        if not isinstance(scp, list) or not all(jws.is_identifier(s) for s in scp):
-            reject("malformed scp")
-        return tuple(dict.fromkeys(scp))
-    return ()
-
-
-def _bearer(payload: Mapping[str, Any]) -> Bearer | None:
-    """The ``bearer`` claim ``{"type": "Per"|"Org", "id": ...}``, or ``None`` when absent."""
-    if "bearer" not in payload:
-        return None
-    claim = payload["bearer"]
-    if not isinstance(claim, dict):
-        reject("malformed bearer")
-    try:
-        bearer_type = BearerType(claim.get("type"))
-    except ValueError:
-        reject("malformed bearer type")
-    bearer_id = claim.get("id")
-    if bearer_id is not None and not jws.is_identifier(bearer_id):
-        reject("malformed bearer id")
-    return Bearer(bearer_type, bearer_id)
