@@ -623,6 +623,14 @@ def _claim_mapping(table: Any, path: str, actor_claim: str | None) -> ClaimMappi
     formats = [f.value for f in ScopeFormat]
     if scopes_format is not None and scopes_format not in formats:
         raise ConfigError(f"{path}.scopes_format", f"must be one of {', '.join(formats)}")
+    scopes = table.get("scopes")
+    scopes_claims = [scopes] if isinstance(scopes, str) else scopes
+    if scopes_claims is not None and (
+        not isinstance(scopes_claims, list)
+        or not scopes_claims
+        or not all(isinstance(c, str) and c for c in scopes_claims)
+    ):
+        raise ConfigError(f"{path}.scopes", "must be a claim name or a list of claim names")
     client = table.get("client", list(DEFAULT_CLIENT_CLAIMS))
     clients = [client] if isinstance(client, str) else client
     if not isinstance(clients, list) or not clients or not all(isinstance(c, str) and c for c in clients):
@@ -636,7 +644,7 @@ def _claim_mapping(table: Any, path: str, actor_claim: str | None) -> ClaimMappi
         raise ConfigError(f"{path}.client_bearers", 'must be a table of client id = "Org/<id>"')
     try:
         mapping = ClaimMapping(
-            scopes_claim=_claim_name(table, "scopes", path),
+            scopes_claims=None if scopes_claims is None else tuple(scopes_claims),
             scopes_format=None if scopes_format is None else ScopeFormat(scopes_format),
             client_claims=tuple(clients),
             bearer_claim=_claim_name(table, "bearer_claim", path) or DEFAULT_BEARER_CLAIM,

@@ -40,6 +40,8 @@ class ScopeFormat(enum.Enum):
     """A JSON array of strings (Okta ``scp``, Entra ``roles``)."""
     LIST_OR_STRING = "list_or_string"
     """Either (Entra puts a string in ``scp``, Okta a list)."""
+    OBJECT_KEYS = "object_keys"
+    """The keys of a JSON object (ZITADEL's ``urn:zitadel:iam:org:project:roles``: role -> orgs)."""
 
 
 _DEFAULT_FORMATS: Mapping[str, ScopeFormat] = MappingProxyType(
@@ -74,11 +76,12 @@ class ClaimMapping:
     through to the next rule.
     """
 
-    scopes_claim: str | None = None
-    """The claim holding the scopes; ``None``: ``scope`` (a string), else ``scp`` (a list)."""
+    scopes_claims: tuple[str, ...] | None = None
+    """The claims holding the scopes, the first present one wins (Entra: ``scp`` for delegated tokens,
+    ``roles`` for app-only ones); ``None``: ``scope`` (a string), else ``scp`` (a list)."""
     scopes_format: ScopeFormat | None = None
-    """How ``scopes_claim`` holds them; ``None``: ``scope`` string, ``scp`` either, ``roles`` list,
-    any other claim either."""
+    """How the scopes claims hold them; ``None``: ``scope`` string, ``scp`` either, ``roles`` list, any
+    other claim either."""
     client_claims: tuple[str, ...] = DEFAULT_CLIENT_CLAIMS
     """The claims naming the holding client, in order; the first present one wins."""
     bearer_claim: str = DEFAULT_BEARER_CLAIM
@@ -93,10 +96,14 @@ class ClaimMapping:
     """Tokens held by these clients act for these bearers (checked before ``bearer``)."""
 
     def __post_init__(self) -> None:
-        if self.scopes_claim is not None and not self.scopes_claim:
-            raise ClaimMappingError("scopes", "must name a claim")
-        if self.scopes_format is not None and self.scopes_claim is None:
-            raise ClaimMappingError("scopes_format", "needs scopes (the claim it describes)")
+        if self.scopes_claims is not None:
+            if not self.scopes_claims or not all(self.scopes_claims):
+                raise ClaimMappingError("scopes", "must name at least one claim, none empty")
+            if len(set(self.scopes_claims)) != len(self.scopes_claims):
+                raise ClaimMappingError("scopes", "names a claim twice")
+            object.__setattr__(self, "scopes_claims", tuple(self.scopes_claims))
+        if self.scopes_format is not None and self.scopes_claims is None:
+            raise ClaimMappingError("scopes_format", "needs scopes (the claims it describes)")
         if not self.client_claims or not all(self.client_claims):
             raise ClaimMappingError("client", "must name at least one claim, none empty")
         if len(set(self.client_claims)) != len(self.client_claims):
@@ -125,7 +132,7 @@ class ClaimMapping:
         if self.client_claims != DEFAULT_CLIENT_CLAIMS:
             raise ClaimMappingError("client", "give claims.client or actor_claim, not both")
         return ClaimMapping(
-            scopes_claim=self.scopes_claim,
+            scopes_claims=self.scopes_claims,
             scopes_format=self.scopes_format,
             client_claims=(*DEFAULT_CLIENT_CLAIMS, actor_claim),
             bearer_claim=self.bearer_claim,
@@ -138,9 +145,10 @@ class ClaimMapping:
     def settings(self) -> dict[str, object]:
         """The mapping as the ``[trusted_issuers.claims]`` keys that would configure it (for reports)."""
         report: dict[str, object] = {"client": list(self.client_claims), "bearer_claim": self.bearer_claim}
-        if self.scopes_claim is not None:
-            report["scopes"] = self.scopes_claim
-            report["scopes_format"] = self._format().value
+        if self.scopes_claims is not None:
+            report["scopes"] = list(self.scopes_claims)
+            if self.scopes_format is not None:
+                report["scopes_format"] = self.scopes_format.value
         if self.bearer_id_claim is not None and self.bearer_type is not None:
             report["bearer_id_claim"] = self.bearer_id_claim
             report["bearer_type"] = self.bearer_type.value
@@ -150,16 +158,19 @@ class ClaimMapping:
             report["client_bearers"] = {client: str(b) for client, b in self.client_bearers.items()}
         return report
 
-    def _format(self) -> ScopeFormat:
+    def _format(self, claim: str) -> ScopeFormat:
         if self.scopes_format is not None:
             return self.scopes_format
-        return _DEFAULT_FORMATS.get(self.scopes_claim or "", ScopeFormat.LIST_OR_STRING)
+        return _DEFAULT_FORMATS.get(claim, ScopeFormat.LIST_OR_STRING)
 
     def scopes(self, payload: Mapping[str, Any]) -> tuple[str, ...]:
-        """The token's scopes, duplicates collapsed, in order; ``()`` when the claim is absent."""
-        if self.scopes_claim is None:
+        """The token's scopes, duplicates collapsed, in order; ``()`` when no scopes claim is present."""
+        if self.scopes_claims is None:
             return default_scopes(payload)
-        return _read_scopes(payload, self.scopes_claim, self._format())
+        for claim in self.scopes_claims:
+            if claim in payload:
+                return _read_scopes(payload, claim, self._format(claim))
+        return ()
 
     def client(self, payload: Mapping[str, Any]) -> str:
         """The client that holds the token (SPEC §5); empty when no claim names it (the service then
@@ -200,7 +211,11 @@ def _read_scopes(payload: Mapping[str, Any], name: str, form: ScopeFormat) -> tu
     if name not in payload:
         return ()
     value = payload[name]
-    if isinstance(value, str) and form is not ScopeFormat.LIST:
+    if form is ScopeFormat.OBJECT_KEYS:
+        if not isinstance(value, dict):
+            reject(f"malformed {name}")
+        value = list(value)
+    elif isinstance(value, str) and form is not ScopeFormat.LIST:
         if not value.isprintable():
             reject(f"malformed {name}")
         return tuple(dict.fromkeys(piece for piece in value.split(" ") if piece))

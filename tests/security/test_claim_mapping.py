@@ -21,7 +21,7 @@ from tests.security.forge import DROP
 from tests.security.harness import SecureService, start_service
 
 MAPPING = ClaimMapping(
-    scopes_claim="scp",
+    scopes_claims=("scp",),
     scopes_format=ScopeFormat.LIST,
     client_claims=("cid",),
     client_bearers={"gateway": Bearer(BearerType.ORGANIZATION, "acme")},

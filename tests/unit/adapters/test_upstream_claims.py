@@ -28,6 +28,7 @@ from delegation_service.domain.scopes import Bearer, BearerType
 
 ISSUER = "https://idp.example"
 ORG = Bearer(BearerType.ORGANIZATION, "acme")
+ZITADEL_ROLES = "urn:zitadel:iam:org:project:roles"
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +64,25 @@ def test_the_default_mapping_reads_as_before(rsa_key: rsa.RSAPrivateKey) -> None
 @pytest.mark.parametrize(
     ("mapping", "claims", "expected"),
     [
-        (ClaimMapping(scopes_claim="scp"), {"scp": "a.b.r c.d.r"}, ("a.b.r", "c.d.r")),  # Entra: a string
-        (ClaimMapping(scopes_claim="scp"), {"scp": ["a.b.r", "a.b.r"]}, ("a.b.r",)),  # Okta: a list
-        (ClaimMapping(scopes_claim="roles"), {"roles": ["app.reports.r"]}, ("app.reports.r",)),
-        (ClaimMapping(scopes_claim="scope"), {"scope": "a.b.r", "scp": ["c.d.r"]}, ("a.b.r",)),
+        (ClaimMapping(scopes_claims=("scp",)), {"scp": "a.b.r c.d.r"}, ("a.b.r", "c.d.r")),  # Entra: a string
+        (ClaimMapping(scopes_claims=("scp",)), {"scp": ["a.b.r", "a.b.r"]}, ("a.b.r",)),  # Okta: a list
+        (ClaimMapping(scopes_claims=("roles",)), {"roles": ["app.reports.r"]}, ("app.reports.r",)),
+        (ClaimMapping(scopes_claims=("scope",)), {"scope": "a.b.r", "scp": ["c.d.r"]}, ("a.b.r",)),
         (
-            ClaimMapping(scopes_claim="perms", scopes_format=ScopeFormat.LIST),
+            ClaimMapping(scopes_claims=("perms",), scopes_format=ScopeFormat.LIST),
             {"perms": ["p.q.rw"]},
             ("p.q.rw",),
         ),
-        (ClaimMapping(scopes_claim="roles"), {"scope": "a.b.r"}, ()),  # only the configured claim counts
+        (ClaimMapping(scopes_claims=("roles",)), {"scope": "a.b.r"}, ()),  # only the configured claim counts
+        # Entra: scp for delegated tokens, roles for app-only ones; the first present claim wins.
+        (ClaimMapping(scopes_claims=("scp", "roles")), {"roles": ["a.b.r"]}, ("a.b.r",)),
+        (ClaimMapping(scopes_claims=("scp", "roles")), {"scp": "c.d.r", "roles": ["a.b.r"]}, ("c.d.r",)),
+        # ZITADEL: project roles as an object, role key -> {org id: domain}.
+        (
+            ClaimMapping(scopes_claims=(ZITADEL_ROLES,), scopes_format=ScopeFormat.OBJECT_KEYS),
+            {ZITADEL_ROLES: {"a.b.r": {"1": "x"}, "c.d.rw": {"1": "x"}}},
+            ("a.b.r", "c.d.rw"),
+        ),
     ],
 )
 def test_scopes_come_from_the_configured_claim_in_its_form(
@@ -84,10 +94,11 @@ def test_scopes_come_from_the_configured_claim_in_its_form(
 @pytest.mark.parametrize(
     ("mapping", "claims"),
     [
-        (ClaimMapping(scopes_claim="roles"), {"roles": "a.b.r"}),  # roles is a list
-        (ClaimMapping(scopes_claim="scope"), {"scope": ["a.b.r"]}),  # scope is a string
-        (ClaimMapping(scopes_claim="scp"), {"scp": [1, 2]}),
-        (ClaimMapping(scopes_claim="scp"), {"scp": {"a": 1}}),
+        (ClaimMapping(scopes_claims=("roles",)), {"roles": "a.b.r"}),  # roles is a list
+        (ClaimMapping(scopes_claims=("scope",)), {"scope": ["a.b.r"]}),  # scope is a string
+        (ClaimMapping(scopes_claims=("scp",)), {"scp": [1, 2]}),
+        (ClaimMapping(scopes_claims=("scp",)), {"scp": {"a": 1}}),
+        (ClaimMapping(scopes_claims=("r",), scopes_format=ScopeFormat.OBJECT_KEYS), {"r": ["a.b.r"]}),
     ],
 )
 def test_a_scopes_claim_of_the_wrong_form_is_refused(
@@ -162,7 +173,7 @@ def test_a_full_mapping_loads(tmp_path: Path) -> None:
     )
     (issuer,) = config.trusted_issuers
     assert issuer.claims == ClaimMapping(
-        scopes_claim="scp",
+        scopes_claims=("scp",),
         scopes_format=ScopeFormat.LIST,
         client_claims=("cid", "azp"),
         bearer=ORG,
@@ -173,6 +184,10 @@ def test_a_full_mapping_loads(tmp_path: Path) -> None:
         "azp",
         "cid",
     )
+    entra = _load(
+        tmp_path, '[trusted_issuers.claims]\nscopes = ["scp", "roles"]\nclient = ["azp", "appid"]\n'
+    )
+    assert entra.trusted_issuers[0].claims.scopes_claims == ("scp", "roles")
     by_claim = _load(tmp_path, '[trusted_issuers.claims]\nbearer_id_claim = "org"\nbearer_type = "Org"\n')
     assert by_claim.trusted_issuers[0].claims.bearer_id_claim == "org"
 
@@ -182,6 +197,8 @@ def test_a_full_mapping_loads(tmp_path: Path) -> None:
     [
         ('[trusted_issuers.claims]\nscope = "scp"\n', "claims.scope"),  # unknown key (a typo)
         ('[trusted_issuers.claims]\nscopes = ""\n', "claims.scopes"),
+        ("[trusted_issuers.claims]\nscopes = []\n", "claims.scopes"),
+        ('[trusted_issuers.claims]\nscopes = ["scp", "scp"]\n', "claims.scopes"),
         ('[trusted_issuers.claims]\nscopes = "scp"\nscopes_format = "csv"\n', "claims.scopes_format"),
         ('[trusted_issuers.claims]\nscopes_format = "list"\n', "claims.scopes_format"),  # without scopes
         ("[trusted_issuers.claims]\nclient = []\n", "claims.client"),
