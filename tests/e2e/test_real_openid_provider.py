@@ -29,7 +29,6 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from delegation.v1 import delegation_pb2
 from delegation_service.client import DelegationClient, error_details
@@ -37,6 +36,7 @@ from delegation_service.dev import demo_catalog_path
 from delegation_service.transport.auth import operator_secret_digest
 from devtools.node_oidc_provider import AUDIENCE, Client, NodeOidcProvider, node_missing_reason
 from devtools.redis_server import free_loopback_port
+from tests.e2e.serving import health_serving
 
 pytestmark = pytest.mark.redis
 
@@ -90,21 +90,10 @@ class Service:
                 [*CLI, "serve", "--config", str(self.config)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + WAIT_SECONDS
-        while not self._ready():
+        while not health_serving(self.address):  # Redis answers, the provider's keys are loaded
             assert self.process.poll() is None, self.log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, "serve never became ready"
             time.sleep(0.2)
-
-    def _ready(self) -> bool:
-        """SERVING: Redis answers and the provider's keys are loaded (discovery, then its JWKS)."""
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                # types-grpcio-health-checking declares HealthStub without its methods.
-                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
-            except grpc.RpcError:
-                return False
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
