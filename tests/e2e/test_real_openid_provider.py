@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,11 @@ import jwt
 import pytest
 
 from delegation.v1 import delegation_pb2
+from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.keys import KeySet, generate_signing_key, load_remote_jwks
 from delegation_service.client import DelegationClient, error_details
 from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.errors import ParentRejected
 from delegation_service.transport.auth import operator_secret_digest
 from devtools.node_oidc_provider import AUDIENCE, Client, NodeOidcProvider, node_missing_reason
 from devtools.redis_server import free_loopback_port
@@ -252,3 +256,34 @@ def test_a_key_rotation_on_the_provider_is_followed(provider: NodeOidcProvider, 
             with pytest.raises(grpc.RpcError) as refused:
                 client.delegate(parent, "billing", ["warehouse.items.r"])
             assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def _provider_jwks(provider: NodeOidcProvider) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{provider.issuer}/.well-known/openid-configuration", timeout=10) as answer:
+        jwks_uri = json.loads(answer.read())["jwks_uri"]
+    with urllib.request.urlopen(jwks_uri, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+@pytest.mark.parametrize(("algorithms", "accepted"), [(("RS256", "PS256"), True), (("RS256",), False)])
+def test_a_ps256_token_from_the_alg_less_rsa_key_verifies_only_when_the_issuer_allows_ps256(
+    provider: NodeOidcProvider, algorithms: tuple[str, ...], accepted: bool
+) -> None:
+    published = _provider_jwks(provider)
+    rsa_jwk = next(k for k in published["keys"] if k["kty"] == "RSA")
+    assert "alg" not in rsa_jwk  # as the provider publishes it
+    issuer = TrustedIssuer(
+        issuer=provider.issuer,
+        keys=load_remote_jwks(published, algorithms),
+        algorithms=algorithms,
+        audience=AUDIENCE,
+    )
+    verifier = JwtVerifier(SERVICE_ISSUER, KeySet(generate_signing_key()), [issuer], 30)
+    parent = provider.token("gateway", "PS256")
+    if accepted:
+        assert verifier.verify(parent).client_id == "gateway"
+        assert verifier.verify(provider.token("gateway", "RS256")).client_id == "gateway"
+    else:
+        with pytest.raises(ParentRejected) as refused:
+            verifier.verify(parent)
+        assert refused.value.detail == "algorithm not allowed"
