@@ -40,9 +40,11 @@ COPY delegation_service/ delegation_service/
 COPY clients/python/src/ clients/python/src/
 # A regular (not editable) install: the generated delegation/ package and delegation_service/ are
 # copied into the venv's site-packages.
-# Smoke check, isolated (-I) so the source tree in the working directory cannot stand in for the install.
+# Smoke check, isolated (-I) so the source tree in the working directory cannot stand in for the install;
+# it reads the Redis scripts too (package data: lua/*.lua), so a wheel without them fails the build.
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
-    && /opt/venv/bin/python -I -c "import delegation_service.cli, delegation_service.client, delegation.v1.delegation_pb2_grpc"
+    && /opt/venv/bin/python -I -c "import delegation_service.cli, delegation_service.client, delegation.v1.delegation_pb2_grpc; \
+from delegation_service.adapters.redis import scripts; [scripts.source(name) for name in scripts.HELPERS]"
 
 # ---------------------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm AS runtime

@@ -299,10 +299,13 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    """The configured signing keys: kid, alg, role (active, next, previous) and file."""
+    """The configured signing keys: kid, alg, role (active, next, previous) and file; with
+    ``issuer.key_directory``, each key's rotation state and times instead."""
     from delegation_service import app, config
 
     settings = config.load(Path(args.config), os.environ)
+    if settings.key_directory is not None:
+        return _rotating_keys_list(settings, settings.key_directory, args.output)
     key_set = app.signing_keys(settings)
     files = [
         *settings.signing_key_files,
@@ -320,6 +323,57 @@ def _keys_list(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['kid']:<44} {row['alg']:<6} {row['role']:<9} {row['file']}")
     return EXIT_OK
+
+
+def _rotating_keys_list(settings: Any, directory: Path, output: str) -> int:
+    """The keys of the key directory with their state now: pending, active, retiring or retired."""
+    import time
+
+    from delegation_service.adapters.key_directory import KeyDirectory, KeyDirectoryError
+    from delegation_service.domain.rotation import schedule
+
+    try:
+        stored = KeyDirectory(directory).load()
+    except KeyDirectoryError as error:
+        raise ConfigError("issuer.key_directory", str(error)) from None
+    now = time.time()
+    current = schedule([key.record for key in stored], settings.rotation_policy(), now)
+    algorithms = {key.key.kid: key.key.alg for key in stored}
+    files = {key.key.kid: str(key.path) for key in stored}
+    rows = [
+        {
+            "generation": timeline.key.generation,
+            "kid": timeline.key.kid,
+            "alg": algorithms[timeline.key.kid],
+            "state": timeline.state.value,
+            "created": _utc(timeline.key.created_at),
+            "signs_from": _utc(timeline.activates_at),
+            "signs_until": _utc(timeline.superseded_at),
+            "retires": _utc(timeline.retires_at),
+            "file": files[timeline.key.kid],
+        }
+        for timeline in current.keys
+    ]
+    if output == "json":
+        print(json.dumps({"keys": rows, "next_key_due": _utc(current.next_due_at)}, indent=2))
+        return EXIT_OK
+    print(f"{'gen':>4} {'kid':<44} {'alg':<6} {'state':<9} {'signs from':<20} {'retires':<20} file")
+    for row in rows:
+        print(
+            f"{row['generation']:>4} {row['kid']:<44} {row['alg']:<6} {row['state']:<9}"
+            f" {row['signs_from']:<20} {row['retires'] or '-':<20} {row['file']}"
+        )
+    print(f"next key due: {_utc(current.next_due_at)}")
+    return EXIT_OK
+
+
+def _utc(moment: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC to the second (``None`` stays ``None``)."""
+    import datetime
+
+    if moment is None:
+        return None
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _keys_in_file_order(key_set: Any) -> list[Any]:
@@ -600,7 +654,9 @@ def _add_server_commands(commands: Any) -> None:
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
     listing = keys.add_parser(
-        "list", help="the configured signing keys: kid, alg, role (active/next/previous)"
+        "list",
+        help="the configured signing keys: kid, alg, role (active/next/previous); with a key directory,"
+        " each key's rotation state (pending/active/retiring/retired) and times",
     )
     listing.add_argument("--config", required=True, help="TOML configuration file")
     listing.add_argument("--output", choices=("text", "json"), default="text", help="output format")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeGuard
 
-from delegation_service.adapters import base64url
+from delegation_service.domain.encoding import b64url_decode_canonical, b64url_encode
 from delegation_service.domain.errors import ParentRejected
 
 ACCESS_TOKEN_TYP = "at+jwt"
@@ -53,7 +53,7 @@ def encode_json(value: Mapping[str, object]) -> bytes:
 
 def encode_segment(value: bytes) -> bytes:
     """One base64url segment, as the bytes that go into the signing input."""
-    return base64url.encode(value).encode("ascii")
+    return b64url_encode(value).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def check_header(header: Mapping[str, Any], algorithms: Set[str]) -> Header:
 
 def decode_signature(segment: str) -> bytes | None:
     """The signature bytes of a canonical base64url segment, or ``None``."""
-    return base64url.decode(segment)
+    return b64url_decode_canonical(segment)
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -136,9 +136,9 @@ _JSON_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates, parse_con
 
 def decode_segment(segment: str, name: str) -> dict[str, Any]:
     """Decode one base64url JSON segment strictly: canonical base64url, UTF-8, one object, no duplicates."""
-    data = base64url.decode(segment)
+    data = b64url_decode_canonical(segment)
     if data is None:
-        if base64url.decode(segment, canonical=False) is not None:
+        if b64url_decode_canonical(segment, canonical=False) is not None:
             reject(f"{name}: non-canonical base64url")
         reject(f"{name}: not base64url")
     try:

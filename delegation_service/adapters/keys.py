@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
 
-from delegation_service.adapters import base64url
+from delegation_service.domain.encoding import b64url_encode
 
 SigningAlgorithm = Literal["ES256", "EdDSA", "RS256"]
 """The algorithms this service signs with: ES256 or EdDSA by default, RS256 because RFC 9068 needs it."""
@@ -68,7 +68,7 @@ _THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 def _uint(value: int) -> str:
     """A positive integer as RFC 7518 §2 Base64urlUInt: big-endian, minimal length."""
-    return base64url.encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+    return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
 def public_jwk(public_key: PublicKey) -> dict[str, str]:
@@ -86,13 +86,13 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
         return {
             "kty": "EC",
             "crv": crv,
-            "x": base64url.encode(numbers.x.to_bytes(size, "big")),
-            "y": base64url.encode(numbers.y.to_bytes(size, "big")),
+            "x": b64url_encode(numbers.x.to_bytes(size, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(size, "big")),
         }
     if isinstance(public_key, Ed25519PublicKey | Ed448PublicKey):
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         crv = "Ed25519" if isinstance(public_key, Ed25519PublicKey) else "Ed448"
-        return {"kty": "OKP", "crv": crv, "x": base64url.encode(raw)}
+        return {"kty": "OKP", "crv": crv, "x": b64url_encode(raw)}
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers_rsa = public_key.public_numbers()
         return {"kty": "RSA", "n": _uint(numbers_rsa.n), "e": _uint(numbers_rsa.e)}
@@ -104,7 +104,7 @@ def jwk_thumbprint(public_key: PublicKey) -> str:
     jwk = public_jwk(public_key)
     canonical = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return base64url.encode(hashlib.sha256(encoded.encode("ascii")).digest())
+    return b64url_encode(hashlib.sha256(encoded.encode("ascii")).digest())
 
 
 def check_key_fits_algorithm(public_key: PublicKey, alg: str) -> None:

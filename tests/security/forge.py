@@ -16,17 +16,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters import base64url
 from delegation_service.adapters.keys import SigningKey
 from delegation_service.adapters.signatures import low_s
+from delegation_service.domain.encoding import b64url_encode
 
 DROP = object()
 """A claim or header value meaning: leave this member out."""
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url."""
-    return base64url.encode(data)
 
 
 class Raw(str):
@@ -45,8 +40,8 @@ def encode_segment(segment: Segment) -> str:
     if isinstance(segment, Encoded):
         return str(segment)
     if isinstance(segment, Raw):
-        return b64url(segment.encode("utf-8"))
-    return b64url(json.dumps(dict(segment), separators=(",", ":")).encode("utf-8"))
+        return b64url_encode(segment.encode("utf-8"))
+    return b64url_encode(json.dumps(dict(segment), separators=(",", ":")).encode("utf-8"))
 
 
 def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,14 +62,14 @@ def signed(header: Segment, payload: Segment, key: SigningKey, alg: str | None =
     signature = algorithm.sign(signing_input.encode("ascii"), key.private_key)
     if isinstance(key.private_key, ec.EllipticCurvePrivateKey):
         signature = low_s(signature, key.private_key.curve)  # what a conforming issuer sends
-    return f"{signing_input}.{b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def hmac_signed(header: Segment, payload: Segment, secret: bytes) -> str:
     """A compact JWS whose signature is HMAC-SHA256 keyed with ``secret`` (algorithm-confusion attacks)."""
     signing_input = f"{encode_segment(header)}.{encode_segment(payload)}"
     signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def unsigned(header: Segment, payload: Segment, signature: str = "") -> str:

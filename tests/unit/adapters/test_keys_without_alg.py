@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from delegation_service.adapters import base64url
 from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import (
     KeySet,
@@ -28,6 +27,7 @@ from delegation_service.adapters.keys import (
     public_jwk,
 )
 from delegation_service.adapters.signatures import low_s
+from delegation_service.domain.encoding import b64url_decode, b64url_encode
 from delegation_service.domain.errors import ParentRejected
 
 ISSUER = "https://idp.example"
@@ -58,9 +58,8 @@ def _token(private_key: Any, alg: str, kid: str = KID) -> str:
         return token
     # PyJWT returns either ECDSA twin; the verifier accepts only the low-S one (SPEC §5).
     signing_input, _, signature = token.rpartition(".")
-    raw = base64url.decode(signature)
-    assert raw is not None
-    return f"{signing_input}.{base64url.encode(low_s(raw, private_key.curve))}"
+    raw = b64url_decode(signature)
+    return f"{signing_input}.{b64url_encode(low_s(raw, private_key.curve))}"
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256"])
