@@ -205,6 +205,64 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
 
 
 def _health(args: argparse.Namespace) -> int:
+    if args.config:
+        return _health_of_config(args)
+    return _grpc_health(args)
+
+
+def _health_of_config(args: argparse.Namespace) -> int:
+    """Probe the server that a config file (and the environment) describes, from its own host.
+
+    What a container's HEALTHCHECK runs: it finds the ports wherever the config puts them. The admin
+    port's ``/readyz`` answers with the gRPC health status itself, over plain HTTP whatever TLS or mTLS
+    the gRPC port requires, so it is asked when ``admin.listen`` is set; otherwise grpc.health.v1 on
+    ``server.listen``, which with TLS needs ``--tls-ca`` (and a client certificate under mTLS).
+    """
+    from delegation_service import config
+
+    settings = config.load(Path(args.config), os.environ)
+    if settings.admin_listen:
+        return _readyz(_local_address(settings.admin_listen), args.timeout)
+    if settings.tls_cert_file is not None and not args.tls_ca:
+        raise UsageError(
+            "the gRPC port uses TLS and admin.listen is off: pass --tls-ca (or set DELEGATION_TLS_CA)"
+        )
+    args.address = _local_address(settings.listen)
+    return _grpc_health(args)
+
+
+def _local_address(listen: str) -> str:
+    """Where a probe on the server's own host reaches a listen address (a wildcard: loopback)."""
+    from delegation_service.transport.http import WILDCARD_HOSTS
+
+    host, _, port = listen.rpartition(":")
+    if host in WILDCARD_HOSTS:
+        host = "[::1]" if ":" in host else "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def _readyz(address: str, timeout: float) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request("GET", "/readyz")
+        response = connection.getresponse()
+        response.read()  # closing with the body unread resets the connection: a traceback in its log
+        status = response.status
+    except OSError as error:
+        print(f"unhealthy: http://{address}/readyz: {error.strerror or error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        connection.close()
+    if status != 200:
+        print(f"unhealthy: http://{address}/readyz answered {status}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print("SERVING")
+    return EXIT_OK
+
+
+def _grpc_health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     credentials = _channel_credentials(args)
@@ -628,6 +686,11 @@ def _add_server_commands(commands: Any) -> None:
     health = commands.add_parser("health", help="exit 0 when the server reports SERVING")
     _add_address(health)
     health.add_argument("--service", default="", help="service name to check (default: the server)")
+    health.add_argument(
+        "--config",
+        help="probe the server this TOML file (and the environment) configures, on this host: its admin"
+        " port's /readyz when admin.listen is set, else gRPC health on server.listen (--address ignored)",
+    )
     health.set_defaults(handler=_health)
 
     reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
