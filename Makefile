@@ -180,11 +180,24 @@ lint-docker: $(LINT_STAMP) ## hadolint the Dockerfile (and the image test's Redi
 
 TEST_DEPS := $(TEST_STAMP) $(STUBS_STAMP)
 BENCH_DEPS := $(BENCH_STAMP) $(STUBS_STAMP)
+OIDC_NODE_DIR := devtools/oidc-provider-node
+OIDC_NODE_STAMP := $(OIDC_NODE_DIR)/node_modules/.stamp-npm-ci
 
 .PHONY: test
 # The whole suite includes tests/bench, which runs `python -m bench --quick`: the bench extra too.
-test: $(TEST_DEPS) $(BENCH_STAMP) ## The whole suite in one pytest run (needs redis-server for integration tests)
+test: $(TEST_DEPS) $(BENCH_STAMP) oidc-provider-node ## The whole suite in one pytest run (needs redis-server for integration tests)
 	scripts/run-pytest tests $(PYTEST_ARGS)
+
+# tests/e2e/test_real_openid_provider.py starts panva's oidc-provider, pinned by the package-lock; npm ci
+# runs again only when package.json or the lock changes. Without npm the tests skip (they say why).
+.PHONY: oidc-provider-node
+oidc-provider-node: ## npm ci the real OpenID provider that the e2e tests start (a note, not an error, without npm)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(OIDC_NODE_STAMP); \
+	else echo "note: npm not found: the real OpenID provider tests will be skipped" >&2; fi
+
+$(OIDC_NODE_STAMP): $(OIDC_NODE_DIR)/package.json $(OIDC_NODE_DIR)/package-lock.json
+	cd $(OIDC_NODE_DIR) && npm ci --no-audit --no-fund
+	@touch $@
 
 .PHONY: unit-tests
 unit-tests: $(TEST_DEPS) ## tests/unit: pure domain and service logic
@@ -199,7 +212,7 @@ integration-tests: $(TEST_DEPS) ## tests/integration: real server and a real red
 	scripts/run-pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e-tests
-e2e-tests: $(TEST_DEPS) ## tests/e2e: the service end to end through the generated stubs
+e2e-tests: $(TEST_DEPS) oidc-provider-node ## tests/e2e: the service end to end through the generated stubs
 	scripts/run-pytest tests/e2e $(PYTEST_ARGS)
 
 # Installs from the registries (pip builds clients/python, npm ci the Node example), so it is not part

@@ -30,7 +30,7 @@ COMPONENTS: Sequence[tuple[str, tuple[str, ...]]] = (
     ("JwtVerifier.verify", ("verify (delegation_service/adapters/jwt_codec.py",)),
     (
         "  of which our JSON/base64 segment parsing",
-        ("_decode_segment (delegation_service/adapters/jwt_codec.py",),
+        ("decode_segment (delegation_service/adapters/jws.py",),
     ),
     ("JwtSigner.sign", ("sign (delegation_service/adapters/jwt_codec.py",)),
     ("cryptography (sign/verify primitives)", ("cryptography/",)),

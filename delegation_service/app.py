@@ -557,7 +557,8 @@ def issuer_statuses(config: Config) -> list[SourceStatus]:
             statuses.append(source.status())
             continue
         try:
-            count, error, state = len(load_jwks_file(entry.jwks_file)), None, SourceState.READY
+            count = len(load_jwks_file(entry.jwks_file, entry.algorithms))
+            error, state = None, SourceState.READY
         except (OSError, ValueError) as problem:
             count, error, state = 0, str(problem), SourceState.NO_KEYS
         statuses.append(SourceStatus(entry.issuer, str(entry.jwks_file), state, count, None, error))
@@ -573,7 +574,7 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
             source = remote_key_source(entry, events)
         else:
             try:
-                keys = load_jwks_file(entry.jwks_file)
+                keys = load_jwks_file(entry.jwks_file, entry.algorithms)
             except (OSError, ValueError, json.JSONDecodeError) as error:
                 raise ConfigError(
                     f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}"
@@ -587,6 +588,7 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
                 audience=entry.audience,
                 allow_extra_audiences=entry.allow_extra_audiences,
                 actor_claim=entry.actor_claim,
+                claims=entry.claims,
                 allow_high_s=entry.allow_high_s,
             )
         )

@@ -20,7 +20,17 @@ from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
+from delegation_service.adapters.upstream_claims import (
+    DEFAULT_BEARER_CLAIM,
+    DEFAULT_CLIENT_CLAIMS,
+    DEFAULT_MAPPING,
+    ClaimMapping,
+    ClaimMappingError,
+    ScopeFormat,
+    parse_fixed_bearer,
+)
 from delegation_service.domain.rotation import RotationPolicy
+from delegation_service.domain.scopes import BearerType
 
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
@@ -61,6 +71,8 @@ class TrustedIssuer:
     allow_extra_audiences: bool = False
     actor_claim: str | None = None
     """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
+    claims: ClaimMapping = DEFAULT_MAPPING
+    """``[trusted_issuers.claims]``: where the issuer's tokens hold scopes, client and bearer."""
     allow_high_s: bool = False
     """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
     ca_file: Path | None = None
@@ -196,7 +208,9 @@ class Config:
         "trusted_issuers",
         (),
         "`[[trusted_issuers]]` tables: issuer, then jwks_file, or jwks_uri, or neither (OpenID Connect"
-        " discovery); audience, algorithms, allow_extra_audiences, actor_claim, allow_high_s; for remote"
+        " discovery); audience, algorithms, allow_extra_audiences, actor_claim, allow_high_s; a claims table"
+        " (scopes, scopes_format, client, bearer_claim, bearer_id_claim, bearer_type, bearer,"
+        ' client_bearers: see "Claims of your identity provider"); for remote'
         " keys ca_file, refresh_min_seconds (60), refresh_max_seconds (3600), refresh_default_seconds"
         " (300), max_stale_seconds (86400), unknown_kid_interval_seconds (10), fetch_timeout_seconds (5),"
         ' max_response_bytes (1048576). See "Trusting your identity provider".',
@@ -601,6 +615,7 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         "algorithms",
         "allow_extra_audiences",
         "actor_claim",
+        "claims",
         "allow_high_s",
         *(name for name, _ in _REMOTE_NUMBERS),
     }
@@ -640,6 +655,7 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     for name, value in numbers.items():
         if value < 0 or (value == 0 and name != "unknown_kid_interval_seconds"):
             raise ConfigError(f"{path}.{name}", "must be positive")
+    actor_claim = _convert(table.get("actor_claim", ""), str | None, f"{path}.actor_claim", base)
     entry = TrustedIssuer(
         issuer=table["issuer"],
         jwks_file=None if jwks_file is None else _convert(jwks_file, Path, f"{path}.jwks_file", base),
@@ -651,12 +667,77 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         allow_extra_audiences=_convert(
             table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
         ),
-        actor_claim=_convert(table.get("actor_claim", ""), str | None, f"{path}.actor_claim", base),
+        actor_claim=actor_claim,
+        claims=_claim_mapping(table.get("claims", {}), f"{path}.claims", actor_claim),
         allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
     if entry.refresh_min_seconds > entry.refresh_max_seconds:
         raise ConfigError(f"{path}.refresh_min_seconds", "must not exceed refresh_max_seconds")
     return entry
+
+
+_CLAIM_KEYS = frozenset(
+    {"scopes", "scopes_format", "client", "bearer_claim", "bearer_id_claim", "bearer_type", "bearer"}
+)
+
+
+def _claim_name(table: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}.{key}", "must be a claim name (a non-empty string)")
+    return value
+
+
+def _claim_mapping(table: Any, path: str, actor_claim: str | None) -> ClaimMapping:
+    """``[trusted_issuers.claims]`` (and its ``client_bearers`` table) as a checked mapping."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, "must be a table")
+    unknown = set(table) - _CLAIM_KEYS - {"client_bearers"}
+    if unknown:
+        raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known key")
+    scopes_format = table.get("scopes_format")
+    formats = [f.value for f in ScopeFormat]
+    if scopes_format is not None and scopes_format not in formats:
+        raise ConfigError(f"{path}.scopes_format", f"must be one of {', '.join(formats)}")
+    scopes = table.get("scopes")
+    scopes_claims = [scopes] if isinstance(scopes, str) else scopes
+    if scopes_claims is not None and (
+        not isinstance(scopes_claims, list)
+        or not scopes_claims
+        or not all(isinstance(c, str) and c for c in scopes_claims)
+    ):
+        raise ConfigError(f"{path}.scopes", "must be a claim name or a list of claim names")
+    client = table.get("client", list(DEFAULT_CLIENT_CLAIMS))
+    clients = [client] if isinstance(client, str) else client
+    if not isinstance(clients, list) or not clients or not all(isinstance(c, str) and c for c in clients):
+        raise ConfigError(f"{path}.client", "must be a claim name or a list of claim names")
+    bearer_type = table.get("bearer_type")
+    types = [t.value for t in BearerType]
+    if bearer_type is not None and bearer_type not in types:
+        raise ConfigError(f"{path}.bearer_type", f"must be one of {', '.join(types)}")
+    client_bearers = table.get("client_bearers", {})
+    if not isinstance(client_bearers, Mapping):
+        raise ConfigError(f"{path}.client_bearers", 'must be a table of client id = "Org/<id>"')
+    try:
+        mapping = ClaimMapping(
+            scopes_claims=None if scopes_claims is None else tuple(scopes_claims),
+            scopes_format=None if scopes_format is None else ScopeFormat(scopes_format),
+            client_claims=tuple(clients),
+            bearer_claim=_claim_name(table, "bearer_claim", path) or DEFAULT_BEARER_CLAIM,
+            bearer_id_claim=_claim_name(table, "bearer_id_claim", path),
+            bearer_type=None if bearer_type is None else BearerType(bearer_type),
+            bearer=None if "bearer" not in table else parse_fixed_bearer(table["bearer"], "bearer"),
+            client_bearers={
+                client_id: parse_fixed_bearer(value, f"client_bearers.{client_id}")
+                for client_id, value in client_bearers.items()
+            },
+        )
+        return mapping.with_actor_claim(actor_claim)
+    except ClaimMappingError as error:
+        setting = "client" if error.setting == "client" and actor_claim is not None else error.setting
+        raise ConfigError(f"{path}.{setting}", error.message) from None
 
 
 def reference_markdown() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from delegation_service.adapters.upstream_claims import ClaimMapping
 from delegation_service.config import Config, TrustedIssuer, settings
 
 MASK = "****"
@@ -48,6 +49,8 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, TrustedIssuer):
         return {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, ClaimMapping):
+        return value.settings()
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):

@@ -19,7 +19,8 @@ from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, compact_jws
+from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
+from delegation_service.adapters.jwt_codec import compact_jws
 from delegation_service.adapters.keys import SigningKey, generate_signing_key
 
 LOOPBACK = "127.0.0.1"

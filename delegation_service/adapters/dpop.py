@@ -14,13 +14,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from delegation_service.adapters.jwt_codec import (
-    compact_jws,
-    decode_json_segment,
-    decode_signature,
-    signature_check,
-)
+from delegation_service.adapters.jws import decode_segment, decode_signature
+from delegation_service.adapters.jwt_codec import compact_jws
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, SigningKey, parse_public_jwk
+from delegation_service.adapters.signatures import signature_check
 from delegation_service.domain.dpop import (
     DpopClaims,
     ProofReplayCache,
@@ -71,7 +68,7 @@ def _parse(proof: str) -> DpopClaims:
     segments = proof.split(".")
     if len(segments) != 3 or not segments[2]:
         raise InvalidDpopProof("not a signed compact JWS")
-    header = decode_json_segment(segments[0], "header")
+    header = decode_segment(segments[0], "header")
     if header.get("typ") != PROOF_TYP:
         raise InvalidDpopProof("typ is not dpop+jwt")
     alg = header.get("alg")
@@ -93,7 +90,7 @@ def _parse(proof: str) -> DpopClaims:
     # High-S ECDSA accepted: malleability gives a proof a twin with the same jti, which replay refuses.
     if signature is None or not signature_check(key, allow_high_s=True)(signature, signing_input):
         raise InvalidDpopProof("bad signature")
-    claims = decode_json_segment(segments[1], "payload")
+    claims = decode_segment(segments[1], "payload")
     return DpopClaims(
         jkt=key.thumbprint,
         jti=_string(claims, "jti"),

@@ -10,7 +10,6 @@ loaded, and a JWKS can never hold two different keys under one id.
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import json
@@ -27,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
+
+from delegation_service.domain.encoding import b64url_encode
 
 SigningAlgorithm = Literal["ES256", "EdDSA", "RS256"]
 """The algorithms this service signs with: ES256 or EdDSA by default, RS256 because RFC 9068 needs it."""
@@ -65,13 +66,9 @@ _THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _uint(value: int) -> str:
     """A positive integer as RFC 7518 §2 Base64urlUInt: big-endian, minimal length."""
-    return _b64url(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+    return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
 def public_jwk(public_key: PublicKey) -> dict[str, str]:
@@ -89,13 +86,13 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
         return {
             "kty": "EC",
             "crv": crv,
-            "x": _b64url(numbers.x.to_bytes(size, "big")),
-            "y": _b64url(numbers.y.to_bytes(size, "big")),
+            "x": b64url_encode(numbers.x.to_bytes(size, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(size, "big")),
         }
     if isinstance(public_key, Ed25519PublicKey | Ed448PublicKey):
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         crv = "Ed25519" if isinstance(public_key, Ed25519PublicKey) else "Ed448"
-        return {"kty": "OKP", "crv": crv, "x": _b64url(raw)}
+        return {"kty": "OKP", "crv": crv, "x": b64url_encode(raw)}
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers_rsa = public_key.public_numbers()
         return {"kty": "RSA", "n": _uint(numbers_rsa.n), "e": _uint(numbers_rsa.e)}
@@ -107,7 +104,7 @@ def jwk_thumbprint(public_key: PublicKey) -> str:
     jwk = public_jwk(public_key)
     canonical = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return _b64url(hashlib.sha256(encoded.encode("ascii")).digest())
+    return b64url_encode(hashlib.sha256(encoded.encode("ascii")).digest())
 
 
 def check_key_fits_algorithm(public_key: PublicKey, alg: str) -> None:
@@ -144,12 +141,23 @@ def _check_no_private_members(jwk: Mapping[str, object]) -> None:
 
 @dataclass(frozen=True)
 class VerificationKey:
-    """A public key bound to one algorithm, as used to verify signatures."""
+    """A public key bound to the algorithms it may verify, as used to verify signatures.
+
+    ``alg`` is the key's own algorithm; ``algorithms`` is the set a token's header may name, which is
+    ``{alg}`` unless the key came from a JWK without ``alg`` (:func:`algorithms_for`).
+    """
 
     kid: str
     alg: str
     key: PublicKey = field(repr=False, compare=False)
     thumbprint: str
+    algorithms: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            object.__setattr__(self, "algorithms", frozenset({self.alg}))
+        elif self.alg not in self.algorithms:
+            raise ValueError("a key's own algorithm must be one of those it may verify")
 
 
 class KeySource(Protocol):
@@ -355,22 +363,35 @@ class KeySet:
         return {"keys": keys}
 
 
-def _infer_algorithm(jwk: Mapping[str, object]) -> str:
-    """The algorithm of a JWK that does not state one, from its ``kty`` and ``crv``."""
+def algorithms_for(jwk: Mapping[str, object], allowed: Sequence[str]) -> tuple[str, ...]:
+    """The algorithms of ``allowed`` (in its order) that a JWK without ``alg`` may verify, by key type.
+
+    An RSA key: the RS* and PS* families; an EC key: its curve's one algorithm; an OKP key: EdDSA. Never
+    ``none`` and never HMAC (``allowed`` holds asymmetric algorithms only, and a public key is no secret).
+    Many providers publish RSA keys without ``alg``; the issuer's configured list then decides whether
+    PS256 tokens verify with them, instead of a guess that would refuse them.
+    """
     kty = jwk.get("kty")
     crv = jwk.get("crv")
     if kty == "EC" and isinstance(crv, str) and crv in _CURVE_ALGORITHMS:
-        return _CURVE_ALGORITHMS[crv]
-    if kty == "OKP" and crv in ("Ed25519", "Ed448"):
-        return "EdDSA"
-    if kty == "RSA":
-        # RS256 is the one RSA algorithm every issuer supports (RFC 9068); PS* keys must say so.
-        return "RS256"
-    raise ValueError("the key states no alg and none follows from its kty/crv")
+        fitting: frozenset[str] = frozenset({_CURVE_ALGORITHMS[crv]})
+    elif kty == "OKP" and crv in ("Ed25519", "Ed448"):
+        fitting = frozenset({"EdDSA"})
+    elif kty == "RSA":
+        fitting = frozenset(a for a in ASYMMETRIC_ALGORITHMS if a[:2] in ("RS", "PS"))
+    else:
+        fitting = frozenset()
+    return tuple(a for a in dict.fromkeys(allowed) if a in fitting and a in ASYMMETRIC_ALGORITHMS)
 
 
-def parse_public_jwk(jwk: Mapping[str, object]) -> VerificationKey:
-    """Parse one trusted public JWK into a key object bound to one algorithm; ``ValueError`` if unfit."""
+def parse_public_jwk(
+    jwk: Mapping[str, object], allowed: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
+) -> VerificationKey:
+    """Parse one trusted public JWK into a key object bound to its algorithms; ``ValueError`` if unfit.
+
+    A key that states ``alg`` is bound to it alone; one that does not may verify every algorithm of
+    ``allowed`` (the issuer's list) that fits its type (:func:`algorithms_for`).
+    """
     _check_no_private_members(jwk)
     kty = jwk.get("kty")
     if kty not in _THUMBPRINT_MEMBERS:
@@ -384,25 +405,38 @@ def parse_public_jwk(jwk: Mapping[str, object]) -> VerificationKey:
     declared = jwk.get("alg")
     if declared is not None and not isinstance(declared, str):
         raise ValueError("alg must be a string")
-    alg = declared if declared is not None else _infer_algorithm(jwk)
-    if alg not in ASYMMETRIC_ALGORITHMS:
-        raise ValueError(f"algorithm {alg!r} is not an allowed asymmetric algorithm")
+    if declared is not None:
+        if declared not in ASYMMETRIC_ALGORITHMS:
+            raise ValueError(f"algorithm {declared!r} is not an allowed asymmetric algorithm")
+        algorithms: tuple[str, ...] = (declared,)
+    else:
+        algorithms = algorithms_for(jwk, allowed)
+        if not algorithms:
+            raise ValueError("the key states no alg and none of the issuer's algorithms fits its kty/crv")
+    alg = algorithms[0]
     try:
         parsed = get_default_algorithms()[alg].from_jwk(dict(jwk))
     except (PyJWTError, ValueError, TypeError, KeyError, UnsupportedAlgorithm):
         raise ValueError("the key members do not form a valid public key") from None
     if not isinstance(parsed, PublicKey):
         raise ValueError("the key is not a public key")
-    check_key_fits_algorithm(parsed, alg)
+    for each in algorithms:
+        check_key_fits_algorithm(parsed, each)
     thumbprint = jwk_thumbprint(parsed)
     kid = jwk.get("kid", thumbprint)
     if not isinstance(kid, str) or not kid:
         raise ValueError("kid must be a non-empty string")
-    return VerificationKey(kid=kid, alg=alg, key=parsed, thumbprint=thumbprint)
+    return VerificationKey(
+        kid=kid, alg=alg, key=parsed, thumbprint=thumbprint, algorithms=frozenset(algorithms)
+    )
 
 
-def load_jwks(data: Mapping[str, object]) -> dict[str, VerificationKey]:
-    """Parse a trusted issuer's JWK Set once, at start-up: ``{kid: key bound to its alg}``.
+def load_jwks(
+    data: Mapping[str, object], algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
+) -> dict[str, VerificationKey]:
+    """Parse a trusted issuer's JWK Set once, at start-up: ``{kid: key bound to its algorithms}``.
+
+    ``algorithms`` is the issuer's allow-list; it decides what a key without ``alg`` may verify.
 
     Refuses (``ValueError``) any private member, symmetric key, unknown algorithm, weak key or duplicate
     ``kid``. Keys without a ``kid`` get their RFC 7638 thumbprint.
@@ -415,7 +449,7 @@ def load_jwks(data: Mapping[str, object]) -> dict[str, VerificationKey]:
         if not isinstance(entry, dict):
             raise ValueError(f"JWKS key #{index} is not an object")
         try:
-            key = parse_public_jwk(cast(Mapping[str, object], entry))
+            key = parse_public_jwk(cast(Mapping[str, object], entry), algorithms)
         except ValueError as exc:
             raise ValueError(f"JWKS key #{index}: {exc}") from None
         if key.kid in keys:
@@ -424,7 +458,7 @@ def load_jwks(data: Mapping[str, object]) -> dict[str, VerificationKey]:
     return keys
 
 
-def load_remote_jwks(data: Mapping[str, object], algorithms: Iterable[str]) -> dict[str, VerificationKey]:
+def load_remote_jwks(data: Mapping[str, object], algorithms: Sequence[str]) -> dict[str, VerificationKey]:
     """Parse an identity provider's published JWK Set: ``{kid: key}`` of the keys we may verify with.
 
     Unlike a configured file, a provider's set also holds keys that are not ours to use (Keycloak lists
@@ -444,7 +478,7 @@ def load_remote_jwks(data: Mapping[str, object], algorithms: Iterable[str]) -> d
             continue
         _check_no_private_members(entry)
         try:
-            key = parse_public_jwk(cast(Mapping[str, object], entry))
+            key = parse_public_jwk(cast(Mapping[str, object], entry), algorithms)
         except ValueError:
             continue
         if key.alg not in allowed:
@@ -459,12 +493,14 @@ def load_remote_jwks(data: Mapping[str, object], algorithms: Iterable[str]) -> d
     return keys
 
 
-def load_jwks_file(path: str | Path) -> dict[str, VerificationKey]:
-    """Read a JWKS JSON file and parse it with :func:`load_jwks`."""
+def load_jwks_file(
+    path: str | Path, algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
+) -> dict[str, VerificationKey]:
+    """Read a JWKS JSON file and parse it with :func:`load_jwks` (``algorithms``: the issuer's list)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError("a JWKS file must hold a JSON object")
-    return load_jwks(data)
+    return load_jwks(data, algorithms)
 
 
 def distinct_keys(ours: Sequence[VerificationKey], theirs: Sequence[VerificationKey]) -> bool:

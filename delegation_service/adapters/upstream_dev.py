@@ -11,7 +11,8 @@ import secrets
 from collections.abc import Sequence
 
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer, compact_jws
+from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
+from delegation_service.adapters.jwt_codec import TrustedIssuer, compact_jws
 from delegation_service.adapters.keys import SigningKey, generate_signing_key, load_jwks
 from delegation_service.domain.ports import Clock
 from delegation_service.domain.scopes import Bearer, BearerType

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from delegation.v1 import delegation_pb2
 from delegation_service.adapters.keys import generate_signing_key
@@ -30,6 +31,18 @@ from delegation_service.dev import demo_catalog_path
 CLI = (sys.executable, "-m", "delegation_service.cli")
 STOP_TIMEOUT_SECONDS = 30
 SCOPES = ("directory.delegations.rw", "warehouse.items.r")
+
+
+def health_serving(address: str) -> bool:
+    """Whether the gRPC health service at ``address`` answers SERVING (within a second)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def free_port() -> int:

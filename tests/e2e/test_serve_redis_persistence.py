@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.redis_server import free_loopback_port
+from tests.e2e.serving import health_serving
 from tests.redis_processes import DURABLE, PrivateRedis
 
 pytestmark = pytest.mark.redis
@@ -52,14 +51,7 @@ url = "{redis_url}"
 
 
 def serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            # types-grpcio-health-checking declares HealthStub without its methods.
-            response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+    return health_serving(f"127.0.0.1:{port}")
 
 
 def test_serve_refuses_a_redis_without_aof_unless_overridden(tmp_path: Path) -> None:

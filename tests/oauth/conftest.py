@@ -14,7 +14,8 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jws
 from joserfc.jwk import ECKey
 
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, compact_jws
+from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
+from delegation_service.adapters.jwt_codec import compact_jws
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.app import RunningApplication
 from delegation_service.client import DelegationClient

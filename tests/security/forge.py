@@ -16,8 +16,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters.jwt_codec import low_s
 from delegation_service.adapters.keys import SigningKey
+from delegation_service.adapters.signatures import low_s
 from delegation_service.domain.encoding import b64url_encode
 
 DROP = object()

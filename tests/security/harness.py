@@ -19,7 +19,8 @@ import grpc
 
 from delegation.v1 import admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.jwt_codec import ACCESS_TOKEN_TYP, TrustedIssuer
+from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
+from delegation_service.adapters.jwt_codec import TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
 from delegation_service.app import Application, build, build_registry, load_catalog
 from delegation_service.config import Config

@@ -1,6 +1,6 @@
 """Project Wycheproof's signature vectors through our verifier's signature primitive.
 
-``jwt_codec.signature_check`` is what decides, for every token, whether a signature is valid. Each
+``signatures.signature_check`` is what decides, for every token, whether a signature is valid. Each
 vendored vector (``tests/security/vectors/``, see its README for the origin and licence) is run through
 it with the key bound to the matching JOSE algorithm: a ``valid`` vector must verify, an ``invalid`` one
 must not (truncated or padded signatures, ``r`` or ``s`` out of range, wrong encodings, modified
@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from delegation_service.adapters.jwt_codec import signature_check
 from delegation_service.adapters.keys import PublicKey, VerificationKey
+from delegation_service.adapters.signatures import signature_check
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -25,7 +25,7 @@ from joserfc.jwk import KeySet as JoseKeySet
 from jwt import algorithms as pyjwt_algorithms
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer, low_s
+from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
@@ -35,6 +35,7 @@ from delegation_service.adapters.keys import (
     jwk_thumbprint,
     load_jwks,
 )
+from delegation_service.adapters.signatures import low_s
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.domain.errors import ParentRejected
 from delegation_service.domain.scopes import Bearer, BearerType, parse_scope
