@@ -11,9 +11,7 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +22,7 @@ from google.protobuf.message import Message
 
 from delegation_service import version
 from delegation_service.config import ConfigError
+from delegation_service.signals import wait_for_stop_signal
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -193,10 +192,7 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
     clients do not retry) the calls that reached the server in its last instant; exiting closes the
     connections instead, which clients read as ``UNAVAILABLE`` and retry elsewhere.
     """
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
     log.info(
         "draining",
         extra={"event": "shutdown", "drain_seconds": drain_seconds, "grace_seconds": grace},

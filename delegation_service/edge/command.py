@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from delegation_service import logs
     from delegation_service.edge.server import start_edge
     from delegation_service.edge.verifier import EdgeSettings, RouteRule, StalenessMode
+    from delegation_service.signals import wait_for_stop_signal
     from delegation_service.transport.tls import channel_credentials
 
     try:
@@ -81,9 +80,6 @@ def _run(args: argparse.Namespace) -> int:
         f"edge: ext_authz on port {running.ext_authz_port}, forward-auth on port {running.http_port}",
         flush=True,
     )
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
+    wait_for_stop_signal()
     running.stop()
     return 0
