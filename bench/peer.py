@@ -6,8 +6,9 @@ checks the scope and resource, signs a JWT and answers; it verifies no parent to
 and logs nothing, where ``Delegate`` verifies a parent, checks the policy, records the child in Redis
 (one round trip) and writes an audit line.
 
-The Node project in ``bench/peer/`` pins the provider (``package-lock.json``); ``npm ci`` installs it on
-first use. Without ``node`` and ``npm`` the peer is skipped and the run says so in one line.
+It runs from the Node project the tests' real provider uses (``devtools/oidc-provider-node/``: one
+pin, one ``package-lock.json``), as ``bench-peer.mjs``; ``npm ci`` installs it on first use. Without
+``node`` and ``npm`` the peer is skipped and the run says so in one line.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from bench.common import PEER_CLIENT_ID, PEER_CLIENT_SECRET
 from devtools.redis_server import stop_process
 
-PROJECT = Path(__file__).resolve().parent / "peer"
+PROJECT = Path(__file__).resolve().parent.parent / "devtools" / "oidc-provider-node"
+SCRIPT = "bench-peer.mjs"
 START_TIMEOUT_SECONDS = 30.0
 INSTALL_TIMEOUT_SECONDS = 300.0
 
@@ -45,7 +47,7 @@ def _install(npm: str) -> None:
     )
     if completed.returncode != 0:
         last = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise PeerUnavailable(f"npm ci in bench/peer failed: {last[0]}")
+        raise PeerUnavailable(f"npm ci in devtools/oidc-provider-node failed: {last[0]}")
 
 
 def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -57,7 +59,7 @@ def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     ready = workdir / "peer.ready"
     log = (workdir / "peer.log").open("wb")
     process = subprocess.Popen(
-        [node, "server.mjs", "0", str(ready), PEER_CLIENT_ID, PEER_CLIENT_SECRET],
+        [node, SCRIPT, "0", str(ready), PEER_CLIENT_ID, PEER_CLIENT_SECRET],
         cwd=PROJECT,
         stdin=subprocess.DEVNULL,
         stdout=log,

@@ -91,4 +91,11 @@ class Scripts:
     @classmethod
     def register(cls, client: RedisClient) -> Scripts:
         """Register every script on ``client``."""
-        return cls(**{name: LuaScript(client, source(name)) for name in HELPERS})
+        return cls(**{name: _direct(client.register_script(source(name))) for name in HELPERS})
+
+
+def _direct(script: Script) -> Script:
+    """``script`` as a :class:`LuaScript` when redis-py registered it (stand-ins are kept as they are)."""
+    if type(script) is Script:
+        return LuaScript(script.registered_client, script.script)
+    return script

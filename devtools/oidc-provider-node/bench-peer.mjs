@@ -1,6 +1,6 @@
 // make bench's peer: panva's oidc-provider (a certified OpenID provider) issuing ES256 JWT access tokens
 // by client_credentials with a resource indicator, on loopback. Usage:
-//   node server.mjs <port|0> <ready-file> <client-id> <client-secret>
+//   node bench-peer.mjs <port|0> <ready-file> <client-id> <client-secret>
 // Writes the chosen port to <ready-file> once listening; stops on SIGTERM.
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import Provider from 'oidc-provider';
 
 const [port, readyFile, clientId, clientSecret] = process.argv.slice(2);
 if (!readyFile || !clientId || !clientSecret) {
-  console.error('usage: node server.mjs <port> <ready-file> <client-id> <client-secret>');
+  console.error('usage: node bench-peer.mjs <port> <ready-file> <client-id> <client-secret>');
   process.exit(2);
 }
 
