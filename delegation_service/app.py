@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import redis
@@ -60,6 +60,9 @@ from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 from delegation_service.transport.tls import TlsFiles, server_credentials
 
+if TYPE_CHECKING:
+    from delegation_service.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +82,8 @@ class Application:
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
     key_sources: tuple[RemoteKeySource, ...] = ()
     """The remote trusted issuers' keys, refreshed in the background until :meth:`close`."""
+    tracing: Tracing | None = None
+    """OpenTelemetry spans (``tracing.exporter``); ``None`` when off."""
     _not_ready: tuple[str, ...] = ()
 
     def not_ready_reasons(self) -> list[str]:
@@ -107,6 +112,8 @@ class Application:
         """Stop the background work :func:`build` started (JWKS refreshers)."""
         for source in self.key_sources:
             source.stop()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def serve(
         self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
@@ -154,7 +161,10 @@ class Application:
                 handshake_timeout_seconds=config.handshake_timeout_seconds,
             ),
             self.access,
-            outer_interceptors=[MetricsInterceptor(self.metrics)],
+            outer_interceptors=[
+                *(self.tracing.server_interceptors() if self.tracing is not None else ()),
+                MetricsInterceptor(self.metrics),
+            ],
             ready=self.ready,
         )
 
@@ -181,9 +191,11 @@ def build(
     catalog: Catalog | None = None,
     clock: Clock | None = None,
     open_operator_mode: bool = False,
+    tracing: Tracing | None = None,
 ) -> Application:
     """Wire the application. Keyword arguments replace what the config would build (dev server, tests)."""
     clock = clock or SystemClock()
+    tracing = tracing or build_tracing(config)
     metrics = ServiceMetrics()
     keys = keys or signing_keys(config)
     catalog = catalog or _catalog(config)
@@ -206,7 +218,10 @@ def build(
     for source in sources:
         source.refresh()
         source.start()
-    store = metered(registry or build_registry(config, clock), metrics)
+    registry = registry or build_registry(config, clock)
+    store = metered(registry, metrics)
+    if tracing is not None:
+        store = tracing.registry(store, "memory" if isinstance(registry, MemoryRegistry) else "redis")
     service = DelegationService(
         issuer=config.issuer,
         verifier=verifier,
@@ -239,7 +254,22 @@ def build(
         metrics=metrics,
         tls=_tls_credentials(config),
         key_sources=sources,
+        tracing=tracing,
     )
+
+
+def build_tracing(config: Config) -> Tracing | None:
+    """The tracing ``tracing.exporter`` asks for; ``None`` (and nothing of OpenTelemetry loaded) when off."""
+    if config.tracing_exporter == "none":
+        return None
+    try:
+        from delegation_service import tracing  # noqa: PLC0415 (an optional extra, loaded only when on)
+    except ImportError as error:
+        raise ConfigError(
+            "tracing.exporter",
+            f"needs the tracing extra ({error.name} is missing): pip install 'delegation-service[tracing]'",
+        ) from None
+    return tracing.build_tracing(config)
 
 
 def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:

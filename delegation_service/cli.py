@@ -138,7 +138,9 @@ def _serve_worker(config_path: str, reuse_port: bool, admin: bool = True) -> int
     except RuntimeError as error:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return _run_until_signal(running, settings.grace_seconds, settings.drain_seconds)
+    return _run_until_signal(
+        running, settings.grace_seconds, settings.drain_seconds, before_exit=_tracing_flush(application)
+    )
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -169,7 +171,9 @@ def _dev(args: argparse.Namespace) -> int:
         admin_url=_admin_url(running),
     )
     # No drain period: the dev server is on loopback, with no load balancer to tell.
-    return _run_until_signal(running, application.config.grace_seconds, drain_seconds=0.0)
+    return _run_until_signal(
+        running, application.config.grace_seconds, drain_seconds=0.0, before_exit=_tracing_flush(application)
+    )
 
 
 def _admin_url(running: Any) -> str:
@@ -178,7 +182,15 @@ def _admin_url(running: Any) -> str:
     return f"http://127.0.0.1:{admin.port}" if admin is not None else ""
 
 
-def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoReturn:
+def _tracing_flush(application: Any) -> Callable[[], None] | None:
+    """What exports the spans still buffered before the process exits (``None``: tracing is off)."""
+    tracing = application.tracing
+    return tracing.shutdown if tracing is not None else None
+
+
+def _run_until_signal(
+    running: Any, grace: float, drain_seconds: float, before_exit: Callable[[], None] | None = None
+) -> NoReturn:
     """Serve until SIGTERM or SIGINT, drain (README "Shutdown"), then exit without grpc's ``stop()``.
 
     Once drained nothing is in flight, but grpc's ``stop()`` would still cancel (``CANCELLED``, which
@@ -197,6 +209,8 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
     admin = getattr(running, "admin", None)
     if admin is not None:
         admin.stop()
+    if before_exit is not None:
+        before_exit()
     log.info("exiting", extra={"event": "exit"})
     logging.shutdown()
     sys.stdout.flush()

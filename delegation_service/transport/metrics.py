@@ -393,7 +393,7 @@ class _Method:
         if response is not None and code is _OK and not self._streams_responses:
             self.sent.inc()  # a unary response (a stream counts each message as it goes)
         self._handling.observe(elapsed)
-        reason = "" if code is _OK else _error_reason(context)
+        reason = "" if code is _OK else error_reason(context)
         if self._delegate:
             self._count_delegate(code, code_name, reason, response)
         if not access_log.isEnabledFor(self._level):
@@ -440,7 +440,7 @@ def _child(cache: dict[str, Any], key: str, family: Any, *labels: str) -> Any:
     return child
 
 
-def _error_reason(context: grpc.ServicerContext) -> str:
+def error_reason(context: grpc.ServicerContext) -> str:
     """The ``ErrorInfo.reason`` of the status the handler set, if it set a rich one."""
     for key, value in context.trailing_metadata() or ():
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
