@@ -474,8 +474,8 @@ def _chain_show(args: argparse.Namespace) -> int:
     from delegation_service import operator_view
 
     if operator_view.is_terminal(sys.stdout):
-        operator_view.render_chain(response, operator_view.console(sys.stdout))
-    else:
+        operator_view.render_chain(response, operator_view.console(sys.stdout, args.wide), wide=args.wide)
+    else:  # a pipe or a file: whole ids always, so --wide changes nothing there
         operator_view.render_chain_plain(response, sys.stdout)
     return EXIT_OK
 
@@ -683,6 +683,11 @@ def _add_operator_commands(commands: Any, kinds: Any) -> None:
     show = chain_cmd.add_parser("show", help="operator: a chain's tokens and their states")
     _add_operator_options(show, confirm=False)
     _add_chain_selector(show)
+    show.add_argument(
+        "--wide",
+        action="store_true",
+        help="on a terminal, whole token ids and timestamps (lines may pass the terminal's width)",
+    )
     show.set_defaults(handler=_chain_show)
 
 
