@@ -41,6 +41,7 @@ CLIENT_ENVIRONMENT = frozenset(
         # examples/node/delegate.mjs, run from the same shell in the README.
         "DELEGATION_CLIENT_ID",
         "DELEGATION_SCOPES",
+        "DELEGATION_AUDIENCE",
         "DELEGATION_PROTO_ROOT",
     }
 )
