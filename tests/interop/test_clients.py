@@ -74,6 +74,7 @@ def test_python_client_package_runs_the_readme_block(
     granted, refused = result.stdout.splitlines()
     assert "['warehouse.items.r', 'directory.person.r']" in granted
     assert refused.startswith("PERMISSION_DENIED SCOPE_NOT_ALLOWED_FOR_CLIENT")
+    assert "scopes[0]" in refused
 
 
 def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tm
         [
             str(client_venv),
             "-c",
-            "import delegation_client, delegation.v1.delegation_pb2_grpc as g, pathlib;"
+            "import delegation_client, delegation_client.v1.delegation_pb2_grpc as g, pathlib;"
             "print(sorted(p.name for p in delegation_client.proto_dir().rglob('*.proto')));"
             "print(sorted(p.name for p in pathlib.Path(g.__file__).parent.glob('*.pyi')))",
         ],
@@ -100,8 +101,8 @@ def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tm
     caller.write_text(
         textwrap.dedent(
             """
-            from delegation.v1 import delegation_pb2
             from delegation_client import DelegationClient
+            from delegation_client.v1 import delegation_pb2
 
             def scopes_of(client: DelegationClient, parent: str) -> list[str]:
                 response: delegation_pb2.DelegateResponse = client.delegate(parent, "billing", ["a.b.r"])
