@@ -337,7 +337,9 @@ def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method
 def _streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: _Method) -> Any:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         method.started.inc()
-        method.open_streams.inc()
+        open_streams = method.open_streams
+        if open_streams is not None:
+            open_streams.inc()
         start = time.perf_counter()
         fallback = _OK
         sent = method.sent
@@ -352,7 +354,8 @@ def _streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], m
             fallback = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            method.open_streams.dec()
+            if open_streams is not None:
+                open_streams.dec()
             method.finish(context, time.perf_counter() - start, None, fallback)
 
     return handle
@@ -369,9 +372,11 @@ class _Method:
         self.started = metrics.started.labels(*self._labels)
         self.received = metrics.msg_received.labels(*self._labels)
         self.sent = metrics.msg_sent.labels(*self._labels)
-        self.open_streams = metrics.open_streams.labels(*self._labels)
         self.streams_requests = kind in (CLIENT_STREAMING, BIDI_STREAMING)
         self._streams_responses = kind in (SERVER_STREAMING, BIDI_STREAMING)
+        # Only streaming methods get a gauge series (a unary one would stay 0, and with workers each
+        # series is one more value in every worker's metrics file).
+        self.open_streams = metrics.open_streams.labels(*self._labels) if self._streams_responses else None
         self._handling = metrics.handling_seconds.labels(*self._labels)
         self._handled: dict[str, Any] = {}
         self._denied: dict[str, Any] = {}
