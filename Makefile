@@ -30,8 +30,16 @@ PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
 # Stamps record that a step is done and what it depends on. The venv ones live in the venv (removing
 # it redoes them); the stub stamp lives in the generated, git-ignored package.
 CODEGEN_STAMP := $(VENV)/.stamp-codegen
-INSTALL_STAMP := $(VENV)/.stamp-install
 STUBS_STAMP := delegation/.stamp-generated
+# One stamp per pyproject extra: `make run` needs only the runtime one; each other target adds the
+# extra it uses (RUN_STAMP: the project alone; TEST/LINT/BENCH_STAMP: that extra; INSTALL_STAMP: dev).
+RUN_STAMP := $(VENV)/.stamp-install-run
+TEST_STAMP := $(VENV)/.stamp-install-test
+LINT_STAMP := $(VENV)/.stamp-install-lint
+BENCH_STAMP := $(VENV)/.stamp-install-bench
+LOCK_STAMP := $(VENV)/.stamp-install-lock
+CONTAINER_STAMP := $(VENV)/.stamp-install-container
+INSTALL_STAMP := $(VENV)/.stamp-install-dev
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Setup
@@ -48,7 +56,10 @@ help: ## Show this list of targets
 venv: $(PY) ## Create .venv with PYTHON (default python3; must be 3.11+)
 
 .PHONY: install
-install: $(INSTALL_STAMP) ## Create .venv and pip install -e '.[dev]' (generates the stubs first)
+install: $(INSTALL_STAMP) ## Create .venv with the dev extra: codegen, test, lint and bench (generates the stubs first)
+
+.PHONY: install-run
+install-run: $(RUN_STAMP) ## Create .venv with the run-time dependencies only (what `make run` needs)
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "error: '$(PYTHON)' not found; set PYTHON=/path/to/python3.11+" >&2; exit 1; }
@@ -61,14 +72,47 @@ $(PY):
 # because setuptools' editable finder only maps the top-level packages present at install time (a
 # `delegation` package generated later would not be importable from outside the repo root).
 $(CODEGEN_STAMP): pyproject.toml scripts/pyproject_requirements.py | $(PY)
-	$(PY) scripts/pyproject_requirements.py --extra dev --only grpcio-tools mypy-protobuf >$(VENV)/codegen-requirements.txt
+	$(PY) scripts/pyproject_requirements.py --extra codegen >$(VENV)/codegen-requirements.txt
 	$(PY) scripts/pyproject_requirements.py --only grpcio-reflection >>$(VENV)/codegen-requirements.txt
 	$(PIP) install -r $(VENV)/codegen-requirements.txt
 	@touch $@
 
-$(INSTALL_STAMP): pyproject.toml $(CODEGEN_STAMP) | $(STUBS_STAMP)
-	$(PIP) install -e '.[dev]'
+# The project itself (editable) with its run-time dependencies, then each extra's requirements on
+# top (read from pyproject.toml, its self-references expanded), so adding an extra never rebuilds the
+# editable install. `make install` (dev) holds the test, lint and bench extras, so it stands for their stamps.
+$(RUN_STAMP): pyproject.toml $(CODEGEN_STAMP) | $(STUBS_STAMP)
+	$(PIP) install -e .
 	@touch $@
+
+# install_extra NAME: pip install the requirements of the pyproject extra NAME.
+define install_extra
+	$(PY) scripts/pyproject_requirements.py --extra $(1) >$(VENV)/$(1)-requirements.txt
+	$(PIP) install -r $(VENV)/$(1)-requirements.txt
+endef
+
+$(TEST_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,test)
+	@touch $@
+
+$(LINT_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,lint)
+	@touch $@
+
+$(BENCH_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,bench)
+	@touch $@
+
+$(LOCK_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,lock)
+	@touch $@
+
+$(CONTAINER_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,container)
+	@touch $@
+
+$(INSTALL_STAMP): pyproject.toml scripts/pyproject_requirements.py $(RUN_STAMP)
+	$(call install_extra,dev)
+	@touch $@ $(TEST_STAMP) $(LINT_STAMP) $(BENCH_STAMP)
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Code generation
@@ -88,22 +132,22 @@ $(STUBS_STAMP): $(PROTOS) $(PROTO_DIR) scripts/gen-protos scripts/reflection_v1_
 lint: lint-python typecheck lint-proto lint-docker ## All linters (`make -k lint` reports every failure)
 
 .PHONY: lint-python
-lint-python: $(INSTALL_STAMP) ## ruff check and ruff format --check
+lint-python: $(LINT_STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 .PHONY: format
-format: $(INSTALL_STAMP) ## Apply ruff's fixes and formatting, and buf format, in place
+format: $(LINT_STAMP) ## Apply ruff's fixes and formatting, and buf format, in place
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/buf format -w
 
 .PHONY: typecheck
-typecheck: $(INSTALL_STAMP) $(STUBS_STAMP) ## mypy --strict (configured in pyproject.toml)
+typecheck: $(LINT_STAMP) $(STUBS_STAMP) ## mypy --strict (configured in pyproject.toml)
 	$(BIN)/mypy
 
 .PHONY: lint-proto
-lint-proto: $(INSTALL_STAMP) ## buf lint, buf format check, buf breaking against main (off main only)
+lint-proto: $(LINT_STAMP) ## buf lint, buf format check, buf breaking against main (off main only)
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	@$(MAKE) --no-print-directory proto-breaking
@@ -111,7 +155,7 @@ lint-proto: $(INSTALL_STAMP) ## buf lint, buf format check, buf breaking against
 # Compares with the local main branch, and only where that comparison means something: on a branch
 # other than main, in a git checkout whose main has protos. Anything else skips with a reason.
 .PHONY: proto-breaking
-proto-breaking: $(INSTALL_STAMP)
+proto-breaking: $(LINT_STAMP)
 	@if ! git rev-parse --git-dir >/dev/null 2>&1; then \
 		echo "buf breaking: skipped (not a git checkout)"; \
 	elif ! git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
@@ -126,16 +170,18 @@ proto-breaking: $(INSTALL_STAMP)
 	fi
 
 .PHONY: lint-docker
-lint-docker: $(INSTALL_STAMP) ## hadolint Dockerfile
-	$(BIN)/hadolint Dockerfile
+lint-docker: $(LINT_STAMP) ## hadolint the Dockerfile (and the image test's Redis stand-in)
+	$(BIN)/hadolint Dockerfile tests/container/redis-standin/Containerfile
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Tests
 
-TEST_DEPS := $(INSTALL_STAMP) $(STUBS_STAMP)
+TEST_DEPS := $(TEST_STAMP) $(STUBS_STAMP)
+BENCH_DEPS := $(BENCH_STAMP) $(STUBS_STAMP)
 
 .PHONY: test
-test: $(TEST_DEPS) ## The whole suite in one pytest run (needs redis-server for integration tests)
+# The whole suite includes tests/bench, which runs `python -m bench --quick`: the bench extra too.
+test: $(TEST_DEPS) $(BENCH_STAMP) ## The whole suite in one pytest run (needs redis-server for integration tests)
 	scripts/run-pytest tests $(PYTEST_ARGS)
 
 .PHONY: unit-tests
@@ -157,7 +203,7 @@ e2e-tests: $(TEST_DEPS) ## tests/e2e: the service end to end through the generat
 # Installs from the registries (pip builds clients/python, npm ci the Node example), so it is not part
 # of `make test`; .ci/run calls it right after.
 .PHONY: interop
-interop: $(TEST_DEPS) ## The Python client package (pip) and the Node example (npm ci) against a live dev server
+interop: $(TEST_DEPS) $(LINT_STAMP) ## The Python client package (pip) and the Node example (npm ci) against a live dev server
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 		echo "error: make interop needs Node 20+ and npm on PATH" >&2; exit 1; }
 	DELEGATION_INTEROP=1 scripts/run-pytest tests/interop $(PYTEST_ARGS)
@@ -172,22 +218,60 @@ fuzz: $(TEST_DEPS) ## Hypothesis properties (FUZZ_EXAMPLES each; JWT differentia
 ##@ Run
 
 .PHONY: run
-run: $(TEST_DEPS) ## Start the dev server (delegation-service dev)
+run: $(RUN_STAMP) $(STUBS_STAMP) ## Start the dev server (delegation-service dev); installs the run-time dependencies only
 	$(BIN)/delegation-service dev
 
 .PHONY: bench
-bench: $(TEST_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
+bench: $(BENCH_DEPS) ## Benchmark vs the stack's floor (needs redis-server); BENCH_ARGS='--quick', '--profile'...
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.edge $(EDGE_BENCH_ARGS)
 
 # Real redis-server and redis-server --sentinel processes on loopback ports; bounded, under 3 minutes.
 .PHONY: faults
-faults: $(TEST_DEPS) ## Redis stalled 3 s under 64 calls in flight; Sentinel failover loss with/without WAIT
+faults: $(BENCH_DEPS) ## Redis stalled 3 s under 64 calls in flight; Sentinel failover loss with/without WAIT
 	timeout 180 $(PY) -m bench.faults
 
 .PHONY: bench-jwks
-bench-jwks: $(TEST_DEPS) ## Trusted issuers by URL: fetches under 1,000 concurrent unknown-kid calls, rotation to acceptance
+bench-jwks: $(BENCH_DEPS) ## Trusted issuers by URL: fetches under 1,000 concurrent unknown-kid calls, rotation to acceptance
 	$(PY) -m bench.jwks $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------------------------------------
+##@ Container
+
+# The image, built with docker when its daemon answers, else podman (CONTAINER_ENGINE=... to choose).
+IMAGE ?= delegation-service:local
+CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; elif command -v podman >/dev/null; then echo podman; fi)
+# The image's lock files (every package pinned, with the hashes of all its wheels, for CPython 3.11 on
+# any platform) resolved by uv from pyproject.toml: image.txt the run-time dependencies, build.txt the
+# build stage's tools (stub generator, grpcio-reflection for the v1 descriptor, the build backend).
+LOCKS := requirements/image.txt requirements/build.txt
+UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--no-strip-markers --custom-compile-command 'make lock'
+
+.PHONY: lock
+lock: $(LOCK_STAMP) ## Regenerate requirements/*.txt, the image's hashed lock files, from pyproject.toml
+	mkdir -p requirements
+	$(PY) scripts/pyproject_requirements.py >$(VENV)/image.in
+	{ $(PY) scripts/pyproject_requirements.py --extra codegen; \
+	  $(PY) scripts/pyproject_requirements.py --only grpcio-reflection; \
+	  $(PY) scripts/pyproject_requirements.py --build-system; } >$(VENV)/build.in
+	$(UV_COMPILE) --output-file requirements/image.txt $(VENV)/image.in
+	$(UV_COMPILE) --output-file requirements/build.txt $(VENV)/build.in
+
+# --format docker keeps the HEALTHCHECK (podman's OCI format drops it); --network host lets the RUN
+# steps reach the package index the way the host does.
+.PHONY: image
+image: ## Build the image as IMAGE (default delegation-service:local) with docker or podman
+	@[[ -n "$(CONTAINER_ENGINE)" ]] || { echo "error: make image needs docker (with its daemon) or podman" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build $(if $(filter podman,$(CONTAINER_ENGINE)),--format docker) --network host \
+		--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+		--build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		-t $(IMAGE) .
+
+.PHONY: image-test
+image-test: image $(TEST_DEPS) $(CONTAINER_STAMP) ## Build the image, run it and compose.yaml against a real Redis: health, admin port, HEALTHCHECK, TLS, SIGTERM
+	DELEGATION_IMAGE_TEST=1 CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE=$(IMAGE) \
+		scripts/run-pytest tests/container $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------------
 ##@ Cleaning

@@ -59,3 +59,11 @@ def loadavg() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages."""
     one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
     return float(one), float(five), float(fifteen)
+
+
+PEER_CLIENT_ID = "bench-peer"
+PEER_CLIENT_SECRET = "bench-peer-secret"  # a loopback bench client: nothing to keep secret
+"""The confidential client the load generator authenticates as at the peer (``client_secret_basic``)."""
+PEER_RESOURCE = "urn:delegation-bench:api"
+PEER_SCOPES = CHILD_SCOPES
+"""What each grant asks the peer for: the same scope a bench child gets."""

@@ -28,7 +28,8 @@ from delegation_service.app import build, ephemeral_keys, load_catalog
 from delegation_service.client import DelegationClient
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
-from delegation_service.edge.mirror import Revocation, RevocationKind, RevocationMirror
+from delegation_service.domain.revocation import RevocationKind
+from delegation_service.edge.mirror import Revocation, RevocationMirror
 from delegation_service.edge.verifier import EdgeSettings, EdgeVerifier
 from delegation_service.transport.auth import operator_secret_digest
 from devtools.redis_server import start_redis_server

@@ -19,9 +19,11 @@ port through SO_REUSEPORT all get traffic.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import secrets
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 import redis
@@ -42,6 +45,10 @@ from bench.common import (
     PARENT_CLIENT,
     PARENT_LIFETIME_SECONDS,
     PARENT_SCOPES,
+    PEER_CLIENT_ID,
+    PEER_CLIENT_SECRET,
+    PEER_RESOURCE,
+    PEER_SCOPES,
     SERVICE_ISSUER,
     UPSTREAM_ISSUER,
     subject_for,
@@ -59,6 +66,16 @@ SETUP_CONCURRENCY = 32
 SETUP_CHILDREN_PER_PARENT = 20
 SETUP_SECONDS = 120.0
 CHILDREN_PER_ROOT = 500
+HTTP_RPCS = frozenset({"Grant"})
+"""Phases over HTTP (the peer's token endpoint) rather than gRPC."""
+GRANT_HEADERS = {
+    "authorization": "Basic "
+    + base64.b64encode(f"{PEER_CLIENT_ID}:{PEER_CLIENT_SECRET}".encode()).decode("ascii"),
+    "content-type": "application/x-www-form-urlencoded",
+}
+GRANT_BODY = urllib.parse.urlencode(
+    {"grant_type": "client_credentials", "scope": " ".join(PEER_SCOPES), "resource": PEER_RESOURCE}
+).encode()
 
 
 @dataclass
@@ -66,7 +83,7 @@ class Phase:
     """One measured phase: where, what, how many in flight, and its bounds."""
 
     address: str
-    rpc: str  # Delegate, DelegateWarm, Introspect, IntrospectWarm, Revoke, RevokeChain, Echo
+    rpc: str  # Delegate, DelegateWarm, Introspect, IntrospectWarm, Revoke, RevokeChain, Echo, Grant
     concurrency: int
     duration: float
     max_calls: int
@@ -105,6 +122,7 @@ class LoadGenerator:
         self.revoke_pool: list[str] = []
         self.chain_pool: list[str] = []
         self._channels: list[grpc.aio.Channel] = []
+        self._http: aiohttp.ClientSession | None = None
         self._phase: Phase | None = None
         self._requests: Callable[[int], Any] | None = None
 
@@ -181,6 +199,8 @@ class LoadGenerator:
         if phase.rpc == "Echo":
             payload = self._delegate_request(self.parent()).SerializeToString()
             return lambda _index: payload
+        if phase.rpc == "Grant":
+            return lambda _index: GRANT_BODY
         raise ValueError(f"unknown rpc {phase.rpc!r}")
 
     def _callable(self, channel: grpc.aio.Channel, rpc: str) -> Callable[[Any], Any]:
@@ -196,6 +216,20 @@ class LoadGenerator:
         method: Callable[..., Any] = getattr(public, rpc.removesuffix("Warm"))
         return lambda request: method(request, timeout=timeout)
 
+    def _calls(self, phase: Phase) -> list[Callable[[Any], Any]]:
+        """One callable per open channel (gRPC), or the one HTTP session's."""
+        if phase.rpc in HTTP_RPCS:
+            session, url = self._http, f"http://{phase.address}/token"
+            if session is None:
+                raise RuntimeError("no HTTP session: prepare did not open one")
+
+            async def grant(body: bytes) -> tuple[int, bytes]:
+                async with session.post(url, data=body, headers=GRANT_HEADERS) as response:
+                    return response.status, await response.read()
+
+            return [grant]
+        return [self._callable(c, phase.rpc) for c in self._channels]
+
     # -- running ----------------------------------------------------------------------------------------
 
     async def _open(self, address: str, count: int) -> list[grpc.aio.Channel]:
@@ -210,6 +244,9 @@ class LoadGenerator:
         for channel in self._channels:
             await channel.close()
         self._channels = []
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _drive(
         self,
@@ -239,6 +276,8 @@ class LoadGenerator:
                     problem = check(await call(request))
                 except grpc.aio.AioRpcError as error:
                     problem = error.code().name
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    problem = type(error).__name__
                 outcome.latencies.append(time.perf_counter() - begin)
                 if problem is not None:
                     outcome.errors[problem] += 1
@@ -308,10 +347,18 @@ class LoadGenerator:
         built = time.perf_counter()
         self._requests = self._request_factory(phase)
         build_seconds = time.perf_counter() - built
-        self._channels = await self._open(phase.address, 1 if phase.concurrency == 1 else phase.channels)
+        if phase.rpc in HTTP_RPCS:
+            # HTTP/1.1 carries one call at a time per connection: as many keep-alive connections as
+            # calls in flight (a gRPC channel multiplexes them).
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=phase.concurrency),
+                timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_SECONDS),
+            )
+        else:
+            self._channels = await self._open(phase.address, 1 if phase.concurrency == 1 else phase.channels)
         self._phase = phase
         warm = await self._drive(
-            [self._callable(c, phase.rpc) for c in self._channels],
+            self._calls(phase),
             self._requests,
             concurrency=phase.concurrency,
             max_calls=phase.warmup_calls,
@@ -331,7 +378,7 @@ class LoadGenerator:
         if phase is None or requests is None:
             raise RuntimeError("run without prepare")
         outcome = await self._drive(
-            [self._callable(c, phase.rpc) for c in self._channels],
+            self._calls(phase),
             requests,
             concurrency=phase.concurrency,
             max_calls=phase.max_calls,
@@ -354,6 +401,10 @@ def _checker(rpc: str) -> Callable[[Any], str | None]:
         return lambda response: None if response.access_token else "no_token"
     if rpc in ("Introspect", "IntrospectWarm"):
         return lambda response: None if response.active else "unexpectedly_inactive"
+    if rpc == "Grant":
+        return lambda response: (
+            None if response[0] == 200 and b'"access_token"' in response[1] else (f"http_{response[0]}")
+        )
     return lambda response: None
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 
-from bench import loadgen, profiling, report, scale
+from bench import loadgen, peer, profiling, report, scale
 from bench.common import (
     cpu_seconds,
     loadavg,
@@ -98,8 +98,8 @@ class ScenarioSpec:
         return report.key_of(self.target, self.rpc, self.concurrency)
 
 
-def scenario_list(concurrencies: Sequence[int]) -> list[ScenarioSpec]:
-    """Every scenario of a run."""
+def scenario_list(concurrencies: Sequence[int], *, peer: bool) -> list[ScenarioSpec]:
+    """Every scenario of a run (the peer's only where it runs)."""
     specs = []
     for concurrency in concurrencies:
         for rpc in ("Delegate", "DelegateWarm", "Introspect", "IntrospectWarm", "Revoke", "RevokeChain"):
@@ -107,12 +107,17 @@ def scenario_list(concurrencies: Sequence[int]) -> list[ScenarioSpec]:
         for rpc in ("Delegate", "Introspect"):
             specs.append(ScenarioSpec("floor", rpc, concurrency))
         specs.append(ScenarioSpec("echo", "Echo", concurrency))
+        # The asyncio server model, prototyped on the floor and the echo (bench/server.py).
+        specs.append(ScenarioSpec("floor-aio", "Delegate", concurrency))
+        specs.append(ScenarioSpec("echo-aio", "Echo", concurrency))
     if 64 in concurrencies:
         for rpc in ("Delegate", "Introspect"):
             specs.append(ScenarioSpec("service-2p", rpc, 64))
             specs.append(ScenarioSpec("floor-2p", rpc, 64))
     for concurrency in concurrencies:
         specs.append(ScenarioSpec("service-streams", "Delegate", concurrency))
+        if peer:
+            specs.append(ScenarioSpec("peer", "Grant", concurrency))
     return specs
 
 
@@ -317,6 +322,8 @@ class Run:
         self.servers.start("service", "service", 1)
         self.servers.start("floor", "minimal", 1)
         self.servers.start("echo", "echo", 1)
+        self.servers.start("floor-aio", "minimal-aio", 1)
+        self.servers.start("echo-aio", "echo-aio", 1)
         if 64 in settings.concurrencies:
             self.servers.start("service-2p", "service", 2)
             self.servers.start("floor-2p", "minimal", 2)
@@ -325,11 +332,23 @@ class Run:
         streams = self.servers.start("service-streams", "service", 1, ["--key-prefix", "bench-streams"])
         self.stream_holder = hold_streams(streams.address, settings.open_streams, workdir)
         stack.callback(stop_process, self.stream_holder)
+        self.peer_skipped = ""
+        try:
+            peer_process, peer_port = peer.start(workdir)
+        except peer.PeerUnavailable as error:
+            self.peer_skipped = str(error)
+            self.log(f"! the peer (oidc-provider) is skipped: {error}")
+        else:  # stopped with the servers
+            self.servers.groups["peer"] = ServerGroup("peer", peer_port, [peer_process])
         self.loadgen = LoadGen(self.upstream_key, self.signing_key, self.redis.url, self.operator_secret)
         stack.callback(self.loadgen.stop)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def scenarios(self) -> list[ScenarioSpec]:
+        """This run's scenarios: the peer's only if it started."""
+        return scenario_list(self.s.concurrencies, peer="peer" in self.servers.groups)
 
     # -- measured phases ------------------------------------------------------------------------------------
 
@@ -386,7 +405,7 @@ class Run:
         return result
 
     def measure(self) -> None:
-        specs = scenario_list(self.s.concurrencies)
+        specs = self.scenarios()
         # A full repetition's worth of time, estimated, must fit in the budget before it starts a phase.
         per_phase = self.s.duration + self.s.warmup + 0.6
         for rep in range(self.s.reps):
@@ -575,11 +594,13 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
         )
         log("bench: round-trip census (MONITOR)")
         census = run.census()
-        log(f"bench: measuring {len(scenario_list(settings.concurrencies))} scenarios x {settings.reps} reps")
+        log(f"bench: measuring {len(run.scenarios())} scenarios x {settings.reps} reps")
         run.measure()
+        keys_without_ttl = scale.keys_without_ttl(run.redis_client)
+        log(f"bench: {keys_without_ttl['without_ttl']} of {keys_without_ttl['scanned']} keys have no TTL")
         profiles = run.profile() if settings.profile else {}
         scenarios: dict[str, dict[str, Any]] = {}
-        for spec in scenario_list(settings.concurrencies):
+        for spec in run.scenarios():
             runs = run.runs.get(spec.key, [])
             scenarios[spec.key] = {
                 "target": spec.target,
@@ -606,7 +627,9 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
                 "redis_server": run.redis_client.info("server").get("redis_version"),
                 "server_model": f"grpc sync server, ThreadPoolExecutor({settings.max_workers}), 1 process "
                 f"(2 processes on one port where marked)",
-                "load_generator": f"separate process, grpc.aio, {settings.channels} channels at c>1",
+                "load_generator": f"separate process, grpc.aio, {settings.channels} channels at c>1 "
+                "(the peer: aiohttp, one keep-alive connection per call in flight)",
+                "peer": peer.describe(run.peer_skipped),
                 "reps": settings.reps,
                 "duration_s": settings.duration,
                 "warmup_s": settings.warmup,
@@ -626,8 +649,11 @@ def execute(settings: Settings, log: Callable[[str], None] = print) -> dict[str,
             "comparisons": report.comparisons(scenarios),
             "process_scaling": report.scaling(scenarios),
             "open_streams": report.streams_effect(scenarios, settings.open_streams),
+            "peer": report.peer_comparison(scenarios),
+            "server_models": report.server_models(scenarios),
             "revoke_chain_scale": chain,
             "memory": memory,
+            "keys_without_ttl": keys_without_ttl,
             "round_trips": census,
             "profiles": profiles,
             "errors_total": errors_total,

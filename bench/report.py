@@ -31,6 +31,9 @@ TARGET_LABELS = {
     "floor": "floor (minimal)",
     "floor-2p": "floor (minimal), 2 processes",
     "echo": "floor (bare echo)",
+    "floor-aio": "floor (minimal) on grpc.aio + uvloop",
+    "echo-aio": "bare echo on grpc.aio + uvloop",
+    "peer": "oidc-provider (Node)",
 }
 RPC_LABELS = {
     "Delegate": "Delegate (fresh parent)",
@@ -40,6 +43,7 @@ RPC_LABELS = {
     "Revoke": "Revoke",
     "RevokeChain": "RevokeChain",
     "Echo": "Echo",
+    "Grant": "token grant (client_credentials)",
 }
 
 # Each service scenario and the floor it is compared with: same crypto and one Redis round trip (minimal
@@ -87,6 +91,26 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+def paired_ratios(
+    mine: Iterable[Mapping[str, Any]], theirs: Iterable[Mapping[str, Any]], metric: str = "rps"
+) -> dict[str, float | int | None]:
+    """``metric`` of each repetition over the same repetition's baseline: the median of those ratios,
+    their spread (min, max) and how many pairs. Phases of one repetition ran minutes apart at most, so a
+    pair shares the machine's load of the moment, which medians of separate runs do not."""
+    by_rep = {int(r["rep"]): float(r[metric]) for r in theirs if "rep" in r and r.get(metric)}
+    ratios = sorted(
+        float(r[metric]) / by_rep[int(r["rep"])] for r in mine if "rep" in r and int(r["rep"]) in by_rep
+    )
+    if not ratios:
+        return {"median": None, "min": None, "max": None, "pairs": 0}
+    return {
+        "median": round(statistics.median(ratios), 3),
+        "min": round(ratios[0], 3),
+        "max": round(ratios[-1], 3),
+        "pairs": len(ratios),
+    }
+
+
 def comparisons(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each service scenario against its floor, the bare echo and the floor's best server model."""
     rows = []
@@ -96,7 +120,9 @@ def comparisons(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
         if floor is None:
             continue
         mine = scenario["median"]
-        theirs = scenarios.get(key_of(floor[0], floor[1], concurrency), {}).get("median", {})
+        floor_scenario = scenarios.get(key_of(floor[0], floor[1], concurrency), {})
+        theirs = floor_scenario.get("median", {})
+        paired = paired_ratios(scenario.get("runs", []), floor_scenario.get("runs", []))
         echo = scenarios.get(key_of("echo", "Echo", concurrency), {}).get("median", {})
         floor_rpc = floor[1]
         best_floor = max(
@@ -114,6 +140,9 @@ def comparisons(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
                 "rps": mine.get("rps"),
                 "floor_rps": theirs.get("rps"),
                 "rps_ratio": _ratio(mine.get("rps"), theirs.get("rps")),
+                "rps_ratio_paired": paired["median"],
+                "rps_ratio_paired_spread": [paired["min"], paired["max"]],
+                "pairs": paired["pairs"],
                 "rps_ratio_vs_best_floor_model": _ratio(mine.get("rps"), best_floor)
                 if floor[0] != "echo"
                 else None,
@@ -147,13 +176,16 @@ def streams_effect(scenarios: Mapping[str, Mapping[str, Any]], open_streams: int
         if scenario["target"] != "service-streams":
             continue
         mine = scenario["median"]
-        theirs = scenarios.get(key_of("service", scenario["rpc"], scenario["concurrency"]), {}).get(
-            "median", {}
-        )
+        without = scenarios.get(key_of("service", scenario["rpc"], scenario["concurrency"]), {})
+        theirs = without.get("median", {})
+        paired = paired_ratios(scenario.get("runs", []), without.get("runs", []))
         rows.append(
             {
                 "scenario": key,
                 "open_streams": open_streams,
+                "rps_ratio_paired": paired["median"],
+                "rps_ratio_paired_spread": [paired["min"], paired["max"]],
+                "pairs": paired["pairs"],
                 "concurrency": scenario["concurrency"],
                 "rps": mine.get("rps"),
                 "rps_without": theirs.get("rps"),
@@ -165,6 +197,83 @@ def streams_effect(scenarios: Mapping[str, Mapping[str, Any]], open_streams: int
                 "errors": mine.get("errors"),
             }
         )
+    return rows
+
+
+def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Delegate (fresh and warm parent) and the floor's Delegate against the peer's token grant, per
+    concurrency: rps, and grants per core (the inverse of server CPU per call) as ratios to the peer."""
+    rows = []
+    for key, scenario in scenarios.items():
+        if scenario["target"] != "peer":
+            continue
+        concurrency = scenario["concurrency"]
+        theirs = scenario["median"]
+        for target, rpc in (("service", "Delegate"), ("service", "DelegateWarm"), ("floor", "Delegate")):
+            ours = scenarios.get(key_of(target, rpc, concurrency), {})
+            mine = ours.get("median", {})
+            if not mine:
+                continue
+            paired = paired_ratios(ours.get("runs", []), scenario.get("runs", []))
+            rows.append(
+                {
+                    "scenario": key_of(target, rpc, concurrency),
+                    "peer": key,
+                    "concurrency": concurrency,
+                    "rps": mine.get("rps"),
+                    "peer_rps": theirs.get("rps"),
+                    "rps_ratio": _ratio(mine.get("rps"), theirs.get("rps")),
+                    "rps_ratio_paired": paired["median"],
+                    "rps_ratio_paired_spread": [paired["min"], paired["max"]],
+                    "pairs": paired["pairs"],
+                    "cpu_ms_per_call": mine.get("server_cpu_ms_per_call"),
+                    "peer_cpu_ms_per_call": theirs.get("server_cpu_ms_per_call"),
+                    # Calls per CPU-second, ours / theirs: the same as their CPU per call over ours.
+                    "per_core_ratio": _ratio(
+                        theirs.get("server_cpu_ms_per_call"), mine.get("server_cpu_ms_per_call")
+                    ),
+                    "p50_ms": mine.get("p50_ms"),
+                    "peer_p50_ms": theirs.get("p50_ms"),
+                    "p99_ms": mine.get("p99_ms"),
+                    "peer_p99_ms": theirs.get("p99_ms"),
+                    "loadgen_cpu_ms_per_call": mine.get("loadgen_cpu_ms_per_call"),
+                    "peer_loadgen_cpu_ms_per_call": theirs.get("loadgen_cpu_ms_per_call"),
+                }
+            )
+    return rows
+
+
+SERVER_MODELS = (("echo", "echo-aio", "Echo"), ("floor", "floor-aio", "Delegate"))
+"""The same work on the sync server (a thread pool) and on grpc.aio: (sync target, aio target, rpc)."""
+
+
+def server_models(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The asyncio server model against the sync one, for the bare echo and the floor's Delegate."""
+    rows = []
+    for sync_target, aio_target, rpc in SERVER_MODELS:
+        for key, scenario in scenarios.items():
+            if scenario["target"] != aio_target:
+                continue
+            concurrency = scenario["concurrency"]
+            aio = scenario["median"]
+            sync = scenarios.get(key_of(sync_target, rpc, concurrency), {}).get("median", {})
+            rows.append(
+                {
+                    "scenario": key,
+                    "sync": key_of(sync_target, rpc, concurrency),
+                    "concurrency": concurrency,
+                    "rps": aio.get("rps"),
+                    "sync_rps": sync.get("rps"),
+                    "rps_ratio": _ratio(aio.get("rps"), sync.get("rps")),
+                    "cpu_ms_per_call": aio.get("server_cpu_ms_per_call"),
+                    "sync_cpu_ms_per_call": sync.get("server_cpu_ms_per_call"),
+                    "cpu_ratio": _ratio(
+                        aio.get("server_cpu_ms_per_call"), sync.get("server_cpu_ms_per_call")
+                    ),
+                    "p50_ratio": _ratio(aio.get("p50_ms"), sync.get("p50_ms")),
+                    "p99_ratio": _ratio(aio.get("p99_ms"), sync.get("p99_ms")),
+                }
+            )
     return rows
 
 
@@ -200,8 +309,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         "## Service vs floor",
         "",
         "| scenario | conc | rps | p50 ms | p90 ms | p99 ms | server CPU ms/call | errors | floor | "
-        "floor rps | rps xfloor | floor p99 ms | p99 xfloor | CPU xfloor |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
+        "floor rps | rps xfloor | paired rps xfloor (min-max) | floor p99 ms | p99 xfloor | CPU xfloor |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for key, scenario in scenarios.items():
         if scenario["target"] not in ("service", "service-2p"):
@@ -219,6 +328,7 @@ def markdown(data: Mapping[str, Any]) -> str:
             f"| {_fmt(m.get('p99_ms'))} | {_fmt(m.get('server_cpu_ms_per_call'), 3)} "
             f"| {m.get('errors', '-')} "
             f"| {floor_label} | {_fmt(c.get('floor_rps'), 0)} | {_fmt(c.get('rps_ratio'))} "
+            f"| {_paired_text(c)} "
             f"| {_fmt(c.get('floor_p99_ms'))} | {_fmt(c.get('p99_ratio'))} | {_fmt(c.get('cpu_ratio'))} |"
         )
     lines += [
@@ -229,7 +339,14 @@ def markdown(data: Mapping[str, Any]) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario in scenarios.values():
-        if scenario["target"] in ("service", "service-2p", "service-streams"):
+        if scenario["target"] in (
+            "service",
+            "service-2p",
+            "service-streams",
+            "peer",
+            "floor-aio",
+            "echo-aio",
+        ):
             continue
         m = scenario["median"]
         lines.append(
@@ -250,15 +367,37 @@ def markdown(data: Mapping[str, Any]) -> str:
             "",
             "Same service, same run, interleaved; ratio = with streams / without (1.00: no effect).",
             "",
-            "| conc | rps | rps without | rps ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | errors |",
-            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| conc | rps | rps without | rps ratio | paired (min-max) | p50 ms | p50 ratio | p99 ms "
+            "| p99 ratio | errors |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for row in streams:
             lines.append(
                 f"| {row['concurrency']} | {_fmt(row['rps'], 0)} | {_fmt(row['rps_without'], 0)} "
-                f"| {_fmt(row['rps_ratio'])} | {_fmt(row['p50_ms'])} | {_fmt(row['p50_ratio'])} "
+                f"| {_fmt(row['rps_ratio'])} | {_paired_text(row)} | {_fmt(row['p50_ms'])} "
+                f"| {_fmt(row['p50_ratio'])} "
                 f"| {_fmt(row['p99_ms'])} | {_fmt(row['p99_ratio'])} | {row['errors']} |"
             )
+    lines += _peer_lines(data)
+    lines += [
+        "",
+        "## Server model: grpc.aio + uvloop vs the sync thread pool (same work)",
+        "",
+        "Ratio = aio / sync: rps above 1 and CPU per call below 1 favour asyncio.",
+        "",
+        "| work | conc | aio rps | sync rps | rps ratio | aio CPU ms/call | sync CPU ms/call | CPU ratio "
+        "| p50 ratio | p99 ratio |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in data.get("server_models") or []:
+        target, rpc, _ = row["scenario"].split("/")
+        lines.append(
+            f"| {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
+            f"| {_fmt(row['sync_rps'], 0)} "
+            f"| {_fmt(row['rps_ratio'])} | {_fmt(row['cpu_ms_per_call'], 3)} "
+            f"| {_fmt(row['sync_cpu_ms_per_call'], 3)} | {_fmt(row['cpu_ratio'])} "
+            f"| {_fmt(row['p50_ratio'])} | {_fmt(row['p99_ratio'])} |"
+        )
     chain = data["revoke_chain_scale"]
     memory = data["memory"]
     lines += [
@@ -284,6 +423,12 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"| {_fmt(memory.get('memory_usage_records_per_child_big_chain'), 0)} |",
         "| MEMORY USAGE of the big chain's expiry index, per child "
         f"| {_fmt(memory.get('memory_usage_index_per_child_big_chain'), 0)} |",
+        f"| Keys without a TTL after the run (of {data['keys_without_ttl']['scanned']:,} scanned) "
+        f"| {data['keys_without_ttl']['without_ttl']:,} |",
+        *(
+            f"| &nbsp;&nbsp;shape `{shape}` | {count:,} |"
+            for shape, count in data["keys_without_ttl"]["by_shape"].items()
+        ),
         "",
         "## Redis round trips per call",
         "",
@@ -315,6 +460,45 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _paired_text(row: Mapping[str, Any]) -> str:
+    low, high = row.get("rps_ratio_paired_spread") or (None, None)
+    if row.get("rps_ratio_paired") is None:
+        return "-"
+    return f"{_fmt(row['rps_ratio_paired'])} ({_fmt(low)}-{_fmt(high)}, n={row.get('pairs')})"
+
+
+def _peer_lines(data: Mapping[str, Any]) -> list[str]:
+    peer = data["meta"].get("peer") or {}
+    lines = [
+        "",
+        f"## Against a real peer: {peer.get('name', 'oidc-provider')} {peer.get('version') or ''}",
+        "",
+    ]
+    if peer.get("skipped"):
+        return [*lines, f"Skipped: {peer['skipped']}."]
+    lines += [
+        f"The peer's call: {peer.get('grant', '-')}; it verifies no parent, stores nothing and logs "
+        "nothing. Delegate also verifies the parent, checks the policy, records the child in Redis and "
+        "writes an audit line. Per core = calls per server CPU-second, ours / the peer's.",
+        "",
+        "| ours | conc | rps | peer rps | rps x peer | paired (min-max) | CPU ms/call | peer CPU ms/call "
+        "| per core x peer | p50 / p99 ms | peer p50 / p99 ms | load-gen CPU ms/call (ours / peer) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in data.get("peer") or []:
+        target, rpc, _ = row["scenario"].split("/")
+        lines.append(
+            f"| {TARGET_LABELS[target]} · {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
+            f"| {_fmt(row['peer_rps'], 0)} | {_fmt(row['rps_ratio'])} | {_paired_text(row)} "
+            f"| {_fmt(row['cpu_ms_per_call'], 3)} "
+            f"| {_fmt(row['peer_cpu_ms_per_call'], 3)} | {_fmt(row['per_core_ratio'])} "
+            f"| {_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])} "
+            f"| {_fmt(row['peer_p50_ms'])} / {_fmt(row['peer_p99_ms'])} "
+            f"| {_fmt(row['loadgen_cpu_ms_per_call'], 3)} / {_fmt(row['peer_loadgen_cpu_ms_per_call'], 3)} |"
+        )
+    return lines
 
 
 def _cache_text(meta: Mapping[str, Any]) -> str:

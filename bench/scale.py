@@ -27,7 +27,7 @@ from bench.common import (
     SERVICE_KEY_PREFIX,
     UPSTREAM_ISSUER,
 )
-from delegation_service.adapters.redis_registry import RedisRegistry
+from delegation_service.adapters.redis import RedisRegistry
 from delegation_service.app import retention_seconds
 from delegation_service.config import Config
 from delegation_service.domain.revocation import TokenRecord
@@ -190,8 +190,10 @@ def memory_per_token(client: redis.Redis, big_chain: int, small_chains: int) -> 
 # -- round trips --------------------------------------------------------------------------------------------
 
 _MONITOR_LINE = re.compile(r'^\+\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"')
-_BACKGROUND = frozenset({"PING", "INFO", "MONITOR", "CLIENT", "HELLO", "SELECT"})
-"""Commands that are not part of serving a call (health probes, connection set-up, our own)."""
+_BACKGROUND = frozenset({"PING", "INFO", "MONITOR", "CLIENT", "HELLO", "SELECT", "XRANGE"})
+"""Commands that are not part of serving a call: health probes, connection set-up, our own, and the
+revocation log reads of every bench server's shared feed (each polls 20 times a second whatever the
+load; no RPC counted here reads the log)."""
 
 
 class CommandCensus:
@@ -259,3 +261,29 @@ def per_call_delta(before: dict[str, int], after: dict[str, int], calls: int) ->
     return {
         name: round(count / calls, 3) for name, count in sorted(delta.items()) if count > 0 and name != "INFO"
     }
+
+
+def keys_without_ttl(client: redis.Redis, limit: int = 1_000_000) -> dict[str, Any]:
+    """Keys that would outlive every token (no TTL) after the run, counted by shape (the key with its
+    ids replaced): every key the service writes should expire with what it describes (SPEC §4)."""
+    shapes: Counter[str] = Counter()
+    scanned, cursor = 0, 0
+    while scanned < limit:
+        cursor, batch = client.scan(cursor, count=1000)
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.ttl(key)
+        for key, ttl in zip(batch, pipe.execute(), strict=True):
+            if ttl == -1:
+                shapes[_shape(key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))] += 1
+        scanned += len(batch)
+        if cursor == 0:
+            break
+    return {"scanned": scanned, "without_ttl": sum(shapes.values()), "by_shape": dict(shapes.most_common(20))}
+
+
+def _shape(key: str) -> str:
+    """``bench:{chain}:t:abc`` -> ``bench:{*}:t:*``: ids (hash tags, the last segment of long keys) hidden."""
+    shaped = re.sub(r"\{[^}]*\}", "{*}", key)
+    head, sep, last = shaped.rpartition(":")
+    return f"{head}{sep}*" if sep and len(last) > 8 else shaped

@@ -1,7 +1,7 @@
 """One bench server process: the real service, the minimal floor, or a bare echo.
 
-``python -m bench.server --kind service|minimal|echo ...`` listens on a loopback port, writes the port it
-got to ``--ready-file`` once it serves, and runs until SIGTERM or SIGINT. All three kinds use the same
+``python -m bench.server --kind KIND ...`` listens on a loopback port, writes the port it got to
+``--ready-file`` once it serves, and runs until SIGTERM or SIGINT. The first three kinds use the same
 gRPC server model as ``delegation-service serve`` (a sync ``grpc.server`` with a thread pool, the same
 options and limits); only what runs inside a call differs.
 
@@ -13,23 +13,31 @@ options and limits); only what runs inside a call differs.
   verifies the token and makes one EVALSHA of a read-only script over the keys the service reads.
   No policy, no interceptor.
 * ``echo``: a generic unary method that returns its request bytes.
+* ``minimal-aio`` and ``echo-aio``: the same floor and echo on ``grpc.aio`` under uvloop, with
+  ``redis.asyncio``: the asyncio server model, prototyped and measured beside the sync one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import jwt
+import redis.asyncio
+import uvloop
 from google.protobuf import timestamp_pb2
 
 from bench.common import (
@@ -104,13 +112,20 @@ def _timestamp(seconds: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds)
 
 
-class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
-    """The floor: only the cryptography and one Redis round trip per call (other RPCs: UNIMPLEMENTED)."""
+@dataclass(frozen=True)
+class Plan:
+    """One floor call's Redis round trip (``keys``, ``args``) and how to answer once it is done."""
 
-    def __init__(self, redis_client: Any, upstream: SigningKey, signing: SigningKey) -> None:
-        self._redis = redis_client
-        self._record = redis_client.register_script(FLOOR_RECORD_SCRIPT)
-        self._check = redis_client.register_script(FLOOR_CHECK_SCRIPT)
+    keys: list[str]
+    args: list[Any]
+    finish: Callable[[Any], Any]
+
+
+class Floor:
+    """The floor's work around its one Redis round trip: the cryptography and the messages. The sync and
+    the asyncio servers share it, so that they differ only in their server model."""
+
+    def __init__(self, upstream: SigningKey, signing: SigningKey) -> None:
         self._jwt = jwt.PyJWT()
         # Key objects, parsed once: PyJWT never sees a PEM here.
         self._upstream_key = upstream.public_key
@@ -132,13 +147,12 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
             return None
         return claims
 
-    def Delegate(  # noqa: N802 - the RPC's name
-        self, request: delegation_pb2.DelegateRequest, context: grpc.ServicerContext
-    ) -> delegation_pb2.DelegateResponse:
-        """Verify the parent, record the child in one EVALSHA, sign it."""
+    def delegate(self, request: delegation_pb2.DelegateRequest) -> Plan | None:
+        """Verify the parent; the EVALSHA recording root and child; then sign the child
+        (``finish`` returns ``None`` when the chain is revoked). ``None``: the parent does not verify."""
         parent = self._decode(request.parent_token, self._upstream_key, UPSTREAM_ISSUER)
         if parent is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the parent token does not verify")
+            return None
         now = int(time.time())
         parent_id = str(parent["jti"])
         parent_exp = int(parent["exp"])
@@ -148,7 +162,39 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
         scope = " ".join(request.scopes)
         subject = str(parent["sub"])
         tag = f"{FLOOR_KEY_PREFIX}:{{{chain_id}}}"
-        recorded = self._record(
+
+        def finish(recorded: Any) -> delegation_pb2.DelegateResponse | None:
+            if int(recorded) != 1:
+                return None
+            claims = {
+                "iss": SERVICE_ISSUER,
+                "sub": subject,
+                "aud": "warehouse",
+                "client_id": request.client_id,
+                "scope": scope,
+                "iat": now,
+                "nbf": now,
+                "exp": expires_at,
+                "jti": child_id,
+                "act": {"sub": parent.get("client_id", "")},
+                "bearer": parent.get("bearer", {"type": "Per"}),
+                "parent_jti": parent_id,
+                "chain_id": chain_id,
+            }
+            token = self._jwt.encode(claims, self._signing_key, algorithm="ES256", headers=self._headers)
+            return delegation_pb2.DelegateResponse(
+                access_token=token,
+                token_type="Bearer",
+                issued_token_type="urn:ietf:params:oauth:token-type:jwt",
+                scopes=list(request.scopes),
+                bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
+                expire_time=_timestamp(expires_at),
+                token_id=child_id,
+                chain_id=chain_id,
+                client_id=request.client_id,
+            )
+
+        return Plan(
             keys=[f"{tag}:rc", f"{tag}:m", f"{tag}:t:{parent_id}", f"{tag}:t:{child_id}"],
             args=[
                 parent_id,
@@ -158,49 +204,42 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
                 f'[2,"{request.client_id}","{scope}",{now - int(parent["iat"])},{expires_at - now}]',
                 expires_at,
             ],
-        )
-        if int(recorded) != 1:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the chain is revoked")
-        claims = {
-            "iss": SERVICE_ISSUER,
-            "sub": subject,
-            "aud": "warehouse",
-            "client_id": request.client_id,
-            "scope": scope,
-            "iat": now,
-            "nbf": now,
-            "exp": expires_at,
-            "jti": child_id,
-            "act": {"sub": parent.get("client_id", "")},
-            "bearer": parent.get("bearer", {"type": "Per"}),
-            "parent_jti": parent_id,
-            "chain_id": chain_id,
-        }
-        token = self._jwt.encode(claims, self._signing_key, algorithm="ES256", headers=self._headers)
-        return delegation_pb2.DelegateResponse(
-            access_token=token,
-            token_type="Bearer",
-            issued_token_type="urn:ietf:params:oauth:token-type:jwt",
-            scopes=list(request.scopes),
-            bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
-            expire_time=_timestamp(expires_at),
-            token_id=child_id,
-            chain_id=chain_id,
-            client_id=request.client_id,
+            finish=finish,
         )
 
-    def Introspect(  # noqa: N802 - the RPC's name
-        self, request: delegation_pb2.IntrospectRequest, context: grpc.ServicerContext
-    ) -> delegation_pb2.IntrospectResponse:
-        """Verify the token, read its record, markers and horizons in one EVALSHA (a read-only script)."""
+    def introspect(self, request: delegation_pb2.IntrospectRequest) -> Plan | None:
+        """Verify the token; the read-only EVALSHA over its record, markers and horizons; then answer.
+        ``None``: the token does not verify (inactive without a round trip)."""
         claims = self._decode(request.token, self._service_key, SERVICE_ISSUER)
         if claims is None:
-            return delegation_pb2.IntrospectResponse(active=False)
+            return None
         chain_id, token_id = str(claims["chain_id"]), str(claims["jti"])
         subject, client_id = str(claims["sub"]), str(claims.get("client_id", ""))
         actor = str(claims.get("act", {}).get("sub", ""))
         tag = f"{SERVICE_KEY_PREFIX}:{{{chain_id}}}"
-        values = self._check(
+
+        def finish(values: Any) -> delegation_pb2.IntrospectResponse:
+            if values[0] is None or int(values[1]) or int(values[2]):
+                return delegation_pb2.IntrospectResponse(active=False)
+            aud = claims.get("aud", [])
+            return delegation_pb2.IntrospectResponse(
+                active=True,
+                scopes=str(claims.get("scope", "")).split(),
+                client_id=client_id,
+                subject=subject,
+                issuer=SERVICE_ISSUER,
+                audiences=[aud] if isinstance(aud, str) else list(aud),
+                issue_time=_timestamp(int(claims["iat"])),
+                expire_time=_timestamp(int(claims["exp"])),
+                token_id=token_id,
+                chain_id=chain_id,
+                parent_token_id=str(claims.get("parent_jti", "")),
+                bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
+                actor_client_id=actor,
+                kind=delegation_pb2.TOKEN_KIND_DELEGATED,
+            )
+
+        return Plan(
             keys=[
                 tag,
                 f"{tag}:rt:{token_id}",
@@ -210,26 +249,78 @@ class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
                 f"{SERVICE_KEY_PREFIX}:h:c:{actor}",
             ],
             args=[token_id],
+            finish=finish,
         )
-        if values[0] is None or int(values[1]) or int(values[2]):
+
+
+class MinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
+    """The floor on the sync server: only the cryptography and one Redis round trip per call (other
+    RPCs: UNIMPLEMENTED)."""
+
+    def __init__(self, redis_client: Any, floor: Floor) -> None:
+        self._record = redis_client.register_script(FLOOR_RECORD_SCRIPT)
+        self._check = redis_client.register_script(FLOOR_CHECK_SCRIPT)
+        self._floor = floor
+
+    def Delegate(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.DelegateRequest, context: grpc.ServicerContext
+    ) -> delegation_pb2.DelegateResponse:
+        """Verify the parent, record the child in one EVALSHA, sign it."""
+        plan = self._floor.delegate(request)
+        if plan is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the parent token does not verify")
+        response: delegation_pb2.DelegateResponse | None = plan.finish(
+            self._record(keys=plan.keys, args=plan.args)
+        )
+        if response is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the chain is revoked")
+        return response
+
+    def Introspect(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.IntrospectRequest, context: grpc.ServicerContext
+    ) -> delegation_pb2.IntrospectResponse:
+        """Verify the token, read its record, markers and horizons in one EVALSHA (a read-only script)."""
+        plan = self._floor.introspect(request)
+        if plan is None:
             return delegation_pb2.IntrospectResponse(active=False)
-        aud = claims.get("aud", [])
-        return delegation_pb2.IntrospectResponse(
-            active=True,
-            scopes=str(claims.get("scope", "")).split(),
-            client_id=client_id,
-            subject=subject,
-            issuer=SERVICE_ISSUER,
-            audiences=[aud] if isinstance(aud, str) else list(aud),
-            issue_time=_timestamp(int(claims["iat"])),
-            expire_time=_timestamp(int(claims["exp"])),
-            token_id=token_id,
-            chain_id=chain_id,
-            parent_token_id=str(claims.get("parent_jti", "")),
-            bearer=delegation_pb2.Bearer(type=delegation_pb2.BEARER_TYPE_PERSON, id=subject),
-            actor_client_id=actor,
-            kind=delegation_pb2.TOKEN_KIND_DELEGATED,
+        response: delegation_pb2.IntrospectResponse = plan.finish(self._check(keys=plan.keys, args=plan.args))
+        return response
+
+
+class AioMinimalServicer(delegation_pb2_grpc.DelegationServiceServicer):
+    """The same floor on ``grpc.aio`` (uvloop's event loop when installed) with ``redis.asyncio``: the
+    prototype of an asyncio server model, measured beside the sync one."""
+
+    def __init__(self, redis_client: Any, floor: Floor) -> None:
+        self._record = redis_client.register_script(FLOOR_RECORD_SCRIPT)
+        self._check = redis_client.register_script(FLOOR_CHECK_SCRIPT)
+        self._floor = floor
+
+    async def Delegate(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.DelegateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> delegation_pb2.DelegateResponse:
+        """Verify the parent, record the child in one EVALSHA, sign it."""
+        plan = self._floor.delegate(request)
+        if plan is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the parent token does not verify")
+        response: delegation_pb2.DelegateResponse | None = plan.finish(
+            await self._record(keys=plan.keys, args=plan.args)
         )
+        if response is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the chain is revoked")
+        return response
+
+    async def Introspect(  # noqa: N802 - the RPC's name
+        self, request: delegation_pb2.IntrospectRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> delegation_pb2.IntrospectResponse:
+        """Verify the token, read its record, markers and horizons in one EVALSHA (a read-only script)."""
+        plan = self._floor.introspect(request)
+        if plan is None:
+            return delegation_pb2.IntrospectResponse(active=False)
+        response: delegation_pb2.IntrospectResponse = plan.finish(
+            await self._check(keys=plan.keys, args=plan.args)
+        )
+        return response
 
 
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -274,11 +365,7 @@ def _build_plain(args: argparse.Namespace) -> tuple[Any, Any]:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
     else:
         client = redis_client(Config(redis_url=args.redis_url))
-        servicer = MinimalServicer(  # type: ignore[abstract]  # the other RPCs answer UNIMPLEMENTED
-            client,
-            load_private_key_file(args.upstream_key, "ES256"),
-            load_private_key_file(args.signing_key, "ES256"),
-        )
+        servicer = MinimalServicer(client, _floor(args))  # type: ignore[abstract]  # others: UNIMPLEMENTED
         delegation_pb2_grpc.add_DelegationServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{LOOPBACK}:{args.port}")
     if port == 0:
@@ -287,10 +374,51 @@ def _build_plain(args: argparse.Namespace) -> tuple[Any, Any]:
     return port, lambda: server.stop(1.0).wait()
 
 
+def _floor(args: argparse.Namespace) -> Floor:
+    return Floor(
+        load_private_key_file(args.upstream_key, "ES256"), load_private_key_file(args.signing_key, "ES256")
+    )
+
+
+async def _serve_aio(args: argparse.Namespace, ready: Callable[[int], None]) -> None:
+    """The ``*-aio`` kinds: the echo or the floor on ``grpc.aio``, until SIGTERM/SIGINT."""
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=args.max_concurrent_rpcs, options=server_options(args.reuse_port)
+    )
+    client: Any = None
+    if args.kind == "echo-aio":
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_aio_echo)
+        service, method = ECHO_METHOD.strip("/").split("/")
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+    else:
+        client = redis.asyncio.Redis.from_url(args.redis_url)
+        servicer = AioMinimalServicer(client, _floor(args))  # type: ignore[abstract]  # others: UNIMPLEMENTED
+        delegation_pb2_grpc.add_DelegationServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{LOOPBACK}:{args.port}")
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {LOOPBACK}:{args.port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ready(port)
+    await stop.wait()
+    await server.stop(1.0)
+    if client is not None:
+        await client.aclose()
+
+
+async def _aio_echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    return request
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("service", "minimal", "echo"), required=True)
+    parser.add_argument(
+        "--kind", choices=("service", "minimal", "echo", "minimal-aio", "echo-aio"), required=True
+    )
     parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
     parser.add_argument("--ready-file", type=Path, required=True, help="the bound port is written here")
     parser.add_argument("--redis-url", default="")
@@ -306,13 +434,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-prefix", default=SERVICE_KEY_PREFIX, help="Redis key prefix of the service")
     args = parser.parse_args(argv)
 
+    def ready(port: int) -> None:
+        partial = args.ready_file.with_suffix(".tmp")
+        partial.write_text(f"{port} {os.getpid()}\n")
+        partial.replace(args.ready_file)
+
+    if args.kind.endswith("-aio"):
+        uvloop.run(_serve_aio(args, ready))  # the fastest asyncio loop on Linux
+        return 0
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     port, shutdown = _build_service(args) if args.kind == "service" else _build_plain(args)
-    partial = args.ready_file.with_suffix(".tmp")
-    partial.write_text(f"{port} {os.getpid()}\n")
-    partial.replace(args.ready_file)
+    ready(port)
     while not stop.wait(1.0):
         pass
     shutdown()

@@ -6,6 +6,7 @@ Nothing is built at import time; everything is built once, at start-up, from a :
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import tomllib
@@ -25,6 +26,8 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 from delegation_service.adapters import jwt_codec
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.http_fetch import FetchLimits
+from delegation_service.adapters.key_directory import KeyDirectory, KeyDirectoryError
+from delegation_service.adapters.key_rotation import KeyRotator, KeySnapshot, RotatingSigner, RotatingVerifier
 from delegation_service.adapters.keys import (
     KeySet,
     SigningKey,
@@ -34,7 +37,7 @@ from delegation_service.adapters.keys import (
 )
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.adapters.metered_registry import MeteredRegistry
-from delegation_service.adapters.redis_registry import RedisRegistry, check_persistence_at_startup
+from delegation_service.adapters.redis import RedisRegistry, check_persistence_at_startup
 from delegation_service.adapters.remote_jwks import (
     KeySourceEvents,
     RemoteKeySource,
@@ -44,21 +47,22 @@ from delegation_service.adapters.remote_jwks import (
 )
 from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
 from delegation_service.adapters.verified_cache import CachingVerifier
+from delegation_service.audit import AuditLog
 from delegation_service.config import Config, ConfigError, is_loopback_listen
 from delegation_service.config import TrustedIssuer as TrustedIssuerConfig
 from delegation_service.domain.access import AccessMode
 from delegation_service.domain.catalog import Catalog, CatalogError
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import Clock, TokenRegistry, TokenVerifier
+from delegation_service.domain.ports import Clock, RevocationLog, TokenRegistry, TokenVerifier
 from delegation_service.domain.tokens import LifetimePolicy
-from delegation_service.revocation_feed import RevocationFeed, RevocationLog
+from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
 from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import AdminHttpServer, AdminSettings
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
-from delegation_service.transport.tls import TlsFiles, server_credentials
+from delegation_service.transport.tls import TlsFileError, TlsFiles, server_credentials
 
 if TYPE_CHECKING:
     from delegation_service.tracing import Tracing
@@ -82,6 +86,8 @@ class Application:
     """The gRPC port's TLS (or mTLS) credentials; ``None`` serves plaintext."""
     key_sources: tuple[RemoteKeySource, ...] = ()
     """The remote trusted issuers' keys, refreshed in the background until :meth:`close`."""
+    rotator: KeyRotator | None = None
+    """Our signing keys' rotation (``issuer.key_directory``), in the background until :meth:`close`."""
     tracing: Tracing | None = None
     """OpenTelemetry spans (``tracing.exporter``); ``None`` when off."""
     _not_ready: tuple[str, ...] = ()
@@ -109,9 +115,11 @@ class Application:
         return not reasons
 
     def close(self) -> None:
-        """Stop the background work :func:`build` started (JWKS refreshers)."""
+        """Stop the background work :func:`build` started (JWKS refreshers, the key rotator)."""
         for source in self.key_sources:
             source.stop()
+        if self.rotator is not None:
+            self.rotator.stop()
         if self.tracing is not None:
             self.tracing.shutdown()
 
@@ -132,7 +140,7 @@ class Application:
                 AdminSettings(
                     listen=config.admin_listen,
                     issuer=config.issuer,
-                    jwks=self.service.jwks(),
+                    jwks=self.service.jwks,
                     public_url=config.admin_public_url,
                     jwks_max_age_seconds=config.jwks_max_age_seconds,
                 ),
@@ -197,17 +205,30 @@ def build(
     clock = clock or SystemClock()
     tracing = tracing or build_tracing(config)
     metrics = ServiceMetrics()
-    keys = keys or signing_keys(config)
+    rotator = key_rotator(config) if keys is None and config.key_directory is not None else None
+    snapshot = None if rotator is None else first_snapshot(rotator)
+    keys = keys or (snapshot.key_set if snapshot is not None else signing_keys(config))
     catalog = catalog or _catalog(config)
     trusted = [*_trusted_issuers(config, JwksMetrics(metrics)), *extra_trusted]
     sources = tuple(t.source for t in trusted if isinstance(t.source, RemoteKeySource))
-    jwt_verifier = jwt_codec.JwtVerifier(
-        own_issuer=config.issuer,
-        own_keys=keys,
-        trusted=trusted,
-        leeway_seconds=config.leeway_seconds,
-        clock=clock,
-    )
+
+    def verifier_over(own_keys: KeySet) -> jwt_codec.JwtVerifier:
+        return jwt_codec.JwtVerifier(
+            own_issuer=config.issuer,
+            own_keys=own_keys,
+            trusted=trusted,
+            leeway_seconds=config.leeway_seconds,
+            clock=clock,
+        )
+
+    jwt_verifier: jwt_codec.JwtVerifier | RotatingVerifier
+    signer: jwt_codec.JwtSigner | RotatingSigner
+    if rotator is None or snapshot is None:
+        jwt_verifier, signer = verifier_over(keys), jwt_codec.JwtSigner(keys)
+    else:
+        rotating_verifier, rotating_signer = RotatingVerifier(verifier_over, keys), RotatingSigner(snapshot)
+        rotator.install = functools.partial(_install_keys, rotating_signer, rotating_verifier, metrics)
+        jwt_verifier, signer = rotating_verifier, rotating_signer
     verifier: TokenVerifier = jwt_verifier
     if config.verified_cache_size > 0:
         verifier = CachingVerifier(
@@ -222,20 +243,29 @@ def build(
     store = metered(registry, metrics)
     if tracing is not None:
         store = tracing.registry(store, "memory" if isinstance(registry, MemoryRegistry) else "redis")
+    audit = AuditLog()
     service = DelegationService(
         issuer=config.issuer,
         verifier=verifier,
-        signer=jwt_codec.JwtSigner(keys),
-        registry=store,
+        signer=signer,
+        # One registry, given to each use case as the narrow port it needs.
+        tokens=store,
+        revocations=store,
+        chains=store,
+        health=store,
         policy=DelegationPolicy(catalog, config.require_explicit_scopes, config.max_scopes),
         lifetimes=LifetimePolicy(config.default_lifetime_seconds, config.max_lifetime_seconds),
         clock=clock,
         max_parent_age_seconds=config.max_parent_age_seconds,
+        audit=audit,
     )
     metrics.describe_keys(keys.active.kid, keys.active.alg, service.jwks())
+    if rotator is not None:
+        rotator.start()
     if (config.operator_scope or config.introspection_scope) and not trusted:
         raise ConfigError("access.operator_scope", "caller JWTs need at least one [[trusted_issuers]] table")
     access = AccessGate(
+        audit=audit,
         mode=AccessMode(config.access_mode),
         operator_token_sha256=config.operator_token_sha256,
         operator_identities=config.operator_identities,
@@ -252,8 +282,9 @@ def build(
         store,
         clock,
         metrics=metrics,
-        tls=_tls_credentials(config),
+        tls=tls_credentials(config),
         key_sources=sources,
+        rotator=rotator,
         tracing=tracing,
     )
 
@@ -272,7 +303,31 @@ def build_tracing(config: Config) -> Tracing | None:
     return tracing.build_tracing(config)
 
 
-def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
+def key_rotator(config: Config) -> KeyRotator:
+    """The rotator of ``issuer.key_directory`` under the ``keys.*`` policy (not started)."""
+    if config.key_directory is None:
+        raise ConfigError("issuer.key_directory", "is not set")
+    return KeyRotator(KeyDirectory(config.key_directory), config.rotation_policy(), config.signing_algorithm)
+
+
+def first_snapshot(rotator: KeyRotator) -> KeySnapshot:
+    """The keys at start-up: the directory read, and the first key created if it holds none."""
+    try:
+        return rotator.step()
+    except KeyDirectoryError as error:
+        raise ConfigError("issuer.key_directory", str(error)) from None
+
+
+def _install_keys(
+    signer: RotatingSigner, verifier: RotatingVerifier, metrics: ServiceMetrics, snapshot: KeySnapshot
+) -> None:
+    """Sign, verify and publish with a new snapshot of the rotating keys."""
+    verifier.install(snapshot.key_set)
+    signer.install(snapshot)
+    metrics.describe_keys(snapshot.key_set.active.kid, snapshot.key_set.active.alg, signer.jwks())
+
+
+def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
     """The gRPC port's TLS credentials, read and checked once; ``None`` (and a warning) for plaintext."""
     if config.tls_cert_file is None or config.tls_key_file is None:
         if not is_loopback_listen(config.listen):
@@ -282,7 +337,12 @@ def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
                 extra={"event": "tls_off", "listen": config.listen},
             )
         return None
-    return server_credentials(TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file))
+    try:
+        return server_credentials(
+            TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        )
+    except TlsFileError as error:
+        raise ConfigError(f"tls.{error.file}", error.problem) from None
 
 
 def metered(registry: TokenRegistry, metrics: ServiceMetrics) -> TokenRegistry:
@@ -381,7 +441,10 @@ def signing_keys(config: Config) -> KeySet:
     """The service's key set from ``issuer.signing_key_files`` (first active, others previous) and
     ``issuer.next_signing_key_files`` (next); raise :class:`ConfigError` naming the setting."""
     if not config.signing_key_files:
-        raise ConfigError("issuer.signing_key_files", "at least one private key file is required")
+        raise ConfigError(
+            "issuer.signing_key_files",
+            "at least one private key file is required (or issuer.key_directory, for rotating keys)",
+        )
     loaded = _load_keys("issuer.signing_key_files", config.signing_key_files, config.signing_algorithm)
     upcoming = _load_keys(
         "issuer.next_signing_key_files", config.next_signing_key_files, config.signing_algorithm

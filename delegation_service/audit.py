@@ -52,36 +52,40 @@ def redact(value: str) -> str:
     return cleaned
 
 
-def record(
-    message: str,
-    *,
-    event: str,
-    outcome: str,
-    reason: str = "",
-    jti: str = "",
-    chain_id: str = "",
-    client_id: str = "",
-    bearer: str = "",
-    caller: str = "",
-    **fields: object,
-) -> None:
-    """Write one audit event. Extra ``fields`` are added as they are (strings redacted)."""
-    if not _audit.isEnabledFor(logging.INFO):
-        return  # nothing to redact for nobody
-    extra: dict[str, object] = {
-        "audit": True,
-        "event": redact(event),
-        "outcome": redact(outcome),
-        "reason": redact(reason),
-        "jti": redact(jti),
-        "chain_id": redact(chain_id),
-        "client_id": redact(client_id),
-        "bearer": redact(bearer),
-        "caller": redact(caller),
-    }
-    for name, value in fields.items():
-        extra[name] = _clean(value)
-    emit(_audit, logging.INFO, redact(message), (), extra)
+class AuditLog:
+    """The :class:`~delegation_service.domain.ports.AuditSink` of the service: the audit logger."""
+
+    def record(
+        self,
+        message: str,
+        *,
+        event: str,
+        outcome: str,
+        reason: str = "",
+        jti: str = "",
+        chain_id: str = "",
+        client_id: str = "",
+        bearer: str = "",
+        caller: str = "",
+        **fields: object,
+    ) -> None:
+        """Write one audit event. Extra ``fields`` are added as they are (strings redacted)."""
+        if not _audit.isEnabledFor(logging.INFO):
+            return  # nothing to redact for nobody
+        extra: dict[str, object] = {
+            "audit": True,
+            "event": redact(event),
+            "outcome": redact(outcome),
+            "reason": redact(reason),
+            "jti": redact(jti),
+            "chain_id": redact(chain_id),
+            "client_id": redact(client_id),
+            "bearer": redact(bearer),
+            "caller": redact(caller),
+        }
+        for name, value in fields.items():
+            extra[name] = _clean(value)
+        emit(_audit, logging.INFO, redact(message), (), extra)
 
 
 def _clean(value: object) -> object:

@@ -220,6 +220,64 @@ def _run_until_signal(
 
 
 def _health(args: argparse.Namespace) -> int:
+    if args.config:
+        return _health_of_config(args)
+    return _grpc_health(args)
+
+
+def _health_of_config(args: argparse.Namespace) -> int:
+    """Probe the server that a config file (and the environment) describes, from its own host.
+
+    What a container's HEALTHCHECK runs: it finds the ports wherever the config puts them. The admin
+    port's ``/readyz`` answers with the gRPC health status itself, over plain HTTP whatever TLS or mTLS
+    the gRPC port requires, so it is asked when ``admin.listen`` is set; otherwise grpc.health.v1 on
+    ``server.listen``, which with TLS needs ``--tls-ca`` (and a client certificate under mTLS).
+    """
+    from delegation_service import config
+
+    settings = config.load(Path(args.config), os.environ)
+    if settings.admin_listen:
+        return _readyz(_local_address(settings.admin_listen), args.timeout)
+    if settings.tls_cert_file is not None and not args.tls_ca:
+        raise UsageError(
+            "the gRPC port uses TLS and admin.listen is off: pass --tls-ca (or set DELEGATION_TLS_CA)"
+        )
+    args.address = _local_address(settings.listen)
+    return _grpc_health(args)
+
+
+def _local_address(listen: str) -> str:
+    """Where a probe on the server's own host reaches a listen address (a wildcard: loopback)."""
+    from delegation_service.transport.http import WILDCARD_HOSTS
+
+    host, _, port = listen.rpartition(":")
+    if host in WILDCARD_HOSTS:
+        host = "[::1]" if ":" in host else "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def _readyz(address: str, timeout: float) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request("GET", "/readyz")
+        response = connection.getresponse()
+        response.read()  # closing with the body unread resets the connection: a traceback in its log
+        status = response.status
+    except OSError as error:
+        print(f"unhealthy: http://{address}/readyz: {error.strerror or error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        connection.close()
+    if status != 200:
+        print(f"unhealthy: http://{address}/readyz answered {status}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print("SERVING")
+    return EXIT_OK
+
+
+def _grpc_health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     credentials = _channel_credentials(args)
@@ -314,10 +372,13 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    """The configured signing keys: kid, alg, role (active, next, previous) and file."""
+    """The configured signing keys: kid, alg, role (active, next, previous) and file; with
+    ``issuer.key_directory``, each key's rotation state and times instead."""
     from delegation_service import app, config
 
     settings = config.load(Path(args.config), os.environ)
+    if settings.key_directory is not None:
+        return _rotating_keys_list(settings, settings.key_directory, args.output)
     key_set = app.signing_keys(settings)
     files = [
         *settings.signing_key_files,
@@ -335,6 +396,57 @@ def _keys_list(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['kid']:<44} {row['alg']:<6} {row['role']:<9} {row['file']}")
     return EXIT_OK
+
+
+def _rotating_keys_list(settings: Any, directory: Path, output: str) -> int:
+    """The keys of the key directory with their state now: pending, active, retiring or retired."""
+    import time
+
+    from delegation_service.adapters.key_directory import KeyDirectory, KeyDirectoryError
+    from delegation_service.domain.rotation import schedule
+
+    try:
+        stored = KeyDirectory(directory).load()
+    except KeyDirectoryError as error:
+        raise ConfigError("issuer.key_directory", str(error)) from None
+    now = time.time()
+    current = schedule([key.record for key in stored], settings.rotation_policy(), now)
+    algorithms = {key.key.kid: key.key.alg for key in stored}
+    files = {key.key.kid: str(key.path) for key in stored}
+    rows = [
+        {
+            "generation": timeline.key.generation,
+            "kid": timeline.key.kid,
+            "alg": algorithms[timeline.key.kid],
+            "state": timeline.state.value,
+            "created": _utc(timeline.key.created_at),
+            "signs_from": _utc(timeline.activates_at),
+            "signs_until": _utc(timeline.superseded_at),
+            "retires": _utc(timeline.retires_at),
+            "file": files[timeline.key.kid],
+        }
+        for timeline in current.keys
+    ]
+    if output == "json":
+        print(json.dumps({"keys": rows, "next_key_due": _utc(current.next_due_at)}, indent=2))
+        return EXIT_OK
+    print(f"{'gen':>4} {'kid':<44} {'alg':<6} {'state':<9} {'signs from':<20} {'retires':<20} file")
+    for row in rows:
+        print(
+            f"{row['generation']:>4} {row['kid']:<44} {row['alg']:<6} {row['state']:<9}"
+            f" {row['signs_from']:<20} {row['retires'] or '-':<20} {row['file']}"
+        )
+    print(f"next key due: {_utc(current.next_due_at)}")
+    return EXIT_OK
+
+
+def _utc(moment: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC to the second (``None`` stays ``None``)."""
+    import datetime
+
+    if moment is None:
+        return None
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _keys_in_file_order(key_set: Any) -> list[Any]:
@@ -589,6 +701,11 @@ def _add_server_commands(commands: Any) -> None:
     health = commands.add_parser("health", help="exit 0 when the server reports SERVING")
     _add_address(health)
     health.add_argument("--service", default="", help="service name to check (default: the server)")
+    health.add_argument(
+        "--config",
+        help="probe the server this TOML file (and the environment) configures, on this host: its admin"
+        " port's /readyz when admin.listen is set, else gRPC health on server.listen (--address ignored)",
+    )
     health.set_defaults(handler=_health)
 
     reference = commands.add_parser("config-reference", help="print every setting as a Markdown table")
@@ -615,7 +732,9 @@ def _add_server_commands(commands: Any) -> None:
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
     listing = keys.add_parser(
-        "list", help="the configured signing keys: kid, alg, role (active/next/previous)"
+        "list",
+        help="the configured signing keys: kid, alg, role (active/next/previous); with a key directory,"
+        " each key's rotation state (pending/active/retiring/retired) and times",
     )
     listing.add_argument("--config", required=True, help="TOML configuration file")
     listing.add_argument("--output", choices=("text", "json"), default="text", help="output format")

@@ -20,6 +20,7 @@ from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
+from delegation_service.domain.rotation import RotationPolicy
 
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
@@ -152,6 +153,23 @@ class Config:
         "issuer.next_signing_key_files",
         (),
         "PEM private keys published in the JWKS but not signing yet (the next rotation).",
+    )
+    key_directory: Path | None = _setting(
+        "issuer.key_directory",
+        None,
+        "Directory of automatically rotated signing keys, shared by every process of the issuer (created"
+        ' 0700 if missing); instead of signing_key_files. See "Key rotation".',
+    )
+    rotation_interval_seconds: float = _setting(
+        "keys.rotation_interval_seconds",
+        2_592_000.0,
+        "With issuer.key_directory: how long each key signs before the next one takes over (30 days).",
+    )
+    publish_ahead_seconds: float = _setting(
+        "keys.publish_ahead_seconds",
+        86_400.0,
+        "With issuer.key_directory: how long a new key is in the JWKS before it signs; more than"
+        " admin.jwks_max_age_seconds and any clock skew between hosts.",
     )
 
     default_lifetime_seconds: int = _setting(
@@ -322,11 +340,44 @@ class Config:
                 raise ConfigError(f"trusted_issuers[{index}].issuer", "must differ from issuer.name")
         self._validate_security()
         self._validate_lifecycle()
+        self._validate_rotation()
         if self.tracing_exporter not in TRACING_EXPORTERS:
             raise ConfigError("tracing.exporter", f"must be one of {', '.join(TRACING_EXPORTERS)}")
         if not 0 <= self.tracing_sample_ratio <= 1:
             raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
         return self
+
+    def rotation_policy(self) -> RotationPolicy:
+        """The key rotation schedule's parameters: a key stays published, after it stops signing, for
+        the longest child lifetime plus the leeway verifiers give ``exp``."""
+        return RotationPolicy(
+            interval=self.rotation_interval_seconds,
+            publish_ahead=self.publish_ahead_seconds,
+            longest_lifetime=float(self.max_lifetime_seconds + self.leeway_seconds),
+        )
+
+    def _validate_rotation(self) -> None:
+        """Rules of automatic key rotation (issue 12.5); nothing to check while it is off."""
+        if self.key_directory is None:
+            return
+        for path, files in (
+            ("issuer.signing_key_files", self.signing_key_files),
+            ("issuer.next_signing_key_files", self.next_signing_key_files),
+        ):
+            if files:
+                raise ConfigError(path, "give signing key files or issuer.key_directory, not both")
+        if not 0 < self.publish_ahead_seconds < self.rotation_interval_seconds:
+            raise ConfigError(
+                "keys.publish_ahead_seconds", "must be positive and less than keys.rotation_interval_seconds"
+            )
+        longest = self.rotation_policy().max_cache_seconds
+        if self.jwks_max_age_seconds > longest:
+            # A verifier caching our JWKS longer could meet a kid published after its fetch.
+            raise ConfigError(
+                "admin.jwks_max_age_seconds",
+                f"must be at most {longest:g} s with key rotation: keys.publish_ahead_seconds less the"
+                f" {self.rotation_policy().reread_seconds:g} s in which every process reads a new key",
+            )
 
     def _validate_lifecycle(self) -> None:
         """Rules of the shutdown and worker-restart settings (issue 11)."""

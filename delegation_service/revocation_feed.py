@@ -17,10 +17,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from delegation_service.domain.errors import CursorExpired, DelegationError, TooManyStreams
-from delegation_service.domain.ports import Clock, RevocationEvent
+from delegation_service.domain.ports import Clock, RevocationEvent, RevocationLog
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +29,9 @@ POLL_SECONDS = 0.05
 """How often the shared follower reads the log: a revocation reaches every follower within about this
 long (plus delivery), for 20 small reads a second per process, whatever the number of streams."""
 IDLE_CHECK_SECONDS = 30.0
-"""How often a stream without heartbeats wakes anyway. A follower that goes away wakes the feed itself
-(:meth:`RevocationFeed.wake`, from the call's termination callback), so idle streams need not poll: a
+"""How often a stream without heartbeats wakes anyway. A follower that goes away wakes its own stream
+(:meth:`FeedStream.wake`, from the call's termination callback), so idle streams need not poll: a
 thousand of them waking every second cost unary calls the GIL."""
-
-
-class RevocationLog(Protocol):
-    """The part of the token registry the feed reads."""
-
-    def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
-        """Up to ``limit`` events after cursor ``after``, oldest first; raises ``CursorExpired`` when
-        events after it may no longer be retained."""
-        ...
 
 
 class MarkerType(enum.Enum):
@@ -101,9 +91,14 @@ class RevocationFeed:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._slots = threading.BoundedSemaphore(max_streams)
-        self._changed = threading.Condition()
-        # Guarded by _changed: the buffered events, their positions (a count of events seen since the
-        # feed started) and the position of each buffered cursor.
+        # One lock, and one condition over it per waiting stream: new events wake them all, but a
+        # follower that goes away wakes only its own stream (a shared condition woke every stream
+        # per departure, so a thousand followers leaving at once were a million wake-ups that held
+        # the GIL for seconds and timed out unary calls).
+        self._lock = threading.Lock()
+        self._waiting: set[threading.Condition] = set()
+        # Guarded by _lock: the waiting streams' conditions, the buffered events, their positions (a
+        # count of events seen since the feed started) and the position of each buffered cursor.
         self._buffer: deque[RevocationEvent] = deque(maxlen=buffer_size)
         self._next_position = 0
         self._positions: dict[str, int] = {}
@@ -127,18 +122,24 @@ class RevocationFeed:
         not wait on that (the thread ends after its read; it is a daemon).
         """
         self._stopping.set()
-        with self._changed:
-            self._changed.notify_all()
+        with self._lock:
+            self._notify_waiting()
 
-    def wake(self) -> None:
-        """Wake every waiting stream, so each checks its ``keep_going`` now (a follower went away)."""
-        with self._changed:
-            self._changed.notify_all()
+    def _notify_waiting(self) -> None:
+        """Wake every waiting stream; the caller holds ``_lock``."""
+        for condition in self._waiting:
+            condition.notify()
 
     @property
     def open_streams(self) -> int:
         """Streams subscribed right now."""
         return self._streams
+
+    @property
+    def waiting_streams(self) -> int:
+        """Streams asleep until the feed has something for them (or their follower goes away)."""
+        with self._lock:
+            return len(self._waiting)
 
     # -- the shared follower --------------------------------------------------------------------------
 
@@ -167,20 +168,20 @@ class RevocationFeed:
             if events:
                 self._append(events)
             if len(events) < PAGE:
-                with self._changed:
+                with self._lock:
                     self._caught_up = True
                     self._polled_at = began
                 self._stopping.wait(self._poll_seconds)
 
     def _reset(self) -> None:
-        with self._changed:
+        with self._lock:
             self._buffer.clear()
             self._positions.clear()
             self._head = None
             self._caught_up = False
 
     def _append(self, events: Sequence[RevocationEvent]) -> None:
-        with self._changed:
+        with self._lock:
             for event in events:
                 if len(self._buffer) == self._buffer.maxlen:
                     del self._positions[self._buffer[0].cursor]
@@ -188,32 +189,33 @@ class RevocationFeed:
                 self._positions[event.cursor] = self._next_position
                 self._next_position += 1
             self._head = events[-1].cursor
-            self._changed.notify_all()
+            self._notify_waiting()
 
     # -- one stream -----------------------------------------------------------------------------------
 
-    def subscribe(
-        self, subscription: Subscription, keep_going: Callable[[], bool]
-    ) -> Generator[RevocationEvent | Marker, None, None]:
+    def subscribe(self, subscription: Subscription, keep_going: Callable[[], bool]) -> FeedStream:
         """The stream of ``subscription`` while ``keep_going()`` holds.
 
-        Raises :class:`TooManyStreams` at once past the cap, and ``CursorExpired`` when the cursor is
-        older than the retained log (the follower must start again from a snapshot).
+        Its first read raises :class:`TooManyStreams` past the cap, and ``CursorExpired`` when the
+        cursor is older than the retained log (the follower must start again from a snapshot).
         """
+        return FeedStream(subscription, keep_going, threading.Condition(self._lock), self._run)
+
+    def _run(self, stream: FeedStream) -> Generator[RevocationEvent | Marker, None, None]:
         if not self._slots.acquire(blocking=False):
             raise TooManyStreams()
-        with self._changed:
+        with self._lock:
             self._streams += 1
         try:
-            yield from self._serve(subscription, keep_going)
+            yield from self._serve(stream)
         finally:
-            with self._changed:
+            with self._lock:
                 self._streams -= 1
+                self._waiting.discard(stream.condition)
             self._slots.release()
 
-    def _serve(
-        self, subscription: Subscription, keep_going: Callable[[], bool]
-    ) -> Iterator[RevocationEvent | Marker]:
+    def _serve(self, stream: FeedStream) -> Iterator[RevocationEvent | Marker]:
+        subscription, keep_going = stream.subscription, stream.keep_going
         cursor = subscription.cursor
         snapshot_pending = subscription.include_snapshot and not cursor
         # The stream reads the store itself until a read comes back short: only then is everything that
@@ -238,11 +240,11 @@ class RevocationFeed:
                         self._stopping.wait(self._poll_seconds)  # the feed reaches this end within a poll
                     read_to_end_at = began
                 continue
-            cursor = yield from self._live(position, cursor, subscription.heartbeat_seconds, keep_going)
+            cursor = yield from self._live(stream, position, cursor)
 
     def _live_position(self, cursor: str | None) -> int | None:
         """The buffer position just after ``cursor``, when the buffer holds everything after it."""
-        with self._changed:
+        with self._lock:
             if not self._caught_up:
                 return None
             if cursor == self._head:
@@ -251,20 +253,20 @@ class RevocationFeed:
             return found + 1 if found is not None else None
 
     def _live(
-        self,
-        position: int,
-        cursor: str | None,
-        heartbeat_seconds: float | None,
-        keep_going: Callable[[], bool],
+        self, stream: FeedStream, position: int, cursor: str | None
     ) -> Generator[RevocationEvent | Marker, None, str | None]:
         """Events from the buffer as they arrive; returns the cursor reached if the stream falls behind
         the buffer (or the feed resets), so that it catches up from the store."""
+        heartbeat_seconds = stream.subscription.heartbeat_seconds
         # Without heartbeats, still wake now and then to notice a follower that went away.
         wait = heartbeat_seconds if heartbeat_seconds is not None else IDLE_CHECK_SECONDS
-        while keep_going() and not self._stopping.is_set():
-            with self._changed:
-                if position >= self._next_position:
-                    self._changed.wait(wait)
+        while stream.keep_going() and not self._stopping.is_set():
+            with self._lock:
+                if position >= self._next_position and not (stream.woken or self._stopping.is_set()):
+                    self._waiting.add(stream.condition)
+                    stream.condition.wait(wait)
+                    self._waiting.discard(stream.condition)
+                stream.woken = False
                 oldest = self._next_position - len(self._buffer)
                 if position < oldest or not self._caught_up:
                     return cursor
@@ -277,3 +279,34 @@ class RevocationFeed:
                 # As of the feed's last read of the log, not of now: the follower has everything up to then.
                 yield Marker(MarkerType.HEARTBEAT, cursor or "", self._polled_at)
         return cursor
+
+
+class FeedStream(Iterator[RevocationEvent | Marker]):
+    """One subscriber's stream: iterate it for events and markers; :meth:`wake` makes it look at its
+    ``keep_going`` now (its follower went away) without waking any other stream."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        keep_going: Callable[[], bool],
+        condition: threading.Condition,
+        run: Callable[[FeedStream], Generator[RevocationEvent | Marker, None, None]],
+    ) -> None:
+        self.subscription = subscription
+        self.keep_going = keep_going
+        self.condition = condition  # over the feed's lock
+        self.woken = False  # guarded by the feed's lock: a wake that came before the stream waited
+        self._items = run(self)
+
+    def __next__(self) -> RevocationEvent | Marker:
+        return next(self._items)
+
+    def close(self) -> None:
+        """End the stream now (frees its slot)."""
+        self._items.close()
+
+    def wake(self) -> None:
+        """Wake this stream if it waits; if it is about to wait, it will not."""
+        with self.condition:
+            self.woken = True
+            self.condition.notify()

@@ -1,29 +1,37 @@
 """Use cases: delegate, introspect, revoke, and the operator's chain, subject and client revocations.
 
-Plain Python over the domain and its ports: no gRPC, no Redis, no JWT library here.
+Plain Python over the domain and its ports: no gRPC, no Redis, no JWT library here, and no side effect
+but through a port (the store's, the signer, the clock, the audit trail).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from delegation_service.audit import record as audit_event
 from delegation_service.domain.errors import (
     ChainNotFound,
     DeadlineTooShort,
     DelegationError,
     InvalidRequest,
-    ParentCannotDelegate,
     ParentRejected,
     Reason,
     Violation,
 )
 from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
-from delegation_service.domain.ports import Clock, RevocationEvent, TokenRegistry, TokenSigner, TokenVerifier
+from delegation_service.domain.ports import (
+    AuditSink,
+    ChainViews,
+    Clock,
+    DelegationStore,
+    RevocationEvent,
+    RevocationStore,
+    StoreHealth,
+    TokenSigner,
+    TokenVerifier,
+)
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
@@ -32,10 +40,9 @@ from delegation_service.domain.revocation import (
     evaluate,
     record_child,
     record_of,
+    root_is_active,
 )
 from delegation_service.domain.tokens import ChildToken, LifetimePolicy, TokenKind, VerifiedToken
-
-log = logging.getLogger(__name__)
 
 MINT_MARGIN_SECONDS = 0.005
 """Least time that must be left before the caller's deadline to start minting: recording and signing
@@ -109,7 +116,11 @@ def new_token_id() -> str:
 
 
 class DelegationService:
-    """The use cases of the service, wired once by the composition root."""
+    """The use cases of the service, wired once by the composition root.
+
+    The store comes as the narrow ports the use cases need (:mod:`~.domain.ports`), each used only by
+    the use cases named beside it; the composition root passes one registry for all of them.
+    """
 
     def __init__(
         self,
@@ -117,21 +128,29 @@ class DelegationService:
         issuer: str,
         verifier: TokenVerifier,
         signer: TokenSigner,
-        registry: TokenRegistry,
+        tokens: DelegationStore,
+        revocations: RevocationStore,
+        chains: ChainViews,
+        health: StoreHealth,
         policy: DelegationPolicy,
         lifetimes: LifetimePolicy,
         clock: Clock,
         max_parent_age_seconds: int,
+        audit: AuditSink,
         token_ids: Callable[[], str] = new_token_id,
     ) -> None:
         self._issuer = issuer
         self._verifier = verifier
         self._signer = signer
-        self._registry = registry
+        self._tokens = tokens  # delegate, introspect, authenticate_caller, an operator's one-token check
+        self._revocations = revocations  # revoke (holders), revoke_chain/subject/client (operators)
+        self._chains = chains  # get_chain
+        self._health = health  # ready
         self._policy = policy
         self._lifetimes = lifetimes
         self._clock = clock
         self._token_ids = token_ids
+        self._audit = audit
         self._max_parent_age = max_parent_age_seconds
 
     # -- DelegationService ------------------------------------------------------------------------
@@ -150,7 +169,7 @@ class DelegationService:
             result = self._delegate(command, parent, time_left)
         except DelegationError as refused:
             known = parent[0] if parent else None
-            audit_event(
+            self._audit.record(
                 "delegate denied",
                 event="delegate",
                 outcome=_outcome(refused),
@@ -167,7 +186,7 @@ class DelegationService:
             )
             raise
         child = result.child
-        audit_event(
+        self._audit.record(
             "delegate validated" if result.access_token is None else "delegate minted",
             event="delegate",
             outcome="validated" if result.access_token is None else "minted",
@@ -193,11 +212,10 @@ class DelegationService:
         verified.append(parent)
         if parent.kind is TokenKind.DELEGATED or command.validate_only:
             # A read of the parent's state: a delegated parent is refused either way, as unknown or
-            # revoked or else because it cannot delegate (rule 4, decided from our own record); and
-            # validate_only must write nothing. An upstream parent is judged by the mint below.
+            # revoked, or else by the policy because it cannot delegate (rule 4, its one home), once
+            # this read has found our own record of it; and validate_only must write nothing. An
+            # upstream parent is judged by the mint below.
             self._active_record(parent)
-            if parent.kind is TokenKind.DELEGATED:
-                raise ParentCannotDelegate()
         try:
             decision = self._policy.decide(
                 parent,
@@ -241,14 +259,17 @@ class DelegationService:
         The store writes only for an active root; the domain's rule, applied to what that step read,
         decides what the caller is told (a revoked parent gets the same refusal as on any other path).
         """
-        outcome = self._registry.mint(root, record_child(child, root))
+        outcome = self._tokens.mint(root, record_child(child, root))
+        if outcome.recorded and root_is_active(root, outcome.snapshot, self._clock.now()):
+            return
+        # Both must hold: the store wrote the child (nothing unrecorded is signed) and the domain's rule,
+        # by the service's clock, finds the root active. The reason is for the log only.
         state = evaluate(root, outcome.snapshot, self._clock.now())
         if state is not TokenState.ACTIVE:
             raise ParentRejected(f"parent is {state.value}")
-        if not outcome.recorded:
-            # Active by the service's clock, not by the store's (an expiry within the clock skew), or a
-            # stored root that is not this token: nothing was recorded, so nothing may be signed.
-            raise ParentRejected("parent is not active in the token store")
+        # Active by the service's clock, not by the store's (an expiry within the clock skew), or a
+        # stored root that is not this token.
+        raise ParentRejected("parent is not active in the token store")
 
     def introspect(self, raw_token: str) -> Introspection:
         """RFC 7662: the token's claims when it is active, nothing otherwise.
@@ -259,7 +280,7 @@ class DelegationService:
             token = self._verify(raw_token)
         except ParentRejected:
             return Introspection(None)
-        state = evaluate(record_of(token), self._registry.snapshot(record_of(token)), self._clock.now())
+        state = evaluate(record_of(token), self._tokens.snapshot(record_of(token)), self._clock.now())
         return Introspection(token if state is TokenState.ACTIVE else None)
 
     def revoke(self, raw_token: str, caller: str = "") -> None:
@@ -270,7 +291,7 @@ class DelegationService:
         try:
             token = self._verifier.verify(raw_token)
         except ParentRejected as refused:
-            audit_event(
+            self._audit.record(
                 "revoke ignored",
                 event="revoke",
                 outcome="ignored",
@@ -282,9 +303,9 @@ class DelegationService:
             return
         now = self._clock.now()
         if token.kind is TokenKind.UPSTREAM:
-            event = self._registry.revoke_chain(token.chain_id, token.expires_at, now)
+            event = self._revocations.revoke_chain(token.chain_id, token.expires_at, now)
         else:
-            event = self._registry.revoke_token(token.chain_id, token.token_id, token.expires_at, now)
+            event = self._revocations.revoke_token(token.chain_id, token.token_id, token.expires_at, now)
         self._audit_revocation(event, caller, "holder")
 
     def authenticate_caller(self, raw_token: str) -> VerifiedToken:
@@ -321,19 +342,19 @@ class DelegationService:
         including any revoked one by one before (telling those apart would mean reading every record),
         and is zero when the chain was already revoked. One token of a chain is judged from its record.
         """
-        with _operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
+        with self._operator_action("revoke_chain", caller, chain_id=chain_id, token_id=token_id):
             if not chain_id:
                 raise InvalidRequest(
                     violations=[Violation("chain_id", "", Reason.INVALID_REQUEST, "chain_id is required")]
                 )
             now = self._clock.now()
             if token_id:
-                target = self._registry.record(chain_id, token_id)
+                target = self._revocations.record(chain_id, token_id)
                 if target is None:
                     raise ChainNotFound(message="no such token in the chain")
                 if target.kind is TokenKind.DELEGATED:
                     return self._revoke_one_token(target, dry_run, justification, caller, now)
-            outcome = self._registry.revoke_known_chain(chain_id, now, dry_run=dry_run)
+            outcome = self._revocations.revoke_known_chain(chain_id, now, dry_run=dry_run)
             if outcome is None:
                 raise ChainNotFound()
             newly_revoked = not outcome.already_revoked
@@ -355,7 +376,7 @@ class DelegationService:
         self, target: TokenRecord, dry_run: bool, justification: str, caller: str, now: int
     ) -> BlastRadius:
         """Revoke one child of a chain (nothing is minted from a child): the radius is that token."""
-        live = evaluate(target, self._registry.snapshot(target), now) is TokenState.ACTIVE
+        live = evaluate(target, self._tokens.snapshot(target), now) is TokenState.ACTIVE
         radius = BlastRadius(
             1 if live else 0,
             (target.client_id,) if live and target.client_id else (),
@@ -365,13 +386,12 @@ class DelegationService:
         if dry_run:
             self._audit_dry_run(target.chain_id, target.token_id, caller, radius)
             return radius
-        event = self._registry.revoke_token(target.chain_id, target.token_id, target.expires_at, now)
+        event = self._revocations.revoke_token(target.chain_id, target.token_id, target.expires_at, now)
         self._audit_revocation(event, caller, "operator", justification, radius.revoked_token_count)
         return radius
 
-    @staticmethod
-    def _audit_dry_run(chain_id: str, token_id: str, caller: str, radius: BlastRadius) -> None:
-        audit_event(
+    def _audit_dry_run(self, chain_id: str, token_id: str, caller: str, radius: BlastRadius) -> None:
+        self._audit.record(
             "revoke_chain dry run",
             event="revoke_chain",
             outcome="dry_run",
@@ -396,16 +416,16 @@ class DelegationService:
     def get_chain(self, chain_id: str, caller: str = "") -> ChainView:
         """The tokens of a chain with their states: the root and the children that expire last, at most
         :data:`CHAIN_VIEW_LIMIT` in all, so that no view grows with the chain."""
-        with _operator_action("get_chain", caller, chain_id=chain_id):
-            chain = self._registry.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
+        with self._operator_action("get_chain", caller, chain_id=chain_id):
+            chain = self._chains.chain(chain_id, CHAIN_VIEW_LIMIT) if chain_id else None
             if chain is None:
                 raise ChainNotFound()
-        audit_event("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
+        self._audit.record("get_chain", event="get_chain", outcome="viewed", chain_id=chain_id, caller=caller)
         return ChainView(chain_id, chain.chain_revoked, tuple(chain.states(self._clock.now())))
 
     def ready(self) -> bool:
         """Whether the store answers (for health checks)."""
-        return self._registry.ping()
+        return self._health.ping()
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -423,28 +443,32 @@ class DelegationService:
     def _active_record(self, token: VerifiedToken) -> TokenRecord:
         """The token's record, when it is active; otherwise the (uniform) parent refusal."""
         expected = record_of(token)
-        snapshot = self._registry.snapshot(expected)
+        snapshot = self._tokens.snapshot(expected)
         state = evaluate(expected, snapshot, self._clock.now())
         if state is not TokenState.ACTIVE:
             raise ParentRejected(f"parent is {state.value}")
         return snapshot.record or expected
 
     def _revoke_horizon(self, key: HorizonKey, field: str, justification: str, caller: str) -> int:
-        with _operator_action(f"revoke_{key.kind.value}", caller, **{field: key.value}):
+        with self._operator_action(f"revoke_{key.kind.value}", caller, **{field: key.value}):
             if not key.value:
                 raise InvalidRequest(
                     violations=[Violation(field, "", Reason.INVALID_REQUEST, f"{field} is required")]
                 )
             now = self._clock.now()
-            event = self._registry.revoke_horizon(key, now, now)
+            event = self._revocations.revoke_horizon(key, now, now)
         self._audit_revocation(event, caller, "operator", justification)
         return event.revoked_at  # the horizon in force: a later one may already have been set
 
-    @staticmethod
     def _audit_revocation(
-        event: RevocationEvent, caller: str, actor: str, justification: str = "", count: int | None = None
+        self,
+        event: RevocationEvent,
+        caller: str,
+        actor: str,
+        justification: str = "",
+        count: int | None = None,
     ) -> None:
-        audit_event(
+        self._audit.record(
             "revoke",
             event="revoke",
             outcome="revoked",
@@ -460,6 +484,22 @@ class DelegationService:
             cursor=event.cursor,
         )
 
+    @contextlib.contextmanager
+    def _operator_action(self, action: str, caller: str, **facts: str) -> Iterator[None]:
+        """Audit an operator action that is refused or fails (success is audited by the action itself)."""
+        try:
+            yield
+        except DelegationError as refused:
+            self._audit.record(
+                f"{action} {_outcome(refused)}",
+                event=action,
+                outcome=_outcome(refused),
+                reason=refused.reason.identifier,
+                caller=caller,
+                **facts,
+            )
+            raise
+
 
 def _check_deadline(time_left: TimeLeft | None) -> None:
     """Refuse to go on when the caller's deadline leaves no time to mint."""
@@ -471,20 +511,3 @@ def _check_deadline(time_left: TimeLeft | None) -> None:
 def _outcome(refused: DelegationError) -> str:
     """``error`` when the service could not decide (store down, deadline), ``denied`` otherwise."""
     return "error" if refused.reason in (Reason.STORE_UNAVAILABLE, Reason.DEADLINE_TOO_SHORT) else "denied"
-
-
-@contextlib.contextmanager
-def _operator_action(action: str, caller: str, **facts: str) -> Iterator[None]:
-    """Audit an operator action that is refused or fails (success is audited by the action itself)."""
-    try:
-        yield
-    except DelegationError as refused:
-        audit_event(
-            f"{action} {_outcome(refused)}",
-            event=action,
-            outcome=_outcome(refused),
-            reason=refused.reason.identifier,
-            caller=caller,
-            **facts,
-        )
-        raise

@@ -20,16 +20,13 @@ from delegation_service.domain.revocation import (
     ChainSnapshot,
     HorizonKey,
     HorizonKind,
+    RevocationKind,
     StateSnapshot,
     TokenRecord,
-    TokenState,
-    evaluate,
     lineage_problem,
-    same_root,
+    root_is_active,
 )
 from delegation_service.domain.tokens import TokenKind
-
-_HORIZON_EVENT_KINDS = {HorizonKind.SUBJECT: "subject", HorizonKind.CLIENT: "client"}
 
 # What a heap entry points at: ("record", chain, token), ("chain", chain, ""), ("token", chain, token)
 # or a horizon key.
@@ -89,12 +86,10 @@ class MemoryRegistry:
             now = self._clock.now()
             self._purge(now)
             snapshot = self._snapshot(root, now)
-            stored = snapshot.record
-            active = evaluate(root, snapshot, now) is TokenState.ACTIVE
-            if not active or (stored is not None and not same_root(stored, root)):
+            if not root_is_active(root, snapshot, now):
                 return MintOutcome(snapshot, recorded=False)
             records = self._chains.setdefault(child.chain_id, {})
-            if stored is None:
+            if snapshot.record is None:
                 self._store_record(records, root, now)
             self._store_record(records, child, now)
             if not records:
@@ -112,7 +107,11 @@ class MemoryRegistry:
             self._token_markers[key] = until
             self._expire_at(until, ("token", chain_id, token_id))
             return self._publish(
-                "token", chain_id=chain_id, token_id=token_id, revoked_at=now, expires_at=expires_at
+                RevocationKind.TOKEN,
+                chain_id=chain_id,
+                token_id=token_id,
+                revoked_at=now,
+                expires_at=expires_at,
             )
 
     def revoke_chain(self, chain_id: str, expires_at: int, now: int) -> RevocationEvent:
@@ -124,7 +123,9 @@ class MemoryRegistry:
             )
             self._chain_markers[chain_id] = until
             self._expire_at(until, ("chain", chain_id, ""))
-            return self._publish("chain", chain_id=chain_id, revoked_at=now, expires_at=expires_at)
+            return self._publish(
+                RevocationKind.CHAIN, chain_id=chain_id, revoked_at=now, expires_at=expires_at
+            )
 
     def revoke_known_chain(self, chain_id: str, now: int, *, dry_run: bool = False) -> ChainRevocation | None:
         """Mark a known chain revoked until its root's expiry (plus leeway) and report the blast radius.
@@ -148,7 +149,9 @@ class MemoryRegistry:
                 until = max(expires_at + self._leeway, self._chain_markers.get(chain_id, 0))
                 self._chain_markers[chain_id] = until
                 self._expire_at(until, ("chain", chain_id, ""))
-                event = self._publish("chain", chain_id=chain_id, revoked_at=now, expires_at=expires_at)
+                event = self._publish(
+                    RevocationKind.CHAIN, chain_id=chain_id, revoked_at=now, expires_at=expires_at
+                )
             return ChainRevocation(already_revoked, len(unexpired), clients, event)
 
     def revoke_horizon(self, key: HorizonKey, at: int, now: int) -> RevocationEvent:
@@ -163,7 +166,7 @@ class MemoryRegistry:
             self._horizons[key] = (effective, until)
             self._expire_at(until, key)
             return self._publish(
-                _HORIZON_EVENT_KINDS[key.kind],
+                key.kind.revocation_kind,
                 subject=key.value if key.kind is HorizonKind.SUBJECT else "",
                 client_id=key.value if key.kind is HorizonKind.CLIENT else "",
                 revoked_at=effective,
@@ -271,7 +274,7 @@ class MemoryRegistry:
 
     def _publish(
         self,
-        kind: str,
+        kind: RevocationKind,
         *,
         chain_id: str = "",
         token_id: str = "",

@@ -152,6 +152,8 @@ class DelegationPolicy:
     def _decide(self, question: _Question) -> Decision:
         kind, parent_scopes, bearer, names_its_client, client_id, scopes, allow_partial = question
         if kind is TokenKind.DELEGATED:
+            # Rule 4, its one home. The use case asks only once it has found the service's own record
+            # of a delegated parent (an unknown or revoked one is refused as such before).
             raise ParentCannotDelegate()
         grant = _parse_grant(parent_scopes)
         # The parent's scope must cover the delegation scope, not the reverse: `directory.delegations.r`

@@ -1,6 +1,10 @@
 """The narrow interfaces the use cases need; adapters implement them.
 
-Every registry implementation passes the one contract suite in ``tests/contract``.
+The token store is split by use (Fosite keeps one small storage interface beside each flow): delegating
+and checking (:class:`DelegationStore`), revoking (:class:`RevocationStore`), following
+(:class:`RevocationLog`), viewing a chain (:class:`ChainViews`) and readiness (:class:`StoreHealth`).
+A registry implements them all (:class:`TokenRegistry`) and passes the one contract suite in
+``tests/contract``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Protocol
 from delegation_service.domain.revocation import (
     ChainSnapshot,
     HorizonKey,
+    RevocationKind,
     StateSnapshot,
     TokenRecord,
 )
@@ -31,7 +36,7 @@ class RevocationEvent:
     """One revocation, as published to followers of the revocation stream."""
 
     cursor: str
-    kind: str  # "token", "chain", "subject" or "client"
+    kind: RevocationKind
     chain_id: str
     token_id: str
     subject: str
@@ -68,10 +73,10 @@ class ChainRevocation:
     event: RevocationEvent | None
 
 
-class TokenRegistry(Protocol):
-    """Where minted tokens, revocation markers and horizons live (SPEC §5).
+class DelegationStore(Protocol):
+    """What delegating and checking a token need of the store: read a token's state, record a child.
 
-    Implementations raise :class:`~delegation_service.domain.errors.StoreUnavailable` when the store
+    Every store port raises :class:`~delegation_service.domain.errors.StoreUnavailable` when the store
     cannot be reached: callers fail closed.
     """
 
@@ -82,13 +87,17 @@ class TokenRegistry(Protocol):
     def mint(self, root: TokenRecord, child: TokenRecord) -> MintOutcome:
         """Read what decides ``root``'s state and record ``child`` only if the root is active, atomically.
 
-        Active here means: no chain or root marker, no horizon covering the root, not expired, and any
-        stored record of the root the same token as ``root`` (:func:`~.revocation.same_root`). The root
-        is recorded with its first child. The child is recorded before anything points at it, and every
-        key expires with its token. Raises ``ValueError`` when ``child`` is not a child of ``root``
-        (:func:`~.revocation.lineage_problem`).
+        Active here is :func:`~.revocation.root_is_active` (the one rule), judged by the store in the
+        same step as the write. The root is recorded with its first child. The child is recorded before
+        anything points at it, and every key expires with its token. Raises ``ValueError`` when
+        ``child`` is not a child of ``root`` (:func:`~.revocation.lineage_problem`).
         """
         ...
+
+
+class RevocationStore(Protocol):
+    """What revoking needs of the store: a holder's token or chain, an operator's chain, subject or
+    client, and the record of the token an operator names."""
 
     def revoke_token(self, chain_id: str, token_id: str, expires_at: int, now: int) -> RevocationEvent:
         """Mark one token revoked until ``expires_at``; idempotent."""
@@ -116,10 +125,9 @@ class TokenRegistry(Protocol):
         """The live record of one token of a chain, or ``None``."""
         ...
 
-    def chain(self, chain_id: str, limit: int) -> ChainSnapshot | None:
-        """Up to ``limit`` records of a chain (its root, then the children that expire last), its markers
-        and horizons; ``None`` when the store knows nothing of it."""
-        ...
+
+class RevocationLog(Protocol):
+    """What following the revocations needs of the store (the ``WatchRevocations`` feed)."""
 
     def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
         """Up to ``limit`` revocation events after cursor ``after`` (from the oldest retained when
@@ -127,8 +135,51 @@ class TokenRegistry(Protocol):
         retained (the follower must start again from a snapshot, never silently miss them)."""
         ...
 
+
+class ChainViews(Protocol):
+    """What an operator's view of a chain needs of the store (``GetChain``, the CLI's ``chain show``)."""
+
+    def chain(self, chain_id: str, limit: int) -> ChainSnapshot | None:
+        """Up to ``limit`` records of a chain (its root, then the children that expire last), its markers
+        and horizons; ``None`` when the store knows nothing of it."""
+        ...
+
+
+class StoreHealth(Protocol):
+    """What readiness needs of the store."""
+
     def ping(self) -> bool:
         """Whether the store answers right now."""
+        ...
+
+
+class TokenRegistry(DelegationStore, RevocationStore, RevocationLog, ChainViews, StoreHealth, Protocol):
+    """A whole token store (SPEC §5): what the Redis and the memory registries implement, and what the
+    one contract suite checks, port by port. Each use case is given only the ports it uses."""
+
+
+class AuditSink(Protocol):
+    """Where the audit trail goes: one structured event per mint, refusal, revocation and operator action.
+
+    The use cases (and the transport's access gate, for calls it turns away) say what happened; the
+    sink (:class:`delegation_service.audit.AuditLog`, wired by the composition root) redacts and writes.
+    """
+
+    def record(
+        self,
+        message: str,
+        *,
+        event: str,
+        outcome: str,
+        reason: str = "",
+        jti: str = "",
+        chain_id: str = "",
+        client_id: str = "",
+        bearer: str = "",
+        caller: str = "",
+        **fields: object,
+    ) -> None:
+        """Write one audit event; ``fields`` beyond the common ones are added as they are."""
         ...
 
 

@@ -32,11 +32,26 @@ class TokenState(enum.Enum):
     UNKNOWN = "unknown"
 
 
+class RevocationKind(enum.StrEnum):
+    """What a revocation applies to: the one list of kinds the stores, the stream, the metrics and the
+    edge share (a string enum: its values are what the stores keep and the metrics label)."""
+
+    TOKEN = "token"
+    CHAIN = "chain"
+    SUBJECT = "subject"
+    CLIENT = "client"
+
+
 class HorizonKind(enum.Enum):
     """What a horizon is set on."""
 
     SUBJECT = "subject"
     CLIENT = "client"
+
+    @property
+    def revocation_kind(self) -> RevocationKind:
+        """The kind of the revocation that moves this horizon."""
+        return RevocationKind(self.value)
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,20 @@ def lineage_problem(root: TokenRecord, child: TokenRecord) -> str | None:
     if child.expires_at > root.expires_at:
         return "a child never outlives its root"
     return None
+
+
+def root_is_active(root: TokenRecord, snapshot: StateSnapshot, now: int) -> bool:
+    """Whether a child may be minted from ``root``, given what the minting step read of it: the one rule.
+
+    The root must be active by :func:`evaluate` (no marker, no horizon covering it, not expired) and any
+    stored record of it must be the same token (:func:`same_root`). A store may judge the same at its
+    own edge, so that judging and recording are one atomic step (the Redis store's ``mint.lua``, by
+    Redis's clock); the contract suite checks that every store records exactly when this rule says so.
+    """
+    stored = snapshot.record
+    if stored is not None and not same_root(stored, root):
+        return False
+    return evaluate(root, snapshot, now) is TokenState.ACTIVE
 
 
 def same_root(stored: TokenRecord, presented: TokenRecord) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import enum
 import functools
 import hashlib
 from dataclasses import dataclass
 
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import LifetimeRefused, Reason
 from delegation_service.domain.scopes import Bearer, Scope, format_scopes
 
@@ -86,7 +86,7 @@ class ChildToken:
 def root_chain_id(issuer: str, token_id: str) -> str:
     """The chain id of an upstream token: stable, opaque, safe inside a Redis hash tag."""
     digest = hashlib.sha256(f"{issuer}\x00{token_id}".encode()).digest()[:16]
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return b64url_encode(digest)
 
 
 def token_fingerprint(signing_input: str) -> str:
@@ -96,7 +96,7 @@ def token_fingerprint(signing_input: str) -> str:
     over the whole token would give a re-encoded copy of a revoked parent a fresh, unrevoked identity.
     """
     digest = hashlib.sha256(signing_input.encode()).digest()
-    return "sha256:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return "sha256:" + b64url_encode(digest)
 
 
 @dataclass(frozen=True)

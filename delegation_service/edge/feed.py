@@ -22,7 +22,8 @@ from google.protobuf import duration_pb2
 
 from delegation.v1 import delegation_pb2, delegation_pb2_grpc
 from delegation_service.client import error_details
-from delegation_service.edge.mirror import FeedClock, Revocation, RevocationKind, RevocationMirror
+from delegation_service.domain.revocation import RevocationKind
+from delegation_service.edge.mirror import FeedClock, Revocation, RevocationMirror
 
 log = logging.getLogger(__name__)
 

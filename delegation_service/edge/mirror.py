@@ -17,28 +17,19 @@ still in force while it resynchronises.
 
 from __future__ import annotations
 
-import enum
 import threading
 from dataclasses import dataclass
 
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
+    RevocationKind,
     StateSnapshot,
     TokenState,
     record_of,
     state_of,
 )
 from delegation_service.domain.tokens import VerifiedToken
-
-
-class RevocationKind(enum.Enum):
-    """What a revocation applies to (the stream's ``RevocationKind``)."""
-
-    TOKEN = "token"
-    CHAIN = "chain"
-    SUBJECT = "subject"
-    CLIENT = "client"
 
 
 @dataclass(frozen=True)

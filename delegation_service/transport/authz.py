@@ -22,9 +22,9 @@ from typing import Protocol
 
 import grpc
 
-from delegation_service.audit import record as audit_event
 from delegation_service.domain.access import AccessMode, Caller, Operation, Role, authorize
 from delegation_service.domain.errors import DelegationError, ParentRejected
+from delegation_service.domain.ports import AuditSink
 from delegation_service.domain.tokens import VerifiedToken
 from delegation_service.transport.tls import peer_certificate_names
 
@@ -63,6 +63,7 @@ class AccessGate:
     def __init__(
         self,
         *,
+        audit: AuditSink,
         mode: AccessMode = AccessMode.AUTHENTICATED,
         operator_token_sha256: Iterable[str] = (),
         operator_identities: Iterable[str] = (),
@@ -72,6 +73,7 @@ class AccessGate:
         introspection_scope: str = "",
         everyone_is_operator: bool = False,
     ) -> None:
+        self._audit = audit
         self._mode = mode
         self._digests = tuple(bytes.fromhex(d) for d in operator_token_sha256)
         self._operator_names = frozenset(operator_identities)
@@ -91,7 +93,7 @@ class AccessGate:
         try:
             authorize(caller, operation, self._mode)
         except DelegationError as refused:
-            audit_event(
+            self._audit.record(
                 "access denied",
                 event="access",
                 outcome="denied",

@@ -6,7 +6,7 @@ plenty for a handful of small GET endpoints; no web framework is needed.
 
 - ``GET /metrics``: Prometheus text format (or OpenMetrics when the scraper asks for it).
 - ``GET /.well-known/jwks.json``: the public keys that verify child tokens, with ``Cache-Control`` and an
-  ``ETag``; the body is serialised once, at start-up (keys only change with a restart).
+  ``ETag``; the body is serialised again only when the keys change (automatic rotation).
 - ``GET /.well-known/oauth-authorization-server``: RFC 8414 metadata (issuer, jwks_uri, algorithms).
 - ``GET /livez``: 200 while the process serves HTTP at all.
 - ``GET /readyz``: 200 while the store answers and the server is not draining, else 503.
@@ -41,7 +41,8 @@ class AdminSettings:
 
     listen: str
     issuer: str
-    jwks: Mapping[str, object]
+    jwks: Mapping[str, object] | Callable[[], Mapping[str, object]]
+    """The JWK Set, or where to read the current one (keys that rotate while serving)."""
     public_url: str = ""
     """Base URL gateways reach this port at; empty: ``http://<listen>``, or the issuer on a wildcard."""
     jwks_max_age_seconds: int = 300
@@ -67,7 +68,7 @@ class AdminHttpServer:
         host, _, port = settings.listen.rpartition(":")
         host = host.strip("[]")
         handler: type[_AdminHandler] = type(
-            "AdminHandler", (_AdminHandler,), {"routes": {}, "registry": registry, "ready": ready}
+            "AdminHandler", (_AdminHandler,), {"documents": None, "registry": registry, "ready": ready}
         )
         try:
             self._server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
@@ -79,11 +80,7 @@ class AdminHttpServer:
         self.port: int = self._server.server_address[1]
         base = (settings.public_url or self._own_url(host, settings.issuer)).rstrip("/")
         self.jwks_uri = base + JWKS_PATH
-        cache = f"public, max-age={settings.jwks_max_age_seconds}"
-        handler.routes = {
-            JWKS_PATH: _document(settings.jwks, cache),
-            METADATA_PATH: _document(_metadata(settings.issuer, self.jwks_uri, settings.jwks), cache),
-        }
+        handler.documents = _KeyDocuments(settings, self.jwks_uri)
         self._thread = threading.Thread(target=self._server.serve_forever, name="admin-http", daemon=True)
 
     def _own_url(self, host: str, issuer: str) -> str:
@@ -102,6 +99,31 @@ class AdminHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _KeyDocuments:
+    """The JWKS and metadata documents, serialised again only when the JWK Set changes."""
+
+    def __init__(self, settings: AdminSettings, jwks_uri: str) -> None:
+        jwks = settings.jwks
+        self._source: Callable[[], Mapping[str, object]] = jwks if callable(jwks) else lambda: jwks
+        self._issuer = settings.issuer
+        self._jwks_uri = jwks_uri
+        self._cache = f"public, max-age={settings.jwks_max_age_seconds}"
+        self._built: tuple[Mapping[str, object], dict[str, _Document]] | None = None
+
+    def get(self, path: str) -> _Document | None:
+        jwks = self._source()
+        built = self._built
+        if built is None or built[0] != jwks:
+            built = self._built = (
+                jwks,
+                {
+                    JWKS_PATH: _document(jwks, self._cache),
+                    METADATA_PATH: _document(_metadata(self._issuer, self._jwks_uri, jwks), self._cache),
+                },
+            )
+        return built[1].get(path)
 
 
 def _document(content: object, cache_control: str) -> _Document:
@@ -133,7 +155,7 @@ def _metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[st
 class _AdminHandler(BaseHTTPRequestHandler):
     """GET and HEAD on a fixed set of paths; anything else is 404 or 405."""
 
-    routes: ClassVar[dict[str, _Document]]
+    documents: ClassVar[_KeyDocuments]
     registry: ClassVar[CollectorRegistry]
     ready: ClassVar[Callable[[], bool]]
     protocol_version = "HTTP/1.1"  # keep-alive for scrapers; every response has a Content-Length
@@ -150,7 +172,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
 
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
-        document = self.routes.get(path)
+        document = type(self).documents.get(path)
         if document is not None:
             if self.headers.get("If-None-Match") == document.etag:
                 self._send(HTTPStatus.NOT_MODIFIED, b"", document.content_type, send_body, document)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.domain.errors import LifetimeRefused, Reason, Violation
 from delegation_service.domain.ports import RevocationEvent
-from delegation_service.domain.revocation import TokenState
+from delegation_service.domain.revocation import RevocationKind, TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import TokenKind
 from delegation_service.revocation_feed import Marker, MarkerType, RevocationFeed, Subscription
@@ -39,10 +39,10 @@ _TOKEN_STATES = {
     TokenState.UNKNOWN: admin_pb2.TOKEN_STATE_UNSPECIFIED,
 }
 _REVOCATION_KINDS = {
-    "token": delegation_pb2.REVOCATION_KIND_TOKEN,
-    "chain": delegation_pb2.REVOCATION_KIND_CHAIN,
-    "subject": delegation_pb2.REVOCATION_KIND_SUBJECT,
-    "client": delegation_pb2.REVOCATION_KIND_CLIENT,
+    RevocationKind.TOKEN: delegation_pb2.REVOCATION_KIND_TOKEN,
+    RevocationKind.CHAIN: delegation_pb2.REVOCATION_KIND_CHAIN,
+    RevocationKind.SUBJECT: delegation_pb2.REVOCATION_KIND_SUBJECT,
+    RevocationKind.CLIENT: delegation_pb2.REVOCATION_KIND_CLIENT,
 }
 
 
@@ -55,12 +55,7 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         self._service = service
         self._feed = feed
         self._draining = draining if draining is not None else threading.Event()
-        # The key set only changes with a restart (or a rotation that rebuilds the servicer).
-        jwks = service.jwks()
-        self._jwks = delegation_pb2.GetJwksResponse(
-            jwks_json=json.dumps(jwks, separators=(",", ":")),
-            key_ids=[str(k["kid"]) for k in _keys(jwks)],
-        )
+        self._jwks_of: tuple[Mapping[str, object], delegation_pb2.GetJwksResponse] | None = None
 
     def Delegate(
         self, request: delegation_pb2.DelegateRequest, context: grpc.ServicerContext
@@ -131,8 +126,17 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     def GetJwks(
         self, request: delegation_pb2.GetJwksRequest, context: grpc.ServicerContext
     ) -> delegation_pb2.GetJwksResponse:
-        """The public JWK Set."""
-        return self._jwks
+        """The public JWK Set; serialised again only when the keys changed (automatic rotation)."""
+        jwks = self._service.jwks()
+        cached = self._jwks_of
+        if cached is not None and cached[0] == jwks:
+            return cached[1]
+        response = delegation_pb2.GetJwksResponse(
+            jwks_json=json.dumps(jwks, separators=(",", ":")),
+            key_ids=[str(k["kid"]) for k in _keys(jwks)],
+        )
+        self._jwks_of = (jwks, response)
+        return response
 
     def WatchRevocations(
         self, request: delegation_pb2.WatchRevocationsRequest, context: grpc.ServicerContext
@@ -147,15 +151,15 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
         def keep_going() -> bool:
             return context.is_active() and not self._draining.is_set()
 
-        # A follower that cancels or disconnects ends its stream now, not at its next wake-up.
-        context.add_callback(self._feed.wake)
-
         subscription = Subscription(
             request.cursor or None,
             request.include_snapshot,
             _duration_seconds(request.heartbeat_interval) if request.HasField("heartbeat_interval") else None,
         )
-        for item in self._feed.subscribe(subscription, keep_going):
+        stream = self._feed.subscribe(subscription, keep_going)
+        # A follower that cancels or disconnects ends its stream now, not at its next wake-up.
+        context.add_callback(stream.wake)
+        for item in stream:
             yield watch_message(item)
 
 
@@ -242,7 +246,7 @@ def watch_message(item: RevocationEvent | Marker) -> delegation_pb2.WatchRevocat
     return delegation_pb2.WatchRevocationsResponse(
         cursor=item.cursor,
         type=delegation_pb2.WATCH_MESSAGE_TYPE_REVOCATION,
-        kind=_REVOCATION_KINDS.get(item.kind, delegation_pb2.REVOCATION_KIND_UNSPECIFIED),
+        kind=_REVOCATION_KINDS[item.kind],
         chain_id=item.chain_id,
         token_id=item.token_id,
         subject=item.subject,

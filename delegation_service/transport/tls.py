@@ -2,7 +2,8 @@
 
 The files are read and checked here (certificate parses, key parses and matches the certificate, the
 client CA holds CA certificates) so that a bad file stops the process at start-up with a message naming
-the setting, instead of failing each handshake later.
+the file (:class:`TlsFileError`; the composition root names the setting), instead of failing each
+handshake later. This module knows paths, not settings: it never imports the configuration.
 
 grpcio can either require and verify a client certificate or not ask for one at all; it cannot ask for
 an optional one. So a configured client CA means mutual TLS for every connection.
@@ -19,11 +20,20 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from delegation_service.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+class TlsFileError(ValueError):
+    """Raised when a TLS file is missing, unreadable or inconsistent; ``file`` names the field of
+    :class:`TlsFiles` (``cert_file``, ``key_file`` or ``client_ca_file``), ``problem`` says what is wrong
+    (never the file's content)."""
+
+    def __init__(self, file: str, problem: str) -> None:
+        super().__init__(f"{file}: {problem}")
+        self.file = file
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -38,15 +48,15 @@ class TlsFiles:
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     """Server credentials for ``files``; mTLS (client certificate required) when a client CA is given.
 
-    Raises :class:`ConfigError` naming the setting when a file is missing, unreadable or inconsistent.
+    Raises :class:`TlsFileError` naming the file when one is missing, unreadable or inconsistent.
     """
-    chain = _read(files.cert_file, "tls.cert_file")
-    key = _read(files.key_file, "tls.key_file")
-    certificates = _certificates(chain, "tls.cert_file")
+    chain = _read(files.cert_file, "cert_file")
+    key = _read(files.key_file, "key_file")
+    certificates = _certificates(chain, "cert_file")
     try:
         private_key = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):
-        raise ConfigError("tls.key_file", "not an unencrypted PEM private key") from None
+        raise TlsFileError("key_file", "not an unencrypted PEM private key") from None
     leaf_public = (
         certificates[0]
         .public_key()
@@ -56,13 +66,13 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if leaf_public != key_public:
-        raise ConfigError("tls.key_file", "does not match the first certificate of tls.cert_file")
+        raise TlsFileError("key_file", "does not match the first certificate of the certificate file")
     client_ca: bytes | None = None
     if files.client_ca_file is not None:
-        client_ca = _read(files.client_ca_file, "tls.client_ca_file")
-        for certificate in _certificates(client_ca, "tls.client_ca_file"):
+        client_ca = _read(files.client_ca_file, "client_ca_file")
+        for certificate in _certificates(client_ca, "client_ca_file"):
             if not _is_ca(certificate):
-                raise ConfigError("tls.client_ca_file", "holds a certificate that is not a CA")
+                raise TlsFileError("client_ca_file", "holds a certificate that is not a CA")
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -109,20 +119,20 @@ def _values(auth_context: Mapping[str, object], name: str) -> Sequence[bytes]:
     return ()
 
 
-def _read(path: Path, setting: str) -> bytes:
+def _read(path: Path, file: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as error:
-        raise ConfigError(setting, f"cannot read {path}: {error.strerror}") from None
+        raise TlsFileError(file, f"cannot read {path}: {error.strerror}") from None
 
 
-def _certificates(pem: bytes, setting: str) -> list[x509.Certificate]:
+def _certificates(pem: bytes, file: str) -> list[x509.Certificate]:
     if _PEM_CERTIFICATE not in pem:
-        raise ConfigError(setting, "holds no PEM certificate")
+        raise TlsFileError(file, "holds no PEM certificate")
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError:
-        raise ConfigError(setting, "holds a malformed PEM certificate") from None
+        raise TlsFileError(file, "holds a malformed PEM certificate") from None
 
 
 def _is_ca(certificate: x509.Certificate) -> bool:

@@ -4,6 +4,7 @@ and nothing failed. No timing assertions: the figures of a quick run on a shared
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,25 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
         assert census["errors"] == 0
         assert census["per_call"] >= 1
     assert len(data["process_scaling"]) == 4
+    # Every key the service writes expires with what it describes.
+    assert data["keys_without_ttl"]["scanned"] > 0
+    assert data["keys_without_ttl"]["without_ttl"] == 0, data["keys_without_ttl"]["by_shape"]
+    # Service/floor ratios are also paired per repetition (one repetition in --quick).
+    assert all(row["pairs"] >= 1 for row in data["comparisons"] if row["floor_rps"])
+    # One round trip per RPC is the design (SPEC §4): the census shows it, background polls left out.
+    assert data["round_trips"]["service/Delegate"]["per_call"] == 1
+
+    # The real peer (oidc-provider, Node) runs beside Delegate wherever Node is installed, as in CI.
+    if shutil.which("node") and shutil.which("npm"):
+        assert data["meta"]["peer"]["skipped"] is None, data["meta"]["peer"]
+        for concurrency in (1, 64):
+            peer = data["scenarios"][f"peer/Grant/c{concurrency}"]["median"]
+            assert peer["errors"] == 0 and peer["calls"] > 0
+        rows = {row["scenario"]: row for row in data["peer"]}
+        assert rows["service/Delegate/c64"]["per_core_ratio"] is not None
+        assert "Against a real peer" in (results / "bench.md").read_text()
+    else:
+        assert data["meta"]["peer"]["skipped"]
 
     table = (results / "bench.md").read_text()
     assert "Service vs floor" in table and "rps xfloor" in table

@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from delegation_service.adapters.redis_registry import (
+from delegation_service.adapters.redis import (
     PersistenceProblem,
     RedisRegistry,
     UnsafePersistence,

@@ -1,5 +1,9 @@
 """The one contract every TokenRegistry keeps (SPEC §5), run against the memory and the Redis store.
 
+The registry is split into ports by use (``domain/ports.py``); the sections below follow the split:
+DelegationStore (recording, checking, minting), RevocationStore (revoking, horizons, records, operator
+chain revocation), ChainViews, RevocationLog (events) and StoreHealth.
+
 The memory store runs on a fake clock; the Redis store on the session's own ``redis-server`` and real
 time, so every test states absolute expiry times relative to the store's ``now`` and never depends on a
 boundary second.
@@ -24,15 +28,24 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from delegation_service.adapters.memory_registry import MemoryRegistry
-from delegation_service.adapters.redis_registry import SMALL_CHAIN_FIELDS, RedisRegistry
+from delegation_service.adapters.redis import SMALL_CHAIN_FIELDS, RedisRegistry
 from delegation_service.domain.errors import CursorExpired, InvalidRequest, StoreUnavailable
-from delegation_service.domain.ports import ChainRevocation, TokenRegistry
+from delegation_service.domain.ports import (
+    ChainRevocation,
+    ChainViews,
+    DelegationStore,
+    RevocationLog,
+    RevocationStore,
+    StoreHealth,
+    TokenRegistry,
+)
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
     TokenRecord,
     TokenState,
     evaluate,
+    root_is_active,
 )
 from delegation_service.domain.tokens import TokenKind
 
@@ -80,15 +93,40 @@ class StoreUnderTest:
         return self.clock.now()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 def registry(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
-    """Each contract test runs once per implementation."""
+    """Each contract test runs once per implementation: memory, a Redis node, a Redis Cluster."""
     if request.param == "memory":
         clock = FakeClock()
         yield StoreUnderTest(MemoryRegistry(clock, horizon_retention_seconds=HORIZON_RETENTION), clock)
         return
-    client: redis.Redis = request.getfixturevalue("redis_client")
     # No leeway here, so expiry tests wait only a second; the leeway has its own Redis test.
+    if request.param == "cluster":
+        # The one-node cluster: a cluster client and the cluster code paths (horizons read before the
+        # mint script, events published apart), with a node that refuses any CROSSSLOT step.
+        cluster = RedisCluster.from_url(
+            request.getfixturevalue("redis_cluster_server").url.removesuffix("/0")
+        )
+        cluster.flushall()
+        yield StoreUnderTest(
+            RedisRegistry(
+                cluster,
+                prefix="ct",
+                leeway_seconds=0,
+                horizon_retention_seconds=HORIZON_RETENTION,
+                cluster=True,
+            ),
+            RealClock(),
+        )
+        cluster.close()
+        return
+    client: redis.Redis = request.getfixturevalue("redis_client")
     store = RedisRegistry(client, prefix="ct", leeway_seconds=0, horizon_retention_seconds=HORIZON_RETENTION)
     yield StoreUnderTest(store, RealClock())
 
@@ -111,7 +149,7 @@ def short_memory(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     )
 
 
-# -- builders ---------------------------------------------------------------------------------------
+# -- builders ----------------------------------------------------------------------------------------
 
 
 def new_chain_id() -> str:
@@ -182,7 +220,30 @@ def recorded_chain(registry: StoreUnderTest, children: int, **root_options: obje
     return [root, *kids]
 
 
-# -- recording and checking ---------------------------------------------------------------------------
+# -- the ports ---------------------------------------------------------------------------------------
+
+PORTS = (DelegationStore, RevocationStore, RevocationLog, ChainViews, StoreHealth)
+
+
+def methods_of(port: type) -> set[str]:
+    return {name for name, value in vars(port).items() if callable(value) and not name.startswith("_")}
+
+
+def test_the_ports_split_the_registry_into_uses_without_overlap() -> None:
+    # Every operation of a store belongs to exactly one use: a use case given one port cannot reach
+    # the operations of another.
+    split = [methods_of(port) for port in PORTS]
+    assert sum(len(methods) for methods in split) == len(set().union(*split))
+    # ...and together they are the whole store: the memory store has nothing beyond them.
+    assert set().union(*split) == methods_of(MemoryRegistry)
+
+
+def test_every_store_implements_every_port(registry: StoreUnderTest) -> None:
+    for port in PORTS:
+        assert all(callable(getattr(registry.store, name, None)) for name in methods_of(port)), port
+
+
+# -- DelegationStore: recording and checking ---------------------------------------------------------
 
 
 def test_recorded_child_and_root_round_trip_through_snapshot(registry: StoreUnderTest) -> None:
@@ -236,7 +297,7 @@ def test_unrecorded_upstream_root_is_judged_by_its_claims(registry: StoreUnderTe
     assert state(registry, root) is TokenState.ACTIVE
 
 
-# -- revoking ---------------------------------------------------------------------------------------
+# -- RevocationStore: revoking -----------------------------------------------------------------------
 
 
 def test_revoking_a_chain_revokes_every_child_at_once(registry: StoreUnderTest) -> None:
@@ -306,7 +367,7 @@ def test_a_revocation_with_a_shorter_expiry_never_shortens_the_first(registry: S
     assert state(registry, child) is TokenState.REVOKED
 
 
-# -- horizons ---------------------------------------------------------------------------------------
+# -- RevocationStore: horizons -----------------------------------------------------------------------
 
 
 def test_subject_horizon_revokes_chains_rooted_at_or_before_it(registry: StoreUnderTest) -> None:
@@ -366,7 +427,7 @@ def test_horizon_never_moves_back(registry: StoreUnderTest) -> None:
     assert state(registry, child) is TokenState.REVOKED
 
 
-# -- chains -----------------------------------------------------------------------------------------
+# -- ChainViews: chains ------------------------------------------------------------------------------
 
 
 def test_chain_lists_root_and_children_with_their_states(registry: StoreUnderTest) -> None:
@@ -424,7 +485,7 @@ def test_chain_view_is_capped_to_the_root_and_the_children_that_expire_last(
     }
 
 
-# -- minting ----------------------------------------------------------------------------------------
+# -- DelegationStore: minting ------------------------------------------------------------------------
 
 
 def test_mint_reads_the_same_snapshot_a_check_of_the_root_reads(registry: StoreUnderTest) -> None:
@@ -474,6 +535,85 @@ def test_mint_records_nothing_for_a_root_revoked_by_its_marker_or_a_horizon(
     assert registry.store.snapshot(late).record is None
 
 
+RootSetUp = Callable[[TokenRegistry, TokenRecord, int], TokenRecord]
+"""Puts the store in some state for ``root`` and returns the root then presented to mint."""
+
+
+def _as_it_is(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    return root
+
+
+def _root_token_revoked(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_token(root.chain_id, root.token_id, root.expires_at, now)
+    return root
+
+
+def _chain_revoked(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_chain(root.chain_id, root.expires_at, now)
+    return root
+
+
+def _subject_horizon_at_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.SUBJECT, root.subject), root.issued_at, now)
+    return root
+
+
+def _subject_horizon_before_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.SUBJECT, root.subject), root.issued_at - 1, now)
+    return root
+
+
+def _client_horizon_at_issue(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    store.revoke_horizon(HorizonKey(HorizonKind.CLIENT, root.client_id), root.issued_at, now)
+    return root
+
+
+def _expired(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    return replace(root, issued_at=now - 2 * HOUR, root_issued_at=now - 2 * HOUR, expires_at=now - HOUR)
+
+
+def _stored_with_other_scopes(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    assert store.mint(root, make_child(root)).recorded
+    return replace(root, scopes="directory.delegations.rw")
+
+
+def _stored_as_another_token(store: TokenRegistry, root: TokenRecord, now: int) -> TokenRecord:
+    assert store.mint(root, make_child(root)).recorded
+    return replace(root, expires_at=root.expires_at - 1)
+
+
+ROOT_SITUATIONS: list[tuple[RootSetUp, bool]] = [
+    (_as_it_is, True),
+    (_root_token_revoked, False),
+    (_chain_revoked, False),
+    (_subject_horizon_at_issue, False),
+    (_subject_horizon_before_issue, True),
+    (_client_horizon_at_issue, False),
+    (_expired, False),
+    (_stored_with_other_scopes, True),
+    (_stored_as_another_token, False),
+]
+
+
+def assert_store_and_rule_agree(store: TokenRegistry, now: int, set_up: RootSetUp, active: bool) -> None:
+    root = make_root(now, subject=f"s-{uuid.uuid4().hex[:6]}", client_id=f"g-{uuid.uuid4().hex[:6]}")
+    presented = set_up(store, root, now)
+
+    outcome = store.mint(presented, make_child(presented))
+
+    assert root_is_active(presented, outcome.snapshot, now) is active
+    assert outcome.recorded is active
+
+
+@pytest.mark.parametrize(("set_up", "active"), ROOT_SITUATIONS, ids=lambda v: getattr(v, "__name__", ""))
+def test_the_store_records_exactly_when_the_domain_rule_finds_the_root_active(
+    registry: StoreUnderTest, set_up: RootSetUp, active: bool
+) -> None:
+    # "The root is active" has one home, root_is_active; a store that judges it again at its edge
+    # (Redis's mint.lua, for atomicity) must come to the same verdict on every kind of root.
+    assert_store_and_rule_agree(registry.store, registry.now(), set_up, active)
+
+
 def test_mint_records_nothing_when_the_stored_root_is_another_token(registry: StoreUnderTest) -> None:
     root, _ = recorded_chain(registry, 1)
     impostor = replace(root, subject="mallory", bearer="Per/mallory")
@@ -502,7 +642,7 @@ def test_a_child_that_does_not_belong_to_the_root_is_refused(registry: StoreUnde
     assert registry.store.record(root.chain_id, child.token_id) is None
 
 
-# -- records ----------------------------------------------------------------------------------------
+# -- RevocationStore: records ------------------------------------------------------------------------
 
 
 def test_record_reads_one_token_of_a_chain(registry: StoreUnderTest) -> None:
@@ -514,7 +654,7 @@ def test_record_reads_one_token_of_a_chain(registry: StoreUnderTest) -> None:
     assert registry.store.record(new_chain_id(), child.token_id) is None
 
 
-# -- operator chain revocation ------------------------------------------------------------------------
+# -- RevocationStore: operator chain revocation ------------------------------------------------------
 
 
 def test_revoking_a_known_chain_marks_it_and_reports_its_unexpired_tokens_and_clients(
@@ -576,7 +716,7 @@ def test_a_chain_known_by_its_marker_alone_can_be_revoked_again(registry: StoreU
     assert outcome.event is not None and outcome.event.expires_at >= now + HORIZON_RETENTION
 
 
-# -- events -----------------------------------------------------------------------------------------
+# -- RevocationLog: events ---------------------------------------------------------------------------
 
 
 def test_events_come_back_in_order_and_resume_after_any_cursor(registry: StoreUnderTest) -> None:
@@ -644,7 +784,7 @@ def test_a_cursor_whose_event_is_no_longer_retained_is_expired_not_silently_resu
     assert list(store.events(retained[0].cursor, 10_000)) == retained[1:]
 
 
-# -- expiry -----------------------------------------------------------------------------------------
+# -- every port: expiry ------------------------------------------------------------------------------
 
 
 def test_a_record_with_a_past_expiry_is_never_active(registry: StoreUnderTest) -> None:
@@ -678,7 +818,7 @@ def test_records_and_markers_expire_with_their_tokens(registry: StoreUnderTest) 
     assert registry.store.chain(root.chain_id, CHAIN_LIMIT) is None
 
 
-# -- health -----------------------------------------------------------------------------------------
+# -- StoreHealth -------------------------------------------------------------------------------------
 
 
 def test_ping_answers_when_the_store_is_up(registry: StoreUnderTest) -> None:
@@ -727,7 +867,7 @@ def write_everything(redis_registry: RedisRegistry) -> None:
     assert redis_registry.events(None, 10)
 
 
-# -- bounded memory ---------------------------------------------------------------------------------
+# -- bounded memory ----------------------------------------------------------------------------------
 
 
 @pytest.mark.redis
@@ -862,7 +1002,7 @@ def test_a_tracked_token_costs_under_300_bytes_in_a_large_chain(
     assert memory_of(redis_client, [root.chain_id]) / (len(children) + 1) < 300
 
 
-# -- constant cost ----------------------------------------------------------------------------------
+# -- constant cost -----------------------------------------------------------------------------------
 
 
 def command_calls(client: redis.Redis) -> Counter[str]:
@@ -1005,7 +1145,7 @@ def test_keys_of_one_chain_share_one_cluster_slot(
     assert all(len(slots) == 1 for slots in slots_by_chain.values())
 
 
-# -- fail closed ------------------------------------------------------------------------------------
+# -- fail closed -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -1073,7 +1213,7 @@ def test_an_unreadable_record_fails_closed(redis_registry: RedisRegistry, redis_
         redis_registry.snapshot(child)
 
 
-# -- construction and input -------------------------------------------------------------------------
+# -- construction and input --------------------------------------------------------------------------
 
 
 @pytest.mark.redis
@@ -1082,7 +1222,7 @@ def test_the_cluster_flag_must_match_the_client(redis_client: redis.Redis) -> No
         RedisRegistry(redis_client, cluster=True)
 
 
-# -- Redis Cluster ----------------------------------------------------------------------------------
+# -- Redis Cluster -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(params=["one-node", "three-masters"])
@@ -1124,6 +1264,15 @@ def test_every_operation_works_on_a_cluster_without_crossing_slots(cluster_regis
     assert cluster_registry.mint(root, make_child(root)).recorded is False
     assert [e.kind for e in cluster_registry.events(None, 10)] == ["token", "client", "chain"]
     assert cluster_registry.ping() is True
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("set_up", "active"), ROOT_SITUATIONS, ids=lambda v: getattr(v, "__name__", ""))
+def test_a_cluster_records_exactly_when_the_domain_rule_finds_the_root_active(
+    cluster_registry: RedisRegistry, set_up: RootSetUp, active: bool
+) -> None:
+    # On a cluster the horizons are read before the script and handed to it: the verdict is the same.
+    assert_store_and_rule_agree(cluster_registry, now(), set_up, active)
 
 
 @pytest.mark.redis

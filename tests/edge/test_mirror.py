@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from delegation_service.domain.revocation import TokenState
+from delegation_service.domain.revocation import RevocationKind, TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import TokenKind, VerifiedToken
-from delegation_service.edge.mirror import FeedClock, Revocation, RevocationKind, RevocationMirror
+from delegation_service.edge.mirror import FeedClock, Revocation, RevocationMirror
 
 NOW = 1_000_000
 

@@ -42,13 +42,14 @@ from delegation_service.app import build, load_catalog
 from delegation_service.client import error_details
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import DelegationError, ParentRejected
 from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
 from delegation_service.domain.scopes import Bearer, BearerType, ScopeSyntaxError, parse_scope, split_scopes
 from delegation_service.domain.tokens import TokenKind, VerifiedToken
 from delegation_service.transport.auth import operator_secret_digest
 from delegation_service.transport.server import RunningServer
-from tests.security.forge import b64url, encode_segment, signed
+from tests.security.forge import encode_segment, signed
 
 OWN_ISSUER = "https://delegation.fuzz.invalid"
 UPSTREAM_ISSUER = "https://idp.fuzz.invalid"
@@ -168,7 +169,7 @@ def tokens(draw: st.DrawFn) -> str:
         try:
             return signed(header, payload, w.upstream, "ES256")
         except (TypeError, ValueError):
-            return encode_segment({"alg": "ES256"}) + ".." + b64url(b"x")
+            return encode_segment({"alg": "ES256"}) + ".." + b64url_encode(b"x")
     token = signed({"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}, claims(), w.upstream)
     index = draw(st.integers(0, len(token) - 1))
     return token[:index] + draw(st.text(min_size=0, max_size=3)) + token[index + 1 :]

@@ -20,6 +20,7 @@ from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, Truste
 from delegation_service.adapters.keys import KeySet, load_jwks
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.app import load_catalog
+from delegation_service.audit import AuditLog
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.catalog import Catalog
 from delegation_service.domain.errors import DelegationError
@@ -58,15 +59,20 @@ def setup() -> Setup:
     clock = SystemClock()
     verifier = JwtVerifier(OWN_ISSUER, KeySet(w.own), [trusted], leeway_seconds=30, clock=clock)
     catalog = load_catalog(demo_catalog_path())
+    store = MemoryRegistry(clock, horizon_retention_seconds=90_000)
     service = DelegationService(
         issuer=OWN_ISSUER,
         verifier=verifier,
         signer=JwtSigner(KeySet(w.own)),
-        registry=MemoryRegistry(clock, horizon_retention_seconds=90_000),
+        tokens=store,
+        revocations=store,
+        chains=store,
+        health=store,
         policy=DelegationPolicy(catalog),
         lifetimes=LifetimePolicy(900, MAX_LIFETIME),
         clock=clock,
         max_parent_age_seconds=86_400,
+        audit=AuditLog(),
     )
     return Setup(service, verifier, catalog)
 

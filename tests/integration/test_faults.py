@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from delegation.v1 import delegation_pb2
-from delegation_service.adapters.redis_registry import UnsafePersistence
+from delegation_service.adapters.redis import UnsafePersistence
 from delegation_service.client import DelegationClient
 from tests.integration.harness import Harness, start_harness
 from tests.redis_processes import DURABLE, PrivateRedis, start_redis_cluster

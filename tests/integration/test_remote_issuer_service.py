@@ -5,7 +5,6 @@ down, readiness, metrics and ``config check``.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import subprocess
@@ -26,6 +25,7 @@ from delegation_service.app import Application, build, ephemeral_keys, load_cata
 from delegation_service.client import DelegationClient
 from delegation_service.config import Config, TrustedIssuer
 from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.encoding import b64url_decode
 from delegation_service.transport.server import RunningServer
 from devtools.oidc_provider import JwksMode, OidcProvider
 
@@ -80,7 +80,7 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 def is_low_s(token: str) -> bool:
     signature = token.rsplit(".", 1)[1]
-    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    raw = b64url_decode(signature)
     return int.from_bytes(raw[32:], "big") <= P256_ORDER // 2
 
 

@@ -23,7 +23,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from delegation_service.adapters.redis_registry import SMALL_CHAIN_FIELDS, RedisRegistry
+from delegation_service.adapters.redis import SMALL_CHAIN_FIELDS, RedisRegistry
 from delegation_service.domain.revocation import TokenRecord, TokenState, evaluate
 from delegation_service.domain.tokens import TokenKind
 from tests.integration.harness import SHORT_LIVED, SHORT_LIVED_PARENT_SECONDS, Harness, start_harness

@@ -6,7 +6,6 @@ deep nesting), or as finished base64url strings (to write bad base64).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -19,14 +18,10 @@ from jwt.algorithms import get_default_algorithms
 
 from delegation_service.adapters.jwt_codec import low_s
 from delegation_service.adapters.keys import SigningKey
+from delegation_service.domain.encoding import b64url_encode
 
 DROP = object()
 """A claim or header value meaning: leave this member out."""
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class Raw(str):
@@ -45,8 +40,8 @@ def encode_segment(segment: Segment) -> str:
     if isinstance(segment, Encoded):
         return str(segment)
     if isinstance(segment, Raw):
-        return b64url(segment.encode("utf-8"))
-    return b64url(json.dumps(dict(segment), separators=(",", ":")).encode("utf-8"))
+        return b64url_encode(segment.encode("utf-8"))
+    return b64url_encode(json.dumps(dict(segment), separators=(",", ":")).encode("utf-8"))
 
 
 def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,14 +62,14 @@ def signed(header: Segment, payload: Segment, key: SigningKey, alg: str | None =
     signature = algorithm.sign(signing_input.encode("ascii"), key.private_key)
     if isinstance(key.private_key, ec.EllipticCurvePrivateKey):
         signature = low_s(signature, key.private_key.curve)  # what a conforming issuer sends
-    return f"{signing_input}.{b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def hmac_signed(header: Segment, payload: Segment, secret: bytes) -> str:
     """A compact JWS whose signature is HMAC-SHA256 keyed with ``secret`` (algorithm-confusion attacks)."""
     signing_input = f"{encode_segment(header)}.{encode_segment(payload)}"
     signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def unsigned(header: Segment, payload: Segment, signature: str = "") -> str:

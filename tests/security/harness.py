@@ -43,7 +43,7 @@ _prefixes = itertools.count()
 
 
 class AuditEvent(logging.LogRecord):
-    """A record of the audit logger, for annotations only: ``delegation_service.audit.record`` sets the
+    """A record of the audit logger, for annotations only: ``delegation_service.audit.AuditLog`` sets the
     event's fields as attributes (``extra``), which ``logging.LogRecord`` cannot declare."""
 
     event: str

@@ -28,12 +28,12 @@ from delegation.v1 import admin_pb2, delegation_pb2
 from delegation_service.adapters.keys import generate_signing_key
 from delegation_service.audit import AUDIT_LOGGER
 from delegation_service.client import error_details
+from delegation_service.domain.encoding import b64url_encode
 from tests.security.conftest import Trap
 from tests.security.forge import (
     DROP,
     Encoded,
     Raw,
-    b64url,
     encode_segment,
     flip,
     hmac_signed,
@@ -197,7 +197,7 @@ ATTACKS: list[Attack] = [
     ),
     parent(
         "alg-none-with-a-signature",
-        lambda c: unsigned(c.s.upstream_header(alg="none"), c.s.upstream_claims(), b64url(b"s" * 64)),
+        lambda c: unsigned(c.s.upstream_header(alg="none"), c.s.upstream_claims(), b64url_encode(b"s" * 64)),
     ),
     parent(
         "alg-missing",
@@ -276,7 +276,7 @@ ATTACKS: list[Attack] = [
             Encoded(encode_segment(c.s.upstream_header())[:-1] + "x"), c.s.upstream_claims(), c.s.upstream_key
         ),
     ),
-    parent("payload-not-utf8", lambda c: c.s.upstream(payload=Encoded(b64url(b"\xff\xfe{}")))),
+    parent("payload-not-utf8", lambda c: c.s.upstream(payload=Encoded(b64url_encode(b"\xff\xfe{}")))),
     parent("payload-a-json-array", lambda c: c.s.upstream(payload=Raw("[1,2,3]"))),
     parent("payload-nan-constant", lambda c: with_raw_claim(c, '"x":NaN')),
     parent("duplicate-claim-sub", lambda c: with_raw_claim(c, '"sub":"mallory"')),

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from delegation.v1 import admin_pb2, delegation_pb2
 from delegation_service.adapters.keys import SigningKey
 from delegation_service.audit import AUDIT_LOGGER
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.logs import JsonFormatter
-from tests.security.forge import b64url
 from tests.security.harness import (
     INTROSPECTION_SCOPE,
     OPERATOR_SCOPE,
@@ -119,7 +119,7 @@ def key_material(key: SigningKey) -> list[str]:
     ).decode()
     body = "".join(pem.strip().splitlines()[1:-1])
     scalar = key.private_key.private_numbers().private_value  # type: ignore[union-attr]
-    return [body[:40], b64url(scalar.to_bytes(32, "big")), str(scalar)]
+    return [body[:40], b64url_encode(scalar.to_bytes(32, "big")), str(scalar)]
 
 
 def test_the_log_of_a_run_holds_no_token_and_no_key_material(

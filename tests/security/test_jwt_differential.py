@@ -21,7 +21,6 @@ chance, however late in a test session this runs.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import ParentRejected
 
 ISSUER = "https://idp.differential.invalid"
@@ -142,10 +142,6 @@ class Case:
     features: set[str] = field(default_factory=set)
     header: dict[str, Any] = field(default_factory=dict)
     claims: dict[str, Any] = field(default_factory=dict)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _json(value: dict[str, Any]) -> bytes:
@@ -280,7 +276,7 @@ def cases(draw: st.DrawFn) -> Case:
                 b"{" + first + b"," + _json({**claims, "iss": None})[1:].replace(b'"iss":null', last)
             )
 
-    header_segment, payload_segment = _b64(header_bytes), _b64(payload_bytes)
+    header_segment, payload_segment = b64url_encode(header_bytes), b64url_encode(payload_bytes)
     signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
     signer = KEYS.stranger if "signer" in changed else KEYS.issuer
     if signer is KEYS.stranger:
@@ -292,7 +288,7 @@ def cases(draw: st.DrawFn) -> Case:
         f.add(f"signature:{mutation}")
         signature = _mutate_signature(signature, mutation)
 
-    segments = [header_segment, payload_segment, _b64(signature)]
+    segments = [header_segment, payload_segment, b64url_encode(signature)]
     if "spelling" in changed:
         spelling = draw(st.sampled_from(["padded", "trailing-bits", "standard-alphabet", "whitespace"]))
         index = draw(st.integers(0, 2))
@@ -302,7 +298,9 @@ def cases(draw: st.DrawFn) -> Case:
             # Only the signature segment is outside the signing input; re-sign when the input changed.
             segments[index] = respelled
             if index < 2 and "signature:stranger" not in f and mutation is None:
-                segments[2] = _b64(_sign_p1363(KEYS.issuer, f"{segments[0]}.{segments[1]}".encode("ascii")))
+                segments[2] = b64url_encode(
+                    _sign_p1363(KEYS.issuer, f"{segments[0]}.{segments[1]}".encode("ascii"))
+                )
     case.token, case.header, case.claims = ".".join(segments), header, claims
     return case
 
@@ -530,7 +528,7 @@ def test_ours_never_accepts_a_mutated_token_that_a_reference_refuses(token: str)
 
 
 def test_a_genuine_token_is_accepted_by_all_three() -> None:
-    header = _b64(_json({"alg": "ES256", "kid": KEYS.issuer.kid, "typ": "at+jwt"}))
+    header = b64url_encode(_json({"alg": "ES256", "kid": KEYS.issuer.kid, "typ": "at+jwt"}))
     claims = {
         "iss": ISSUER,
         "sub": "alice",
@@ -539,8 +537,8 @@ def test_a_genuine_token_is_accepted_by_all_three() -> None:
         "iat": now() - 10,
         "jti": "j",
     }
-    signing_input = f"{header}.{_b64(_json(claims))}"
-    token = f"{signing_input}.{_b64(_sign_p1363(KEYS.issuer, signing_input.encode()))}"
+    signing_input = f"{header}.{b64url_encode(_json(claims))}"
+    token = f"{signing_input}.{b64url_encode(_sign_p1363(KEYS.issuer, signing_input.encode()))}"
     assert (ours_accepts(token), pyjwt_accepts(token), joserfc_accepts(token)) == (True, True, True)
 
 

@@ -7,7 +7,6 @@ These tests run through a real gRPC channel and a real Redis.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from delegation.v1 import admin_pb2, delegation_pb2
 from delegation_service.client import error_details
+from delegation_service.domain.encoding import b64url_decode, b64url_encode
 from tests.security.forge import DROP
 from tests.security.harness import SecureService, start_service
 
@@ -26,10 +26,10 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 def twin(token: str) -> str:
     """The same ES256 token carrying the other signature that verifies, ``(r, n - s)``."""
     signing_input, segment = token.rsplit(".", 1)
-    signature = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    signature = b64url_decode(segment)
     s = int.from_bytes(signature[32:], "big")
     other = signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
-    return f"{signing_input}.{base64.urlsafe_b64encode(other).rstrip(b'=').decode()}"
+    return f"{signing_input}.{b64url_encode(other)}"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delegation_service.audit import _PEM, AUDIT_LOGGER, JWT_SHAPED, MAX_FIELD_LENGTH, record, redact
+from delegation_service.audit import _PEM, AUDIT_LOGGER, JWT_SHAPED, MAX_FIELD_LENGTH, AuditLog, redact
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
@@ -38,7 +38,7 @@ def test_long_values_are_capped_with_a_hash_so_events_still_match() -> None:
 
 def test_record_writes_every_agreed_field_and_redacts_extras(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
-    record("delegate denied", event="delegate", outcome="denied", client_id=TOKEN, note=[TOKEN, 3])
+    AuditLog().record("delegate denied", event="delegate", outcome="denied", client_id=TOKEN, note=[TOKEN, 3])
     (event,) = caplog.records
     assert (event.event, event.outcome, event.reason, event.jti, event.caller) == (  # type: ignore[attr-defined]
         "delegate",
@@ -77,7 +77,7 @@ def test_the_fast_path_changes_nothing(value: str) -> None:
 def test_record_redacts_every_agreed_field_and_the_message(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
     names = ("event", "outcome", "reason", "jti", "chain_id", "client_id", "bearer", "caller")
-    record(f"msg {TOKEN}", **dict.fromkeys(names, TOKEN), extra=(TOKEN,))
+    AuditLog().record(f"msg {TOKEN}", **dict.fromkeys(names, TOKEN), extra=(TOKEN,))
     (event,) = caplog.records
     assert [getattr(event, name) for name in names] == ["[redacted-jwt]"] * len(names)
     assert event.extra == ["[redacted-jwt]"]  # type: ignore[attr-defined]
@@ -86,5 +86,5 @@ def test_record_redacts_every_agreed_field_and_the_message(caplog: pytest.LogCap
 
 def test_record_does_nothing_when_the_audit_logger_is_off(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=AUDIT_LOGGER)
-    record("delegate minted", event="delegate", outcome="minted")
+    AuditLog().record("delegate minted", event="delegate", outcome="minted")
     assert not caplog.records

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from delegation_service.config import ConfigError
-from delegation_service.transport.tls import TlsFiles, peer_certificate_names, server_credentials
+from delegation_service.app import tls_credentials
+from delegation_service.config import Config, ConfigError
+from delegation_service.transport.tls import (
+    TlsFileError,
+    TlsFiles,
+    peer_certificate_names,
+    server_credentials,
+)
 from tests.security.pki import Pki, make_pki
 
 
@@ -22,30 +28,39 @@ def test_good_files_give_credentials(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize(
-    ("files", "setting", "problem"),
+    ("files", "file", "problem"),
     [
-        (lambda p, d: TlsFiles(d / "missing.crt", p.server.key_file), "tls.cert_file", "cannot read"),
-        (lambda p, d: TlsFiles(p.server.key_file, p.server.key_file), "tls.cert_file", "no PEM certificate"),
-        (lambda p, d: TlsFiles(p.server.cert_file, p.server.cert_file), "tls.key_file", "not an unencrypted"),
-        (lambda p, d: TlsFiles(p.server.cert_file, p.operator.key_file), "tls.key_file", "does not match"),
+        (lambda p, d: TlsFiles(d / "missing.crt", p.server.key_file), "cert_file", "cannot read"),
+        (lambda p, d: TlsFiles(p.server.key_file, p.server.key_file), "cert_file", "no PEM certificate"),
+        (lambda p, d: TlsFiles(p.server.cert_file, p.server.cert_file), "key_file", "not an unencrypted"),
+        (lambda p, d: TlsFiles(p.server.cert_file, p.operator.key_file), "key_file", "does not match"),
         (
             lambda p, d: TlsFiles(p.server.cert_file, p.server.key_file, p.operator.cert_file),
-            "tls.client_ca_file",
+            "client_ca_file",
             "not a CA",
         ),
         (
             lambda p, d: TlsFiles(p.server.cert_file, p.server.key_file, d / "missing-ca.crt"),
-            "tls.client_ca_file",
+            "client_ca_file",
             "cannot read",
         ),
     ],
 )
-def test_bad_files_name_the_setting(pki: Pki, tmp_path: Path, files, setting: str, problem: str) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError) as refused:
+def test_bad_files_name_the_file(pki: Pki, tmp_path: Path, files, file: str, problem: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TlsFileError) as refused:
         server_credentials(files(pki, tmp_path))
-    assert refused.value.setting == setting
+    assert refused.value.file == file
     assert problem in refused.value.problem
     assert "BEGIN" not in str(refused.value)  # never echoes key material
+
+
+def test_the_composition_root_names_the_setting_of_a_bad_file(pki: Pki) -> None:
+    # transport/tls.py knows files, not settings: app.py turns its error into the one-line ConfigError.
+    config = Config(tls_cert_file=pki.server.cert_file, tls_key_file=pki.operator.key_file)
+    with pytest.raises(ConfigError) as refused:
+        tls_credentials(config)
+    assert refused.value.setting == "tls.key_file"
+    assert "does not match" in refused.value.problem
 
 
 @pytest.mark.parametrize(

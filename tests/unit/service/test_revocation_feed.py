@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -162,3 +163,48 @@ def test_a_snapshot_holds_what_was_revoked_before_the_stream_even_if_the_feed_is
             *revoked,
             Marker(MarkerType.SNAPSHOT_COMPLETE, revoked[0].cursor, clock.now()),
         ]
+
+
+def test_a_follower_going_away_wakes_its_own_stream_and_no_other(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    """A thousand followers leaving at once must not be a million wake-ups: with one condition shared by
+    every stream, each departure woke them all, which held the GIL for seconds and timed out unary
+    calls on the same server."""
+    count = 20
+    checks = [0] * count
+    leaving = threading.Event()
+
+    def keep_going(index: int) -> Callable[[], bool]:
+        def check() -> bool:
+            checks[index] += 1
+            return not (index == 0 and leaving.is_set())
+
+        return check
+
+    feed = RevocationFeed(registry, clock, max_streams=count, poll_seconds=POLL)
+    feed.start()
+    try:
+        snapshot = Subscription(None, include_snapshot=True)
+        streams = [feed.subscribe(snapshot, keep_going(i)) for i in range(count)]
+        for stream in streams:
+            assert isinstance(next(stream), Marker)
+        readers = [threading.Thread(target=list, args=(stream,), daemon=True) for stream in streams]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while feed.waiting_streams < count and time.monotonic() < deadline:
+            time.sleep(POLL)
+        assert feed.waiting_streams == count
+        before = list(checks)
+        leaving.set()
+        streams[0].wake()
+        readers[0].join(WAIT_SECONDS)
+        assert not readers[0].is_alive()
+        assert feed.open_streams == count - 1
+        assert checks[1:] == before[1:]  # nobody else looked up from their wait
+    finally:
+        feed.stop()
+    for reader in readers[1:]:
+        reader.join(WAIT_SECONDS)
+        assert not reader.is_alive()

@@ -16,6 +16,7 @@ import pytest
 
 from delegation_service import service as use_cases
 from delegation_service.adapters.memory_registry import MemoryRegistry
+from delegation_service.audit import AuditLog
 from delegation_service.domain.catalog import Catalog
 from delegation_service.domain.errors import (
     ChainNotFound,
@@ -25,7 +26,7 @@ from delegation_service.domain.errors import (
     ScopesRefused,
 )
 from delegation_service.domain.policy import DelegationPolicy
-from delegation_service.domain.ports import TokenRegistry
+from delegation_service.domain.ports import AuditSink, TokenRegistry
 from delegation_service.domain.revocation import HorizonKey, HorizonKind
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import (
@@ -142,23 +143,33 @@ class World:
         return self.codec.upstream[parent].chain_id
 
 
+PORTS = ("tokens", "revocations", "chains", "health")
+
+
+def new_service(
+    codec: Codec, clock: Clock, store: Any, audit: AuditSink | None = None, **ports: Any
+) -> DelegationService:
+    """The use cases over ``store``, given as every port unless ``ports`` names another for one."""
+    return DelegationService(
+        issuer=ISSUER,
+        verifier=codec,
+        signer=codec,
+        **{name: ports.get(name, store) for name in PORTS},
+        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
+        lifetimes=LifetimePolicy(900, 3600),
+        clock=clock,
+        max_parent_age_seconds=86_400,
+        audit=audit or AuditLog(),
+    )
+
+
 @pytest.fixture
 def world() -> World:
     clock = Clock()
     codec = Codec()
     store = MemoryRegistry(clock, horizon_retention_seconds=90_000)
     spy = Spy(store)
-    service = DelegationService(
-        issuer=ISSUER,
-        verifier=codec,
-        signer=codec,
-        registry=spy,
-        policy=DelegationPolicy(Catalog.from_mapping(CATALOG)),
-        lifetimes=LifetimePolicy(900, 3600),
-        clock=clock,
-        max_parent_age_seconds=86_400,
-    )
-    return World(service, codec, store, spy, clock)
+    return World(new_service(codec, clock, spy), codec, store, spy, clock)
 
 
 def delegate(
@@ -167,6 +178,76 @@ def delegate(
     time_left = options.pop("time_left", None)
     command = DelegateCommand(parent, client_id, ("warehouse.items.r",), **options)
     return world.service.delegate(command, time_left=time_left)
+
+
+# -- ports ------------------------------------------------------------------------------------------
+
+
+def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World) -> None:
+    # The store is given as four narrow ports; a spy on each shows which use case uses which.
+    ports = {name: Spy(world.store) for name in PORTS}
+    service = new_service(world.codec, world.clock, world.store, **ports)
+    parent = world.parent()
+    uses: dict[str, Counter[str]] = {}
+
+    def used(action: Any) -> None:
+        for spy in ports.values():
+            spy.calls.clear()
+        action()
+        uses[action.__name__] = Counter({name: spy.calls.total() for name, spy in ports.items() if spy.calls})
+
+    def delegating() -> None:
+        child = service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+        assert child.access_token is not None
+        assert service.introspect(child.access_token).active
+
+    def viewing() -> None:
+        service.get_chain(world.chain_of(parent))
+
+    def revoking() -> None:
+        service.revoke_subject("alice")
+        service.revoke_chain(world.chain_of(parent), dry_run=True)
+        service.revoke(parent)
+
+    def probing() -> None:
+        assert service.ready()
+
+    for action in (delegating, viewing, revoking, probing):
+        used(action)
+
+    assert uses == {
+        "delegating": Counter({"tokens": 2}),
+        "viewing": Counter({"chains": 1}),
+        "revoking": Counter({"revocations": 3}),
+        "probing": Counter({"health": 1}),
+    }
+
+
+class AuditTrail:
+    """An :class:`AuditSink` that keeps the events in a list, for the tests."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def record(self, message: str, *, event: str, outcome: str, **fields: object) -> None:
+        self.events.append((message, event, outcome))
+
+
+def test_audit_events_go_to_the_sink_the_composition_root_gives(world: World) -> None:
+    trail = AuditTrail()
+    service = new_service(world.codec, world.clock, world.store, audit=trail)
+    parent = world.parent()
+
+    service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+    with pytest.raises(ScopesRefused):
+        service.delegate(DelegateCommand(parent, "billing", ("warehouse.nothing.r",)))
+    service.revoke_subject("alice", caller="ops")
+
+    assert trail.events == [
+        ("delegate minted", "delegate", "minted"),
+        ("delegate denied", "delegate", "denied"),
+        ("revoke", "revoke", "revoked"),
+    ]
 
 
 # -- Delegate -----------------------------------------------------------------------------------------
