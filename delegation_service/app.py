@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import redis
@@ -70,6 +70,9 @@ from delegation_service.transport.server import RunningServer, ServerSettings, s
 from delegation_service.transport.servicer import DELEGATE_PATH
 from delegation_service.transport.tls import TlsFileError, TlsFiles, http_server_context, server_credentials
 
+if TYPE_CHECKING:
+    from delegation_service.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +98,8 @@ class Application:
     """Checks DPoP proofs (RFC 9449) on the OAuth port, with its replay cache in the store."""
     rotator: KeyRotator | None = None
     """Our signing keys' rotation (``issuer.key_directory``), in the background until :meth:`close`."""
+    tracing: Tracing | None = None
+    """OpenTelemetry spans (``tracing.exporter``); ``None`` when off."""
     _not_ready: tuple[str, ...] = ()
 
     def not_ready_reasons(self) -> list[str]:
@@ -125,6 +130,8 @@ class Application:
             source.stop()
         if self.rotator is not None:
             self.rotator.stop()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def serve(
         self, listen: str | None = None, reuse_port: bool = False, *, admin: bool = False
@@ -212,7 +219,10 @@ class Application:
                 handshake_timeout_seconds=config.handshake_timeout_seconds,
             ),
             self.access,
-            outer_interceptors=[MetricsInterceptor(self.metrics)],
+            outer_interceptors=[
+                *(self.tracing.server_interceptors() if self.tracing is not None else ()),
+                MetricsInterceptor(self.metrics),
+            ],
             ready=self.ready,
             prove=self._grpc_proof if self.dpop is not None else None,
         )
@@ -250,9 +260,11 @@ def build(
     catalog: Catalog | None = None,
     clock: Clock | None = None,
     open_operator_mode: bool = False,
+    tracing: Tracing | None = None,
 ) -> Application:
     """Wire the application. Keyword arguments replace what the config would build (dev server, tests)."""
     clock = clock or SystemClock()
+    tracing = tracing or build_tracing(config)
     metrics = ServiceMetrics()
     rotator = key_rotator(config) if keys is None and config.key_directory is not None else None
     snapshot = None if rotator is None else first_snapshot(rotator)
@@ -288,7 +300,10 @@ def build(
     for source in sources:
         source.refresh()
         source.start()
-    store = metered(registry or build_registry(config, clock), metrics)
+    registry = registry or build_registry(config, clock)
+    store = metered(registry, metrics)
+    if tracing is not None:
+        store = tracing.registry(store, "memory" if isinstance(registry, MemoryRegistry) else "redis")
     audit = AuditLog()
     service = DelegationService(
         issuer=config.issuer,
@@ -337,6 +352,7 @@ def build(
             ProofWindow(config.dpop_max_age_seconds, config.leeway_seconds),
         ),
         rotator=rotator,
+        tracing=tracing,
     )
 
 
@@ -346,6 +362,20 @@ def dpop_replay_cache(config: Config, clock: Clock) -> ProofReplayCache:
     if config.store == "memory":
         return MemoryProofReplayCache(clock)
     return RedisProofReplayCache(redis_client(config, store_guard(config)), config.redis_key_prefix)
+
+
+def build_tracing(config: Config) -> Tracing | None:
+    """The tracing ``tracing.exporter`` asks for; ``None`` (and nothing of OpenTelemetry loaded) when off."""
+    if config.tracing_exporter == "none":
+        return None
+    try:
+        from delegation_service import tracing  # noqa: PLC0415 (an optional extra, loaded only when on)
+    except ImportError as error:
+        raise ConfigError(
+            "tracing.exporter",
+            f"needs the tracing extra ({error.name} is missing): pip install 'delegation-service[tracing]'",
+        ) from None
+    return tracing.build_tracing(config)
 
 
 def key_rotator(config: Config) -> KeyRotator:

@@ -40,6 +40,7 @@ CLIENT_ENVIRONMENT = frozenset(
         # examples/node/delegate.mjs, run from the same shell in the README.
         "DELEGATION_CLIENT_ID",
         "DELEGATION_SCOPES",
+        "DELEGATION_AUDIENCE",
         "DELEGATION_PROTO_ROOT",
     }
 )
@@ -137,7 +138,9 @@ def _serve_worker(config_path: str, reuse_port: bool, admin: bool = True) -> int
     except RuntimeError as error:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return _run_until_signal(running, settings.grace_seconds, settings.drain_seconds)
+    return _run_until_signal(
+        running, settings.grace_seconds, settings.drain_seconds, before_exit=_tracing_flush(application)
+    )
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -170,7 +173,9 @@ def _dev(args: argparse.Namespace) -> int:
         oauth_url=_oauth_url(running),
     )
     # No drain period: the dev server is on loopback, with no load balancer to tell.
-    return _run_until_signal(running, application.config.grace_seconds, drain_seconds=0.0)
+    return _run_until_signal(
+        running, application.config.grace_seconds, drain_seconds=0.0, before_exit=_tracing_flush(application)
+    )
 
 
 def _admin_url(running: Any) -> str:
@@ -185,7 +190,15 @@ def _oauth_url(running: Any) -> str:
     return str(oauth.base_url) if oauth is not None else ""
 
 
-def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoReturn:
+def _tracing_flush(application: Any) -> Callable[[], None] | None:
+    """What exports the spans still buffered before the process exits (``None``: tracing is off)."""
+    tracing = application.tracing
+    return tracing.shutdown if tracing is not None else None
+
+
+def _run_until_signal(
+    running: Any, grace: float, drain_seconds: float, before_exit: Callable[[], None] | None = None
+) -> NoReturn:
     """Serve until SIGTERM or SIGINT, drain (README "Shutdown"), then exit without grpc's ``stop()``.
 
     Once drained nothing is in flight, but grpc's ``stop()`` would still cancel (``CANCELLED``, which
@@ -201,6 +214,8 @@ def _run_until_signal(running: Any, grace: float, drain_seconds: float) -> NoRet
     for port in (getattr(running, "oauth", None), getattr(running, "admin", None)):
         if port is not None:
             port.stop()
+    if before_exit is not None:
+        before_exit()
     log.info("exiting", extra={"event": "exit"})
     logging.shutdown()
     sys.stdout.flush()
@@ -588,8 +603,8 @@ def _chain_show(args: argparse.Namespace) -> int:
     from delegation_service import operator_view
 
     if operator_view.is_terminal(sys.stdout):
-        operator_view.render_chain(response, operator_view.console(sys.stdout))
-    else:
+        operator_view.render_chain(response, operator_view.console(sys.stdout, args.wide), wide=args.wide)
+    else:  # a pipe or a file: whole ids always, so --wide changes nothing there
         operator_view.render_chain_plain(response, sys.stdout)
     return EXIT_OK
 
@@ -820,6 +835,11 @@ def _add_operator_commands(commands: Any, kinds: Any) -> None:
     show = chain_cmd.add_parser("show", help="operator: a chain's tokens and their states")
     _add_operator_options(show, confirm=False)
     _add_chain_selector(show)
+    show.add_argument(
+        "--wide",
+        action="store_true",
+        help="on a terminal, whole token ids and timestamps (lines may pass the terminal's width)",
+    )
     show.set_defaults(handler=_chain_show)
 
 

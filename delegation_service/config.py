@@ -43,6 +43,7 @@ MAX_SCOPES_LIMIT = 1000
 bounds that work per request."""
 ENV_PREFIX = "DELEGATION_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRACING_EXPORTERS = ("none", "otlp", "console")
 
 
 class ConfigError(ValueError):
@@ -315,6 +316,23 @@ class Config:
         "Scope that lets a trusted issuer's bearer JWT introspect and follow revocations.",
     )
 
+    tracing_exporter: str = _setting(
+        "tracing.exporter",
+        "none",
+        "OpenTelemetry spans of every RPC and token-store call: none (off), otlp (OTLP/gRPC to"
+        " $OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4317) or console (stdout). Needs the tracing"
+        " extra: pip install 'delegation-service[tracing]'.",
+    )
+    tracing_service_name: str = _setting(
+        "tracing.service_name", "delegation-service", "The spans' service.name resource attribute."
+    )
+    tracing_sample_ratio: float = _setting(
+        "tracing.sample_ratio",
+        1.0,
+        "Share of new traces recorded (0 to 1); a call that arrives with a traceparent follows its caller's"
+        " decision.",
+    )
+
     def validate(self) -> Config:
         """Check cross-setting rules; return ``self`` so loading reads as one expression."""
         host, _, port = self.listen.rpartition(":")
@@ -364,6 +382,10 @@ class Config:
         self._validate_security()
         self._validate_lifecycle()
         self._validate_rotation()
+        if self.tracing_exporter not in TRACING_EXPORTERS:
+            raise ConfigError("tracing.exporter", f"must be one of {', '.join(TRACING_EXPORTERS)}")
+        if not 0 <= self.tracing_sample_ratio <= 1:
+            raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
         return self
 
     def rotation_policy(self) -> RotationPolicy:

@@ -34,43 +34,86 @@ _KINDS = {
 }
 
 
+SHORT_ID_LENGTH = 8
+"""Characters of a token id shown on a terminal (like git's short hashes), more if two would clash."""
+_ELLIPSIS = "…"
+
+
 def is_terminal(out: TextIO) -> bool:
     """Whether ``out`` is a terminal a person reads (Rich's test: a TTY, or FORCE_COLOR / TTY_COMPATIBLE)."""
     return Console(file=out).is_terminal
 
 
-def console(out: TextIO) -> Console:
-    """A console on ``out``: colours on a terminal (unless NO_COLOR), plain fixed-width text elsewhere."""
-    terminal = Console(file=out).is_terminal
-    return Console(file=out, highlight=False, width=None if terminal else PLAIN_WIDTH)
+def console(out: TextIO, wide: bool = False) -> Console:
+    """A console on ``out``: colours on a terminal (unless NO_COLOR), plain fixed-width text elsewhere.
+
+    ``wide`` lets lines grow past the terminal's width (at least :data:`PLAIN_WIDTH`), for whole ids
+    and timestamps: pipe it to ``less -S`` on a narrow terminal.
+    """
+    probe = Console(file=out)
+    width = None if probe.is_terminal else PLAIN_WIDTH
+    if wide:
+        width = max(probe.width, PLAIN_WIDTH)
+    return Console(file=out, highlight=False, width=width)
 
 
-def render_chain(chain: admin_pb2.GetChainResponse, out: Console, now: float | None = None) -> None:
-    """Print a chain: a headline, the tokens as a tree-shaped table, and a one-line summary."""
+def short_ids(token_ids: Sequence[str], length: int = SHORT_ID_LENGTH) -> dict[str, str]:
+    """Each id cut to one length, at least ``length``, at which no two ids of the list share a prefix.
+
+    Like git's abbreviated hashes: enough to recognise a token in the table, and to tell it from the
+    others of the same chain; ``--wide`` or ``--output json`` gives the whole ids to copy.
+    """
+    unique = set(token_ids)
+    while length < max((len(token_id) for token_id in unique), default=0):
+        if len({token_id[:length] for token_id in unique}) == len(unique):
+            break
+        length += 1
+    return {
+        token_id: token_id if len(token_id) <= length + 1 else token_id[:length] + _ELLIPSIS
+        for token_id in unique
+    }
+
+
+def render_chain(
+    chain: admin_pb2.GetChainResponse, out: Console, now: float | None = None, *, wide: bool = False
+) -> None:
+    """Print a chain: a headline, the tokens as a tree-shaped table, and a one-line summary.
+
+    Sized for the terminal (80 columns is enough): token ids abbreviated, expiry as a relative time,
+    one scope per line. ``wide`` shows whole ids and timestamps instead.
+    """
     now = time.time() if now is None else now
     headline = Text(f"Chain {chain.chain_id}  ")
     headline.append("REVOKED" if chain.revoked else "not revoked", "bold red" if chain.revoked else "green")
     out.print(headline)
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    ids = (
+        {t.token_id: t.token_id for t in chain.tokens}
+        if wide
+        else short_ids([t.token_id for t in chain.tokens])
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     table.add_column("Token", no_wrap=True)
-    table.add_column("Kind")
-    table.add_column("State")
-    table.add_column("Client")
-    table.add_column("Scopes", overflow="fold")
+    table.add_column("Kind", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Client", overflow="fold")
+    table.add_column("Scopes", overflow="fold", min_width=12)
     table.add_column("Expires", no_wrap=True)
     for prefix, token in tree_order(chain.tokens):
         label, style = _STATE_STYLES.get(token.state, ("unknown", "yellow"))
+        expires = relative(token.expire_time.seconds - now)
         table.add_row(
-            Text(prefix, "dim") + Text(token.token_id),
+            Text(prefix, "dim") + Text(ids[token.token_id]),
             _KINDS.get(token.kind, "?"),
             Text(label, style),
             token.client_id or "-",
-            " ".join(token.scopes),
-            f"{token.expire_time.ToJsonString()} ({relative(token.expire_time.seconds - now)})",
+            "\n".join(token.scopes),
+            f"{token.expire_time.ToJsonString()} ({expires})" if wide else expires,
         )
     out.print(table)
     out.print(summary(chain.tokens))
+    if not wide and any(ids[t.token_id] != t.token_id for t in chain.tokens):
+        out.print(Text("(ids abbreviated: --wide or --output json shows them whole)", "dim"))
 
 
 def render_chain_plain(chain: admin_pb2.GetChainResponse, out: TextIO, now: float | None = None) -> None:

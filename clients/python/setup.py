@@ -1,14 +1,22 @@
-"""Build hook of delegation-client: copy the .proto files in and generate the stubs from them.
+"""Build hook of delegation-client: copy the .proto files and the helper in, generate the stubs.
 
 In a checkout, the .proto files are copied from the repository's ``protos/`` (the one source of
-truth) into the package (``src/delegation_client/protos/``, git-ignored); an sdist carries that copy,
-so a wheel built from it needs nothing else. The stubs are then generated into ``build/generated/``
-with grpcio-tools and mypy-protobuf (both build requirements), exactly as ``scripts/gen-protos`` does
-for the service.
+truth) into the package (``src/delegation_client/protos/``, git-ignored), and the helper from the
+service's ``delegation_service/client.py`` (its one source) to ``src/delegation_client/_client.py``
+(git-ignored); an sdist carries both copies, so a wheel built from it needs nothing else. The stubs are
+then generated into ``build/generated/`` with grpcio-tools and mypy-protobuf (both build requirements),
+exactly as ``scripts/gen-protos`` does for the service.
+
+The stubs and the helper are this distribution's own: ``delegation_client.v1``, not the service's
+``delegation.v1``. Both distributions used to install ``delegation/`` and ``delegation_client/``, so
+uninstalling either deleted files the other still listed. The one difference between the copies is
+the module path the imports name, rewritten here (:func:`own_stubs`); the stubs register the same
+``delegation/v1/*.proto`` descriptors either way, so both may be imported in one process.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,9 +27,19 @@ from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
 REPO_PROTOS = HERE.parent.parent / "protos"
+REPO_HELPER = HERE.parent.parent / "delegation_service" / "client.py"
 PACKAGED_PROTOS = HERE / "src" / "delegation_client" / "protos"
+PACKAGED_HELPER = HERE / "src" / "delegation_client" / "_client.py"
 GENERATED = HERE / "build" / "generated"
 HEADER = '"""Generated from delegation/v1/*.proto by the delegation-client build; do not edit."""\n'
+STUB_IMPORT = re.compile(r"^(\s*)(from|import) delegation\.v1\b", re.MULTILINE)
+"""An import of the service's stub package at the start of a line (never a string such as the method
+path ``'/delegation.v1.DelegationService/Delegate'``, which must stay as it is)."""
+
+
+def own_stubs(source: str) -> str:
+    """``source`` with its ``delegation.v1`` imports naming this distribution's ``delegation_client.v1``."""
+    return STUB_IMPORT.sub(r"\1\2 delegation_client.v1", source)
 
 
 def sync_protos() -> None:
@@ -33,6 +51,14 @@ def sync_protos() -> None:
         target = PACKAGED_PROTOS / proto.relative_to(REPO_PROTOS)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(proto, target)
+
+
+def sync_helper() -> None:
+    """Copy the helper from the service's source, when building from a checkout."""
+    if not REPO_HELPER.is_file():
+        return  # building from an sdist: the copy is already in it
+    header = "# Copied from delegation_service/client.py by the delegation-client build; do not edit.\n"
+    PACKAGED_HELPER.write_text(header + own_stubs(REPO_HELPER.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def generate() -> None:
@@ -63,11 +89,14 @@ def generate() -> None:
             cwd=PACKAGED_PROTOS,
             check=True,
         )
-    for package in (GENERATED / "delegation", GENERATED / "delegation" / "v1"):
-        (package / "__init__.py").write_text(HEADER)
-        (package / "py.typed").write_text("")
+    stubs = GENERATED / "delegation" / "v1"
+    for module in [*stubs.glob("*.py"), *stubs.glob("*.pyi")]:
+        module.write_text(own_stubs(module.read_text(encoding="utf-8")), encoding="utf-8")
+    (stubs / "__init__.py").write_text(HEADER)
+    (stubs / "py.typed").write_text("")
 
 
 sync_protos()
+sync_helper()
 generate()
 setup()

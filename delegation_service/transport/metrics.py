@@ -6,6 +6,12 @@ and alerts platform teams already have work unchanged:
 - ``grpc_server_started_total{grpc_type,grpc_service,grpc_method}``
 - ``grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}``
 - ``grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`` (histogram)
+- ``grpc_server_msg_received_total{grpc_type,grpc_service,grpc_method}``
+- ``grpc_server_msg_sent_total{grpc_type,grpc_service,grpc_method}``
+
+and, beside them, ``grpc_server_open_streams{grpc_type,grpc_service,grpc_method}``: the streaming calls
+in progress (``WatchRevocations`` followers, ``Health/Watch``), which the counters show only as a
+difference of two series that reset independently.
 
 ``grpc_code`` is the status name (``OK``, ``PERMISSION_DENIED``, ...). The domain metrics are derived
 here and in :mod:`delegation_service.adapters.metered_registry` from what crosses the edges (responses,
@@ -103,6 +109,25 @@ class ServiceMetrics:
             rpc_labels,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
+        )
+        self.msg_received = Counter(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            rpc_labels,
+            registry=self.registry,
+        )
+        self.msg_sent = Counter(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            rpc_labels,
+            registry=self.registry,
+        )
+        self.open_streams = Gauge(
+            "grpc_server_open_streams",
+            "Streaming RPCs in progress on the server (revocation followers, health watchers).",
+            rpc_labels,
+            registry=self.registry,
+            multiprocess_mode="livesum",  # every worker's open streams, added up
         )
         self.tokens_issued = Counter(
             "delegation_tokens_issued_total",
@@ -276,6 +301,20 @@ class MetricsInterceptor(WrappingInterceptor):
         return handler
 
 
+def _received(request: Any, method: _Method) -> Any:
+    """Count the request message (unary request), or each one as the handler reads it (a stream)."""
+    if not method.streams_requests:
+        method.received.inc()
+        return request
+
+    def counted() -> Iterator[Any]:
+        for message in request:
+            method.received.inc()
+            yield message
+
+    return counted()
+
+
 def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method) -> Any:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         method.started.inc()
@@ -283,7 +322,7 @@ def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method
         response = None
         fallback = _OK
         try:
-            response = behavior(request, context)
+            response = behavior(_received(request, method), context)
             return response
         except BaseException:
             # The handler raised: an abort has set the code; anything else reaches the caller as UNKNOWN.
@@ -298,10 +337,16 @@ def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method
 def _streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: _Method) -> Any:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         method.started.inc()
+        open_streams = method.open_streams
+        if open_streams is not None:
+            open_streams.inc()
         start = time.perf_counter()
         fallback = _OK
+        sent = method.sent
         try:
-            yield from behavior(request, context)
+            for message in behavior(_received(request, method), context):
+                sent.inc()
+                yield message
         except GeneratorExit:
             fallback = grpc.StatusCode.CANCELLED  # the caller went away, or the server stopped the stream
             raise
@@ -309,6 +354,8 @@ def _streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], m
             fallback = grpc.StatusCode.UNKNOWN
             raise
         finally:
+            if open_streams is not None:
+                open_streams.dec()
             method.finish(context, time.perf_counter() - start, None, fallback)
 
     return handle
@@ -323,6 +370,13 @@ class _Method:
         service, _, self.name = method.lstrip("/").rpartition("/")
         self._labels = (kind, service, self.name)
         self.started = metrics.started.labels(*self._labels)
+        self.received = metrics.msg_received.labels(*self._labels)
+        self.sent = metrics.msg_sent.labels(*self._labels)
+        self.streams_requests = kind in (CLIENT_STREAMING, BIDI_STREAMING)
+        self._streams_responses = kind in (SERVER_STREAMING, BIDI_STREAMING)
+        # Only streaming methods get a gauge series (a unary one would stay 0, and with workers each
+        # series is one more value in every worker's metrics file).
+        self.open_streams = metrics.open_streams.labels(*self._labels) if self._streams_responses else None
         self._handling = metrics.handling_seconds.labels(*self._labels)
         self._handled: dict[str, Any] = {}
         self._denied: dict[str, Any] = {}
@@ -341,8 +395,10 @@ class _Method:
         if handled is None:
             handled = _child(self._handled, code_name, self._metrics.handled, *self._labels, code_name)
         handled.inc()
+        if response is not None and code is _OK and not self._streams_responses:
+            self.sent.inc()  # a unary response (a stream counts each message as it goes)
         self._handling.observe(elapsed)
-        reason = "" if code is _OK else _error_reason(context)
+        reason = "" if code is _OK else error_reason(context)
         if self._delegate:
             self._count_delegate(code, code_name, reason, response)
         if not access_log.isEnabledFor(self._level):
@@ -389,7 +445,7 @@ def _child(cache: dict[str, Any], key: str, family: Any, *labels: str) -> Any:
     return child
 
 
-def _error_reason(context: grpc.ServicerContext) -> str:
+def error_reason(context: grpc.ServicerContext) -> str:
     """The ``ErrorInfo.reason`` of the status the handler set, if it set a rich one."""
     for key, value in context.trailing_metadata() or ():
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):

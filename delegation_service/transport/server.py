@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -193,6 +195,32 @@ class StreamThreads(WrappingInterceptor):
         )
 
 
+def refuse_taken_address(listen: str) -> None:
+    """Raise ``RuntimeError`` (one line) when ``host:port`` is taken, before gRPC tries to bind it.
+
+    gRPC's C core would log its own multi-part ``add_port.cc`` line on stderr before the exception that
+    says the same thing; a probe bind (with ``SO_REUSEADDR``, as gRPC binds) fails first and alone. Only
+    "in use" and "not permitted" are reported here: anything else is left to gRPC's own bind.
+    """
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0 or host.startswith(("unix", "vsock")):
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError):
+        return
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise RuntimeError(f"cannot listen on {listen}: {error.strerror}") from None
+
+
 def start_server(
     service: DelegationService,
     feed: RevocationFeed,
@@ -209,6 +237,8 @@ def start_server(
     which must see the final status of every call. ``ready`` is the readiness probe (default: the
     store answers); the application adds its trusted issuers' keys.
     """
+    if not settings.reuse_port:
+        refuse_taken_address(settings.listen)
     # One thread per stream up to the cap, and a few more that only ever refuse the next ones at once.
     stream_pool = futures.ThreadPoolExecutor(
         max_workers=settings.max_streams + STREAM_REFUSAL_THREADS, thread_name_prefix="stream"

@@ -6,10 +6,17 @@ Exit codes: 0 done, 1 refused by the service, 2 bad usage, 3 unavailable.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +29,7 @@ pytestmark = pytest.mark.redis
 
 CLI = [sys.executable, "-m", "delegation_service.cli"]
 CLI_TIMEOUT_SECONDS = 30
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +62,46 @@ def cli(server: Harness, *args: str, stdin: str | None = None) -> subprocess.Com
         timeout=CLI_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def cli_on_terminal(server: Harness, *args: str, columns: int = 80) -> tuple[int, str]:
+    """Run the CLI with its stdout on a pseudo-terminal ``columns`` wide; the exit code and the screen."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "LINES")
+    }
+    env.update(
+        DELEGATION_ADDRESS=server.address,
+        DELEGATION_OPERATOR_TOKEN=server.operator_secret,
+        TERM="xterm-256color",
+    )
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen([*CLI, *args], env=env, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end closed when the command exited
+                break
+            if not data:
+                break
+            screen += data
+        code = process.wait(timeout=CLI_TIMEOUT_SECONDS)
+    finally:
+        os.close(leader)
+        if process.stderr is not None:
+            process.stderr.close()
+    return code, screen.decode().replace("\r\n", "\n")
 
 
 @dataclass
@@ -105,6 +153,49 @@ def test_chain_show_draws_the_chain_as_a_tree_table(server: Harness, client: Del
     assert first[1:4] == ["delegated", "active", "billing"]
     assert revoked[2:4] == ["revoked", "search"]
     assert last[2] == "active" and "directory.person.r" in last[4] and "(in 1" in last[5]
+
+
+def test_chain_show_on_an_80_column_terminal_is_a_coloured_table_that_fits(
+    server: Harness, client: DelegationClient
+) -> None:
+    chain = a_chain(server, client)
+
+    code, screen = cli_on_terminal(server, "chain", "show", "--chain-id", chain.chain_id)
+
+    assert code == 0, screen
+    assert "\x1b[" in screen  # colour, on a terminal only
+    lines = ANSI_ESCAPE.sub("", screen).splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), "\n".join(lines)
+    assert lines[0] == f"Chain {chain.chain_id}  not revoked"
+    assert lines[1].split() == ["Token", "Kind", "State", "Client", "Scopes", "Expires"]
+    assert set(lines[2]) == {"─"}  # a table, not tab-separated lines
+    text = "\n".join(lines)
+    for token_id in (chain.root_id, *chain.child_ids):
+        assert token_id not in text  # abbreviated, like git's short hashes
+        (shown,) = [line for line in lines if f"{token_id[:8]}…" in line]
+        # Expiry as a relative time only; the timestamp is for --wide.
+        assert re.search(r"\bin \d+[smhd]\s*$", shown) and not re.search(r"\d{4}-\d\d-\d\dT", shown), shown
+    revoked = next(line for line in lines if f"{chain.child_ids[1][:8]}…" in line)
+    assert "revoked" in revoked and "search" in revoked
+    assert "4 tokens: 3 active, 1 revoked; clients: billing, gateway, search" in lines
+    assert lines[-1] == "(ids abbreviated: --wide or --output json shows them whole)"
+
+
+def test_chain_show_wide_shows_whole_ids_and_timestamps(server: Harness, client: DelegationClient) -> None:
+    chain = a_chain(server, client)
+
+    code, screen = cli_on_terminal(server, "chain", "show", "--chain-id", chain.chain_id, "--wide")
+
+    assert code == 0, screen
+    text = ANSI_ESCAPE.sub("", screen)
+    for token_id in (chain.root_id, *chain.child_ids):
+        (shown,) = [line for line in text.splitlines() if token_id in line]
+        assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in \d+[smhd]\)", shown), shown
+    assert "abbreviated" not in text
+    # A pipe always gets whole ids: --wide changes nothing there.
+    piped = cli(server, "chain", "show", "--chain-id", chain.chain_id, "--wide")
+    assert piped.returncode == 0 and "\x1b[" not in piped.stdout
+    assert all(row(piped.stdout, token_id).count("\t") == 5 for token_id in chain.child_ids)
 
 
 def test_chain_show_by_token_and_as_json(server: Harness, client: DelegationClient) -> None:

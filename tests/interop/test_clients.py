@@ -74,6 +74,7 @@ def test_python_client_package_runs_the_readme_block(
     granted, refused = result.stdout.splitlines()
     assert "['warehouse.items.r', 'directory.person.r']" in granted
     assert refused.startswith("PERMISSION_DENIED SCOPE_NOT_ALLOWED_FOR_CLIENT")
+    assert "scopes[0]" in refused
 
 
 def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tm
         [
             str(client_venv),
             "-c",
-            "import delegation_client, delegation.v1.delegation_pb2_grpc as g, pathlib;"
+            "import delegation_client, delegation_client.v1.delegation_pb2_grpc as g, pathlib;"
             "print(sorted(p.name for p in delegation_client.proto_dir().rglob('*.proto')));"
             "print(sorted(p.name for p in pathlib.Path(g.__file__).parent.glob('*.pyi')))",
         ],
@@ -100,8 +101,8 @@ def test_python_client_package_ships_protos_and_type_stubs(client_venv: Path, tm
     caller.write_text(
         textwrap.dedent(
             """
-            from delegation.v1 import delegation_pb2
             from delegation_client import DelegationClient
+            from delegation_client.v1 import delegation_pb2
 
             def scopes_of(client: DelegationClient, parent: str) -> list[str]:
                 response: delegation_pb2.DelegateResponse = client.delegate(parent, "billing", ["a.b.r"])
@@ -145,15 +146,19 @@ def test_node_example_delegates_and_jose_verifies_against_the_http_jwks(dev: Dev
     assert verified["delegated"] is True and verified["verified_by"] == "jose"
     assert verified["alg"] == "ES256" and verified["iss"] == "https://delegation.dev.localhost"
     assert verified["client_id"] == "billing" and verified["scope"] == "warehouse.items.r"
+    assert verified["aud"] == "warehouse"  # checked by jose: the example names its audience
     assert verified["act"] == {"sub": "gateway"}
 
 
-def test_node_example_reports_a_refusal_with_its_error_details(dev: DevServer, node: str) -> None:
-    # After the README block has installed the packages.
+def test_node_example_decodes_error_info_and_bad_request_from_the_status_details(
+    dev: DevServer, node: str
+) -> None:
+    # After the README block has installed the packages. Two scopes refused for two reasons: the
+    # ErrorInfo names the first, the BadRequest has one violation per scope.
     result = subprocess.run(
         [node, "delegate.mjs"],
         cwd=REPO / "examples" / "node",
-        env={**dev.env, "DELEGATION_SCOPES": "directory.person.rw"},
+        env={**dev.env, "DELEGATION_SCOPES": "directory.person.rw Org.warehouse.items.r"},
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_SECONDS,
@@ -162,9 +167,48 @@ def test_node_example_reports_a_refusal_with_its_error_details(dev: DevServer, n
 
     assert result.returncode == 1, result.stderr
     refused = json.loads(result.stdout)
-    assert refused == {
-        "delegated": False,
-        "code": "PERMISSION_DENIED",
-        "message": refused["message"],
-        "has_error_details": True,
+    assert refused["delegated"] is False
+    assert refused["code"] == "INVALID_ARGUMENT"
+    assert refused["reason"] == "DIFFERENT_BEARER_TYPES"
+    assert refused["domain"] == "delegation-service"
+    assert refused["metadata"]["scopes"] == "directory.person.rw Org.warehouse.items.r"
+    assert [(v["field"], v["reason"]) for v in refused["violations"]] == [
+        ("scopes[0]", "SCOPE_NOT_ALLOWED_FOR_CLIENT"),
+        ("scopes[1]", "DIFFERENT_BEARER_TYPES"),
+    ]
+    assert all(v["description"].startswith("'") for v in refused["violations"])
+    # The same details the Python helper decodes from the same refusal.
+    python = dev.run(
+        "delegate",
+        "--client-id",
+        "billing",
+        "--scope",
+        "directory.person.rw",
+        "--scope",
+        "Org.warehouse.items.r",
+    )
+    assert python.returncode == 1
+    assert python.stderr.splitlines()[0].startswith("error: INVALID_ARGUMENT DIFFERENT_BEARER_TYPES: ")
+    assert python.stderr.splitlines()[1:] == [
+        f"  {v['field']}: {v['reason']}: {v['description']}" for v in refused["violations"]
+    ]
+
+
+def test_node_example_refuses_a_child_meant_for_another_audience(dev: DevServer, node: str) -> None:
+    result = subprocess.run(
+        [node, "delegate.mjs"],
+        cwd=REPO / "examples" / "node",
+        env={**dev.env, "DELEGATION_AUDIENCE": "directory"},  # the child is for warehouse
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {
+        "delegated": True,
+        "verified": False,
+        "error": "ERR_JWT_CLAIM_VALIDATION_FAILED",
+        "claim": "aud",
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -87,20 +86,3 @@ def test_http_block_reads_metadata_jwks_readiness_and_metrics(dev: DevServer) ->
     assert [key["kty"] for key in json.loads(jwks.stdout)["keys"]] == ["EC"]
     assert ready.stdout == "ok\n"
     assert metrics.stdout.startswith("grpc_server_handled_total{")
-
-
-def test_python_block_delegates_and_decodes_a_refusal(dev: DevServer) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", block("python")],
-        env=dev.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr
-    granted, refused = result.stdout.splitlines()
-    assert "['warehouse.items.r', 'directory.person.r']" in granted
-    assert refused.startswith("PERMISSION_DENIED SCOPE_NOT_ALLOWED_FOR_CLIENT")
-    assert "scopes[0]" in refused

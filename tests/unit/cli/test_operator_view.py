@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from rich.console import Console
 
 from delegation.v1 import admin_pb2
 from delegation_service import operator_view
@@ -74,3 +75,39 @@ def test_a_pipe_gets_plain_wide_lines() -> None:
     assert "\x1b[" not in out.getvalue()
     assert any(line.startswith("├─ a") or line.startswith("└─ a") for line in lines)
     assert lines[-1] == "2 tokens: 2 active; clients: c-a, c-r"
+
+
+def test_short_ids_are_eight_characters_unless_two_would_clash() -> None:
+    ids = ["6iFyS3rMbzQrTQ-2bOb3HQ", "2NMQpJVCFDuGhSixUTUPYw", "2NMQpJVCxxxxxxxxxxxxxx", "short"]
+    assert operator_view.short_ids(ids) == {
+        "6iFyS3rMbzQrTQ-2bOb3HQ": "6iFyS3rMb…",  # one length for all, so the column stays aligned
+        "2NMQpJVCFDuGhSixUTUPYw": "2NMQpJVCF…",
+        "2NMQpJVCxxxxxxxxxxxxxx": "2NMQpJVCx…",
+        "short": "short",
+    }
+    alone = operator_view.short_ids(["6iFyS3rMbzQrTQ-2bOb3HQ"])
+    assert alone == {"6iFyS3rMbzQrTQ-2bOb3HQ": "6iFyS3rM…"}
+    # Nothing is cut to save a single character.
+    assert operator_view.short_ids(["abcdefghi"]) == {"abcdefghi": "abcdefghi"}
+
+
+def test_a_terminal_table_fits_80_columns_and_wide_keeps_whole_ids() -> None:
+    tokens = [
+        admin_pb2.ChainToken(
+            token_id=f"{i}NMQpJVCFDuGhSixUTUPYw",
+            parent_token_id="" if i == 0 else f"{i - 1}NMQpJVCFDuGhSixUTUPYw",
+            client_id="billing-subsystem",
+            scopes=["directory.delegations.rw", "https://api.publiq.be/auth/uitpas"],
+            state=admin_pb2.TOKEN_STATE_ACTIVE,
+        )
+        for i in range(4)
+    ]
+    chain = admin_pb2.GetChainResponse(chain_id="PkjzjK23UFqpS3IyPj-TJg", tokens=tokens)
+    narrow = io.StringIO()
+    operator_view.render_chain(chain, Console(file=narrow, width=80, highlight=False), now=0)
+    assert all(len(line) <= 80 for line in narrow.getvalue().splitlines())
+    assert "0NMQpJVC…" in narrow.getvalue() and "0NMQpJVCFDuGhSixUTUPYw" not in narrow.getvalue()
+    wide = io.StringIO()
+    operator_view.render_chain(chain, Console(file=wide, width=160, highlight=False), now=0, wide=True)
+    assert all(token.token_id in wide.getvalue() for token in tokens)
+    assert "1970-01-01T00:00:00Z (in 0s)" in wide.getvalue()

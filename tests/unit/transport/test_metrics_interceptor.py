@@ -158,3 +158,30 @@ def test_label_children_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         child = metrics_module._child(cache, f"client-{i}", metrics.tokens_issued, f"client-{i}")
         assert cache[f"client-{i}"] is child is metrics.tokens_issued.labels(f"client-{i}")
         assert len(cache) <= 3
+
+
+def test_messages_are_counted_as_the_handler_reads_and_returns_them() -> None:
+    metrics = ServiceMetrics(process_metrics=False)
+    interceptor = MetricsInterceptor(metrics)
+    upload = "/test.Upload/Send"
+
+    def count(requests: Iterator[int], context: Any) -> int:
+        return sum(1 for _ in requests)
+
+    handler = interceptor.intercept_service(
+        lambda _: grpc.stream_unary_rpc_method_handler(count),
+        Details(upload),  # type: ignore[arg-type]
+    )
+    assert handler is not None and handler.stream_unary is not None
+    assert handler.stream_unary(iter(range(3)), context()) == 3
+    labels = rpc_labels(upload, "CLIENT_STREAMING")
+    assert sample(metrics, "grpc_server_msg_received_total", **labels) == 3
+    assert sample(metrics, "grpc_server_msg_sent_total", **labels) == 1
+    # A unary method has no open-streams series at all.
+    unary_handler = interceptor.intercept_service(
+        lambda _: unary(lambda request, context: Response()),
+        Details(DELEGATE_METHOD),  # type: ignore[arg-type]
+    )
+    assert unary_handler is not None and unary_handler.unary_unary is not None
+    unary_handler.unary_unary(None, context())
+    assert metrics.registry.get_sample_value("grpc_server_open_streams", rpc_labels(DELEGATE_METHOD)) is None

@@ -1,6 +1,7 @@
 """The Python client of delegation-service: generated stubs, the ``.proto`` files, and a small helper.
 
-- ``delegation.v1.delegation_pb2`` / ``admin_pb2`` (messages) and ``*_pb2_grpc`` (stubs), with type stubs.
+- ``delegation_client.v1.delegation_pb2`` / ``admin_pb2`` (messages) and ``*_pb2_grpc`` (stubs), with
+  type stubs: this distribution's own, so it shares no file with the service's (``delegation.v1``).
 - :class:`DelegationClient`: both services over one channel, a deadline on every call.
 - :func:`error_details`: the ``ErrorInfo`` reason and the ``BadRequest`` violations of a failed call.
 - :func:`proto_dir`: where the ``.proto`` files this package was generated from are installed, for
