@@ -24,7 +24,7 @@ from delegation_service.transport.decoding import MalformedRequestInterceptor
 from delegation_service.transport.health import HealthServicer
 from delegation_service.transport.interceptors import DrainInterceptor, ErrorAndAuthInterceptor
 from delegation_service.transport.servicer import DelegationAdminServicer, DelegationServicer, ProofCheck
-from delegation_service.transport.wrapping import Handler, WrappingInterceptor
+from delegation_service.transport.wrapping import Handler, WrappingInterceptor, chained
 
 log = logging.getLogger(__name__)
 
@@ -247,13 +247,15 @@ def start_server(
     calls = DrainInterceptor(draining)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[
-            StreamThreads(stream_pool),
-            *outer_interceptors,
-            calls,
-            MalformedRequestInterceptor(),
-            ErrorAndAuthInterceptor(gate),
-        ],
+        interceptors=chained(
+            [
+                StreamThreads(stream_pool),
+                *outer_interceptors,
+                calls,
+                MalformedRequestInterceptor(),
+                ErrorAndAuthInterceptor(gate),
+            ]
+        ),
         # gRPC counts streams in this limit too: they get a budget of their own beside the unary one.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs + settings.max_streams,
         options=[

@@ -7,7 +7,7 @@ is seen and keeps the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -50,3 +50,39 @@ class WrappingInterceptor(grpc.ServerInterceptor):
     def wrap(self, handler: Handler, method: str) -> Handler:
         """The wrapped handler of ``method``."""
         raise NotImplementedError
+
+
+class WrappingChain(WrappingInterceptor):
+    """Several wrapping interceptors as one, in the same order (the first is the outermost).
+
+    grpc runs each interceptor of a server as a step of a Python pipeline on every call, wrapped
+    handlers cached or not: five of them were a tenth of a Delegate's Python time in the bench profile
+    (``_ServicePipeline._continuation``). Composed once per method here, a call pays one step.
+    """
+
+    def __init__(self, interceptors: Sequence[WrappingInterceptor]) -> None:
+        super().__init__()
+        self._inner = tuple(interceptors)
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        for interceptor in reversed(self._inner):
+            if interceptor.applies_to(method):
+                handler = interceptor.wrap(handler, method)
+        return handler
+
+
+def chained(interceptors: Sequence[grpc.ServerInterceptor]) -> list[grpc.ServerInterceptor]:
+    """``interceptors`` with each run of consecutive wrapping interceptors made one :class:`WrappingChain`
+    (the others, e.g. OpenTelemetry's, stay where they are)."""
+    result: list[grpc.ServerInterceptor] = []
+    run: list[WrappingInterceptor] = []
+    for interceptor in (*interceptors, None):
+        if isinstance(interceptor, WrappingInterceptor):
+            run.append(interceptor)
+            continue
+        if run:
+            result.append(run[0] if len(run) == 1 else WrappingChain(run))
+            run = []
+        if interceptor is not None:
+            result.append(interceptor)
+    return result
