@@ -67,10 +67,31 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+ID_OPTIONS = frozenset({"--chain-id", "--token-id"})
+"""Options whose value is an id: base64url, so it may begin with "-", which argparse would take for an
+option ("expected one argument") one time in 32."""
+
+
+def _attach_id_values(argv: Sequence[str]) -> list[str]:
+    """``--chain-id -x`` as ``--chain-id=-x``: an id option always takes the next word as its value."""
+    words = list(argv)
+    attached: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word in ID_OPTIONS and index + 1 < len(words):
+            attached.append(f"{word}={words[index + 1]}")
+            index += 2
+            continue
+        attached.append(word)
+        index += 1
+    return attached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``delegation-service`` command."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_id_values(sys.argv[1:] if argv is None else argv))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
