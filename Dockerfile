@@ -45,8 +45,8 @@ COPY clients/python/src/ clients/python/src/
 # the Redis scripts too (package data: lua/*.lua), so a wheel without them fails the build.
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-deps /tmp/dist/*.whl \
-    && /opt/venv/bin/python -I -c "import delegation_service.cli, delegation_service.client, delegation.v1.delegation_pb2_grpc; \
-from delegation_service.adapters.redis import scripts; [scripts.source(name) for name in scripts.HELPERS]" \
+    && /opt/venv/bin/python -I -c "import delegation_service.cli, delegation_service.client, delegation.v1.delegation_pb2_grpc, \
+        delegation_service.adapters.redis.scripts as s; [s.source(name) for name in s.HELPERS]" \
     && if /opt/venv/bin/python -I -c "import pip" 2>/dev/null || /opt/venv/bin/python -I -c "import setuptools" 2>/dev/null; then \
         echo "the runtime venv must not hold pip or setuptools" >&2; exit 1; fi
 
