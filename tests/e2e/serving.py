@@ -138,6 +138,22 @@ class Served:
         return self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
+def spawn_serve(
+    config: Path, workers: int, log_path: Path, environ: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``serve --config`` as a subprocess logging to ``log_path``, on a throw-away Redis (no durable
+    persistence asked), with a metrics directory of its own."""
+    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true", **(environ or {})}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*CLI, "serve", "--config", str(config), "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @contextlib.contextmanager
 def serve(
     tmp_path: Path,
@@ -153,16 +169,8 @@ def serve(
     upstream = DevUpstreamIssuer("https://idp.workers.invalid")
     config = write_config(tmp_path, redis_url, upstream)
     prepare(tmp_path)
-    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true", **(environ or {})}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CLI, "serve", "--config", str(config), "--workers", str(workers)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_serve(config, workers, log_path, environ)
     address = config.read_text().split('listen = "')[1].split('"')[0]
     parent = upstream.mint("alice", SCOPES, "gateway")
     served = Served(process, address, parent, log_path)

@@ -11,7 +11,6 @@ caches three times longer than announced does meet unknown kids, which shows the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from delegation.v1 import delegation_pb2
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.client import DelegationClient
 from delegation_service.dev import demo_catalog_path
-from tests.e2e.serving import CLI, SCOPES, free_port
+from tests.e2e.serving import CLI, SCOPES, free_port, spawn_serve
 
 ISSUER = "https://delegation.rotation.invalid"
 UPSTREAM = "https://idp.rotation.invalid"
@@ -97,16 +96,8 @@ url = "{redis_url}"
 key_prefix = "rotation-service"
 """
     )
-    env = {**os.environ, "DELEGATION_REDIS_ALLOW_UNSAFE_PERSISTENCE": "true"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = folder / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CLI, "serve", "--config", str(config), "--workers", str(workers)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_serve(config, workers, log_path)
     return Process(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{admin}", log_path)
 
 
