@@ -60,18 +60,20 @@ from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.domain.revocation import record_child
 from delegation_service.domain.scopes import Bearer, BearerType, parse_scope
 from delegation_service.domain.tokens import ChildToken
+from delegation_service.transport.oauth_http import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 CALL_TIMEOUT_SECONDS = 10.0
 SETUP_CONCURRENCY = 32
 SETUP_CHILDREN_PER_PARENT = 20
 SETUP_SECONDS = 120.0
 CHILDREN_PER_ROOT = 500
-HTTP_RPCS = frozenset({"Grant"})
-"""Phases over HTTP (the peer's token endpoint) rather than gRPC."""
+HTTP_PATHS = {"Grant": "/token", "TokenExchange": "/oauth2/token", "TokenExchangeWarm": "/oauth2/token"}
+"""Phases over HTTP rather than gRPC, and their endpoint: the peer's token endpoint, or ours (RFC 8693)."""
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
 GRANT_HEADERS = {
     "authorization": "Basic "
     + base64.b64encode(f"{PEER_CLIENT_ID}:{PEER_CLIENT_SECRET}".encode()).decode("ascii"),
-    "content-type": "application/x-www-form-urlencoded",
+    **FORM_HEADERS,
 }
 GRANT_BODY = urllib.parse.urlencode(
     {"grant_type": "client_credentials", "scope": " ".join(PEER_SCOPES), "resource": PEER_RESOURCE}
@@ -83,7 +85,7 @@ class Phase:
     """One measured phase: where, what, how many in flight, and its bounds."""
 
     address: str
-    rpc: str  # Delegate, DelegateWarm, Introspect, IntrospectWarm, Revoke, RevokeChain, Echo, Grant
+    rpc: str  # Delegate(Warm), Introspect(Warm), Revoke, RevokeChain, Echo, Grant, TokenExchange(Warm)
     concurrency: int
     duration: float
     max_calls: int
@@ -201,6 +203,13 @@ class LoadGenerator:
             return lambda _index: payload
         if phase.rpc == "Grant":
             return lambda _index: GRANT_BODY
+        if phase.rpc == "TokenExchange":
+            # Delegate's fresh scenario over HTTP: a new parent, hence a new chain, every call.
+            exchanges = [_token_exchange_body(self.parent()) for _ in range(total)]
+            return exchanges.__getitem__
+        if phase.rpc == "TokenExchangeWarm":
+            warm_body = _token_exchange_body(self.parent())
+            return lambda _index: warm_body
         raise ValueError(f"unknown rpc {phase.rpc!r}")
 
     def _callable(self, channel: grpc.aio.Channel, rpc: str) -> Callable[[Any], Any]:
@@ -218,13 +227,14 @@ class LoadGenerator:
 
     def _calls(self, phase: Phase) -> list[Callable[[Any], Any]]:
         """One callable per open channel (gRPC), or the one HTTP session's."""
-        if phase.rpc in HTTP_RPCS:
-            session, url = self._http, f"http://{phase.address}/token"
+        if phase.rpc in HTTP_PATHS:
+            session, url = self._http, f"http://{phase.address}{HTTP_PATHS[phase.rpc]}"
+            headers = GRANT_HEADERS if phase.rpc == "Grant" else FORM_HEADERS
             if session is None:
                 raise RuntimeError("no HTTP session: prepare did not open one")
 
             async def grant(body: bytes) -> tuple[int, bytes]:
-                async with session.post(url, data=body, headers=GRANT_HEADERS) as response:
+                async with session.post(url, data=body, headers=headers) as response:
                     return response.status, await response.read()
 
             return [grant]
@@ -347,7 +357,7 @@ class LoadGenerator:
         built = time.perf_counter()
         self._requests = self._request_factory(phase)
         build_seconds = time.perf_counter() - built
-        if phase.rpc in HTTP_RPCS:
+        if phase.rpc in HTTP_PATHS:
             # HTTP/1.1 carries one call at a time per connection: as many keep-alive connections as
             # calls in flight (a gRPC channel multiplexes them).
             self._http = aiohttp.ClientSession(
@@ -390,6 +400,19 @@ class LoadGenerator:
         return summarize(outcome)
 
 
+def _token_exchange_body(parent: str) -> bytes:
+    """An RFC 8693 token request for the child a bench ``Delegate`` asks for."""
+    return urllib.parse.urlencode(
+        {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": parent,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "audience": CHILD_CLIENT,
+            "scope": " ".join(CHILD_SCOPES),
+        }
+    ).encode()
+
+
 def _cycle(items: Sequence[Any]) -> Callable[[int], Any]:
     if not items:
         raise RuntimeError("empty request pool: did setup run?")
@@ -401,7 +424,7 @@ def _checker(rpc: str) -> Callable[[Any], str | None]:
         return lambda response: None if response.access_token else "no_token"
     if rpc in ("Introspect", "IntrospectWarm"):
         return lambda response: None if response.active else "unexpectedly_inactive"
-    if rpc == "Grant":
+    if rpc in HTTP_PATHS:
         return lambda response: (
             None if response[0] == 200 and b'"access_token"' in response[1] else (f"http_{response[0]}")
         )

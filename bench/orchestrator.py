@@ -51,13 +51,15 @@ SERVER_START_TIMEOUT_SECONDS = 60.0
 LOADGEN_REPLY_TIMEOUT_SECONDS = 300.0
 CHAIN_CALL_TIMEOUT_SECONDS = 120.0
 CHAIN_REPEATS = 3
+HTTP_SERVER_MODELS = {"service-http": "threads"}
+"""The bench target of each ``oauth.server`` the service offers."""
 
 # Bounds on calls per measured phase, as calls per second of the phase's duration (the time bound
 # usually ends a phase first). Fresh tokens (parents for Delegate, children for Introspect) are minted
 # before a phase, so such a scenario's first run mints for a lower rate; later runs mint for the rate
 # the earlier ones reached, and half again.
 MAX_RPS_BOUND = {1: 5000, 64: 15000}
-FRESH_TOKEN_RPCS = frozenset({"Delegate", "Introspect"})
+FRESH_TOKEN_RPCS = frozenset({"Delegate", "Introspect", "TokenExchange"})
 FRESH_TOKEN_RPS_BOUND = 4000
 
 
@@ -98,7 +100,9 @@ class ScenarioSpec:
         return report.key_of(self.target, self.rpc, self.concurrency)
 
 
-def scenario_list(concurrencies: Sequence[int], *, peer: bool) -> list[ScenarioSpec]:
+def scenario_list(
+    concurrencies: Sequence[int], *, peer: bool, http_targets: Sequence[str] = ()
+) -> list[ScenarioSpec]:
     """Every scenario of a run (the peer's only where it runs)."""
     specs = []
     for concurrency in concurrencies:
@@ -118,6 +122,10 @@ def scenario_list(concurrencies: Sequence[int], *, peer: bool) -> list[ScenarioS
         specs.append(ScenarioSpec("service-streams", "Delegate", concurrency))
         if peer:
             specs.append(ScenarioSpec("peer", "Grant", concurrency))
+        # The OAuth face (RFC 8693 over HTTP), on each HTTP server the service offers.
+        for target in http_targets:
+            specs.append(ScenarioSpec(target, "TokenExchange", concurrency))
+            specs.append(ScenarioSpec(target, "TokenExchangeWarm", concurrency))
     return specs
 
 
@@ -324,6 +332,10 @@ class Run:
         self.servers.start("echo", "echo", 1)
         self.servers.start("floor-aio", "minimal-aio", 1)
         self.servers.start("echo-aio", "echo-aio", 1)
+        # The service answering RFC 8693 token exchange on its OAuth port (the group's measured port),
+        # one process per HTTP server model it offers.
+        for target, model in HTTP_SERVER_MODELS.items():
+            self.servers.start(target, "service-http", 1, ["--oauth-server", model])
         if 64 in settings.concurrencies:
             self.servers.start("service-2p", "service", 2)
             self.servers.start("floor-2p", "minimal", 2)
@@ -348,7 +360,11 @@ class Run:
 
     def scenarios(self) -> list[ScenarioSpec]:
         """This run's scenarios: the peer's only if it started."""
-        return scenario_list(self.s.concurrencies, peer="peer" in self.servers.groups)
+        return scenario_list(
+            self.s.concurrencies,
+            peer="peer" in self.servers.groups,
+            http_targets=[t for t in HTTP_SERVER_MODELS if t in self.servers.groups],
+        )
 
     # -- measured phases ------------------------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ TARGET_LABELS = {
     "floor-aio": "floor (minimal) on grpc.aio + uvloop",
     "echo-aio": "bare echo on grpc.aio + uvloop",
     "peer": "oidc-provider (Node)",
+    "service-http": "service, OAuth HTTP (threads)",
+    "service-granian": "service, OAuth HTTP (granian)",
 }
 RPC_LABELS = {
     "Delegate": "Delegate (fresh parent)",
@@ -44,6 +46,8 @@ RPC_LABELS = {
     "RevokeChain": "RevokeChain",
     "Echo": "Echo",
     "Grant": "token grant (client_credentials)",
+    "TokenExchange": "token exchange (fresh parent)",
+    "TokenExchangeWarm": "token exchange (warm parent)",
 }
 
 # Each service scenario and the floor it is compared with: same crypto and one Redis round trip (minimal
@@ -200,6 +204,18 @@ def streams_effect(scenarios: Mapping[str, Mapping[str, Any]], open_streams: int
     return rows
 
 
+PEER_FACES = (
+    ("service", "Delegate"),
+    ("service", "DelegateWarm"),
+    ("floor", "Delegate"),
+    ("service-http", "TokenExchange"),
+    ("service-http", "TokenExchangeWarm"),
+    ("service-granian", "TokenExchange"),
+    ("service-granian", "TokenExchangeWarm"),
+)
+"""Our calls that a caller could put beside the peer's grant: (target, rpc)."""
+
+
 def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Delegate (fresh and warm parent) and the floor's Delegate against the peer's token grant, per
     concurrency: rps, and grants per core (the inverse of server CPU per call) as ratios to the peer."""
@@ -209,12 +225,14 @@ def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str
             continue
         concurrency = scenario["concurrency"]
         theirs = scenario["median"]
-        for target, rpc in (("service", "Delegate"), ("service", "DelegateWarm"), ("floor", "Delegate")):
+        for target, rpc in PEER_FACES:
             ours = scenarios.get(key_of(target, rpc, concurrency), {})
             mine = ours.get("median", {})
             if not mine:
                 continue
             paired = paired_ratios(ours.get("runs", []), scenario.get("runs", []))
+            # Per core, repetition by repetition: the peer's CPU per call over ours.
+            per_core = paired_ratios(scenario.get("runs", []), ours.get("runs", []), "server_cpu_ms_per_call")
             rows.append(
                 {
                     "scenario": key_of(target, rpc, concurrency),
@@ -232,6 +250,8 @@ def peer_comparison(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str
                     "per_core_ratio": _ratio(
                         theirs.get("server_cpu_ms_per_call"), mine.get("server_cpu_ms_per_call")
                     ),
+                    "per_core_ratio_paired": per_core["median"],
+                    "per_core_ratio_paired_spread": [per_core["min"], per_core["max"]],
                     "p50_ms": mine.get("p50_ms"),
                     "peer_p50_ms": theirs.get("p50_ms"),
                     "p99_ms": mine.get("p99_ms"),
@@ -462,11 +482,11 @@ def markdown(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _paired_text(row: Mapping[str, Any]) -> str:
-    low, high = row.get("rps_ratio_paired_spread") or (None, None)
-    if row.get("rps_ratio_paired") is None:
+def _paired_text(row: Mapping[str, Any], name: str = "rps_ratio_paired") -> str:
+    low, high = row.get(f"{name}_spread") or (None, None)
+    if row.get(name) is None:
         return "-"
-    return f"{_fmt(row['rps_ratio_paired'])} ({_fmt(low)}-{_fmt(high)}, n={row.get('pairs')})"
+    return f"{_fmt(row[name])} ({_fmt(low)}-{_fmt(high)}, n={row.get('pairs')})"
 
 
 def _peer_lines(data: Mapping[str, Any]) -> list[str]:
@@ -480,11 +500,13 @@ def _peer_lines(data: Mapping[str, Any]) -> list[str]:
         return [*lines, f"Skipped: {peer['skipped']}."]
     lines += [
         f"The peer's call: {peer.get('grant', '-')}; it verifies no parent, stores nothing and logs "
-        "nothing. Delegate also verifies the parent, checks the policy, records the child in Redis and "
-        "writes an audit line. Per core = calls per server CPU-second, ours / the peer's.",
+        "nothing. Delegate, and the token exchange (the same use case over HTTP), also verify the parent, "
+        "check the policy, record the child in Redis and write an audit line. Per core = calls per server "
+        "CPU-second, ours / the peer's, each repetition against the peer's of the same repetition.",
         "",
         "| ours | conc | rps | peer rps | rps x peer | paired (min-max) | CPU ms/call | peer CPU ms/call "
-        "| per core x peer | p50 / p99 ms | peer p50 / p99 ms | load-gen CPU ms/call (ours / peer) |",
+        "| per core x peer, paired (min-max) | p50 / p99 ms | peer p50 / p99 ms "
+        "| load-gen CPU ms/call (ours / peer) |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in data.get("peer") or []:
@@ -493,7 +515,7 @@ def _peer_lines(data: Mapping[str, Any]) -> list[str]:
             f"| {TARGET_LABELS[target]} · {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
             f"| {_fmt(row['peer_rps'], 0)} | {_fmt(row['rps_ratio'])} | {_paired_text(row)} "
             f"| {_fmt(row['cpu_ms_per_call'], 3)} "
-            f"| {_fmt(row['peer_cpu_ms_per_call'], 3)} | {_fmt(row['per_core_ratio'])} "
+            f"| {_fmt(row['peer_cpu_ms_per_call'], 3)} | {_paired_text(row, 'per_core_ratio_paired')} "
             f"| {_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])} "
             f"| {_fmt(row['peer_p50_ms'])} / {_fmt(row['peer_p99_ms'])} "
             f"| {_fmt(row['loadgen_cpu_ms_per_call'], 3)} / {_fmt(row['peer_loadgen_cpu_ms_per_call'], 3)} |"

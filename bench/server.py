@@ -51,7 +51,7 @@ from delegation.v1 import delegation_pb2, delegation_pb2_grpc
 from delegation_service import logs
 from delegation_service.adapters.keys import KeySet, SigningKey, load_private_key_file
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
-from delegation_service.app import build, load_catalog, redis_client
+from delegation_service.app import RunningApplication, build, load_catalog, redis_client
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.tokens import root_chain_id
@@ -344,6 +344,7 @@ def _build_service(args: argparse.Namespace) -> tuple[Any, Any]:
         # Introspection open to any caller (loopback only), as on the dev server: the bench measures
         # the token work, not caller authentication.
         access_mode="open",
+        **_oauth_settings(args),
     ).validate()
     logs.configure(config.log_level)
     upstream = DevUpstreamIssuer(UPSTREAM_ISSUER, key=load_private_key_file(args.upstream_key, "ES256"))
@@ -353,8 +354,20 @@ def _build_service(args: argparse.Namespace) -> tuple[Any, Any]:
         catalog=load_catalog(demo_catalog_path()),
         extra_trusted=[upstream.trusted_issuer()],
     )
-    running = app.serve(reuse_port=args.reuse_port)
+    running = app.serve(reuse_port=args.reuse_port, admin=args.kind == "service-http")
+    if isinstance(running, RunningApplication) and running.oauth is not None:
+        return running.oauth.port, lambda: running.stop(1.0)
     return running.port, lambda: running.stop(1.0)
+
+
+def _oauth_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The OAuth port of the ``service-http`` kind (no admin port: nothing else listens)."""
+    if args.kind != "service-http":
+        return {}
+    settings: dict[str, Any] = {"oauth_listen": f"{LOOPBACK}:0", "admin_listen": ""}
+    if args.oauth_server != "threads":
+        settings["oauth_server"] = args.oauth_server
+    return settings
 
 
 def _build_plain(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -417,8 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--kind", choices=("service", "minimal", "echo", "minimal-aio", "echo-aio"), required=True
+        "--kind",
+        choices=("service", "service-http", "minimal", "echo", "minimal-aio", "echo-aio"),
+        required=True,
+        help="service-http: the service, its OAuth port the one written to --ready-file",
     )
+    parser.add_argument("--oauth-server", default="threads", help="oauth.server of the service-http kind")
     parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
     parser.add_argument("--ready-file", type=Path, required=True, help="the bound port is written here")
     parser.add_argument("--redis-url", default="")
@@ -445,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    port, shutdown = _build_service(args) if args.kind == "service" else _build_plain(args)
+    port, shutdown = _build_service(args) if args.kind.startswith("service") else _build_plain(args)
     ready(port)
     while not stop.wait(1.0):
         pass

@@ -110,6 +110,12 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
     # One round trip per RPC is the design (SPEC §4): the census shows it, background polls left out.
     assert data["round_trips"]["service/Delegate"]["per_call"] == 1
 
+    # The OAuth face answers token exchange on each HTTP server model, beside gRPC Delegate.
+    for rpc in ("TokenExchange", "TokenExchangeWarm"):
+        for concurrency in (1, 64):
+            exchange = data["scenarios"][f"service-http/{rpc}/c{concurrency}"]["median"]
+            assert exchange["errors"] == 0 and exchange["calls"] > 0, (rpc, concurrency)
+
     # The real peer (oidc-provider, Node) runs beside Delegate wherever Node is installed, as in CI.
     if shutil.which("node") and shutil.which("npm"):
         assert data["meta"]["peer"]["skipped"] is None, data["meta"]["peer"]
@@ -118,6 +124,7 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
             assert peer["errors"] == 0 and peer["calls"] > 0
         rows = {row["scenario"]: row for row in data["peer"]}
         assert rows["service/Delegate/c64"]["per_core_ratio"] is not None
+        assert rows["service-http/TokenExchange/c64"]["per_core_ratio_paired"] is not None
         assert "Against a real peer" in (results / "bench.md").read_text()
     else:
         assert data["meta"]["peer"]["skipped"]
