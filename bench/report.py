@@ -65,6 +65,11 @@ FLOOR_OF: Mapping[tuple[str, str], tuple[str, str]] = {
 }
 
 
+FLOOR_TARGETS = frozenset(target for target, _ in FLOOR_OF.values())
+GRPC_OF_HTTP = {"TokenExchange": "Delegate", "TokenExchangeWarm": "DelegateWarm"}
+"""The gRPC call each OAuth-face call is compared with: the same use case, the same parent freshness."""
+
+
 def key_of(target: str, rpc: str, concurrency: int) -> str:
     """A scenario's id, e.g. ``service/Delegate/c64``."""
     return f"{target}/{rpc}/c{concurrency}"
@@ -359,14 +364,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario in scenarios.values():
-        if scenario["target"] in (
-            "service",
-            "service-2p",
-            "service-streams",
-            "peer",
-            "floor-aio",
-            "echo-aio",
-        ):
+        if scenario["target"] not in FLOOR_TARGETS:
             continue
         m = scenario["median"]
         lines.append(
@@ -376,6 +374,7 @@ def markdown(data: Mapping[str, Any]) -> str:
             f"| {_fmt(m.get('p99_ms'))} | {_fmt(m.get('server_cpu_ms_per_call'), 3)} "
             f"| {m.get('errors', '-')} |"
         )
+    lines += _oauth_face_lines(data)
     lines += ["", "## Two processes on one port (SO_REUSEPORT) vs one", ""]
     for name, value in data["process_scaling"].items():
         lines.append(f"- {name}: {_fmt(value)}x")
@@ -480,6 +479,60 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def oauth_faces(scenarios: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each token exchange over HTTP beside gRPC ``Delegate`` with a parent as fresh (rps and CPU paired
+    per repetition)."""
+    rows = []
+    for key, scenario in scenarios.items():
+        grpc_rpc = GRPC_OF_HTTP.get(scenario["rpc"])
+        if grpc_rpc is None:
+            continue
+        grpc = scenarios.get(key_of("service", grpc_rpc, scenario["concurrency"]), {})
+        runs, grpc_runs = scenario.get("runs", []), grpc.get("runs", [])
+        rps = paired_ratios(runs, grpc_runs)
+        cpu = paired_ratios(runs, grpc_runs, "server_cpu_ms_per_call")
+        rows.append(
+            {
+                "scenario": key,
+                "grpc": key_of("service", grpc_rpc, scenario["concurrency"]),
+                "concurrency": scenario["concurrency"],
+                **{name: scenario["median"].get(name) for name in ("rps", "p50_ms", "p99_ms", "errors")},
+                "cpu_ms_per_call": scenario["median"].get("server_cpu_ms_per_call"),
+                "rps_ratio_paired": rps["median"],
+                "rps_ratio_paired_spread": [rps["min"], rps["max"]],
+                "cpu_ratio_paired": cpu["median"],
+                "cpu_ratio_paired_spread": [cpu["min"], cpu["max"]],
+                "pairs": rps["pairs"],
+            }
+        )
+    return rows
+
+
+def _oauth_face_lines(data: Mapping[str, Any]) -> list[str]:
+    rows = data.get("oauth_faces") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## The OAuth face: token exchange over HTTP beside gRPC Delegate",
+        "",
+        "The same use case through the OAuth port (RFC 8693, a keep-alive connection per call in flight) "
+        "and through gRPC, parents as fresh; ratios paired per repetition (HTTP / gRPC).",
+        "",
+        "| face | conc | rps | p50 / p99 ms | CPU ms/call | errors | rps x gRPC (min-max) "
+        "| CPU x gRPC (min-max) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        target, rpc, _ = row["scenario"].split("/")
+        lines.append(
+            f"| {TARGET_LABELS[target]} · {RPC_LABELS[rpc]} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
+            f"| {_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])} | {_fmt(row['cpu_ms_per_call'], 3)} "
+            f"| {row['errors']} | {_paired_text(row)} | {_paired_text(row, 'cpu_ratio_paired')} |"
+        )
+    return lines
 
 
 def _paired_text(row: Mapping[str, Any], name: str = "rps_ratio_paired") -> str:
