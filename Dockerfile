@@ -37,8 +37,6 @@ COPY protos/ protos/
 RUN scripts/gen-protos /opt/build/bin/python
 
 COPY delegation_service/ delegation_service/
-# The client helper (delegation_client) is part of the service's install too.
-COPY clients/python/src/ clients/python/src/
 # A wheel built with the locked setuptools (no build isolation: nothing unpinned is fetched), then a
 # regular install of it: the generated delegation/ package and delegation_service/ land in the venv's
 # site-packages. Smoke check, isolated (-I) so the source tree cannot stand in for the install; it reads

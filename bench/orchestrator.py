@@ -243,7 +243,8 @@ def hold_streams(address: str, count: int, workdir: Path) -> subprocess.Popen[by
     while not ready.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_process(process)
-            raise RuntimeError(f"bench.streams did not open {count} streams; see {workdir / 'streams.log'}")
+            said = (workdir / "streams.log").read_text(errors="replace").strip()[-500:]
+            raise RuntimeError(f"bench.streams did not open {count} streams: {said or 'no output'}")
         time.sleep(0.1)
     return process
 
