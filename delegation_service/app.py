@@ -564,7 +564,7 @@ def remote_key_source(entry: TrustedIssuerConfig, events: KeySourceEvents | None
         RemoteSettings(
             issuer=entry.issuer,
             jwks_uri=entry.jwks_uri,
-            algorithms=entry.algorithms,
+            algorithms=entry.rules.algorithms,
             ca_file=entry.ca_file,
             limits=FetchLimits(entry.fetch_timeout_seconds, entry.max_response_bytes),
             refresh_min_seconds=entry.refresh_min_seconds,
@@ -587,7 +587,7 @@ def issuer_statuses(config: Config) -> list[SourceStatus]:
             statuses.append(source.status())
             continue
         try:
-            count = len(load_jwks_file(entry.jwks_file, entry.algorithms))
+            count = len(load_jwks_file(entry.jwks_file, entry.rules.algorithms))
             error, state = None, SourceState.READY
         except (OSError, ValueError) as problem:
             count, error, state = 0, str(problem), SourceState.NO_KEYS
@@ -604,24 +604,12 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
             source = remote_key_source(entry, events)
         else:
             try:
-                keys = load_jwks_file(entry.jwks_file, entry.algorithms)
+                keys = load_jwks_file(entry.jwks_file, entry.rules.algorithms)
             except (OSError, ValueError, json.JSONDecodeError) as error:
                 raise ConfigError(
                     f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}"
                 ) from None
-        trusted.append(
-            jwt_codec.TrustedIssuer(
-                issuer=entry.issuer,
-                keys=keys,
-                source=source,
-                algorithms=entry.algorithms,
-                audience=entry.audience,
-                allow_extra_audiences=entry.allow_extra_audiences,
-                actor_claim=entry.actor_claim,
-                claims=entry.claims,
-                allow_high_s=entry.allow_high_s,
-            )
-        )
+        trusted.append(jwt_codec.TrustedIssuer(entry.issuer, keys, entry.rules, source))
     return trusted
 
 

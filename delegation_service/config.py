@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
+from delegation_service.adapters.jwt_codec import DEFAULT_RULES, IssuerRules
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
+from delegation_service.adapters.remote_jwks import RemoteSettings
 from delegation_service.adapters.upstream_claims import (
     DEFAULT_BEARER_CLAIM,
     DEFAULT_CLIENT_CLAIMS,
-    DEFAULT_MAPPING,
     ClaimMapping,
     ClaimMappingError,
     ScopeFormat,
@@ -59,37 +60,56 @@ def _setting(path: str, default: Any, help: str) -> Any:
     return field(default=default, metadata={"path": path, "help": help})
 
 
+_REMOTE = RemoteSettings("")
+"""The remote key source's own defaults, which are a table's (one home: :class:`RemoteSettings`)."""
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table)."""
+    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table): its rules,
+    and where its keys are read or fetched from. The composition root builds the verifier's
+    :class:`~delegation_service.adapters.jwt_codec.TrustedIssuer` from it, with the keys."""
 
     issuer: str
     jwks_file: Path | None = None
     """Keys from a file; else from ``jwks_uri``; else from the issuer's OpenID Connect discovery."""
     jwks_uri: str | None = None
-    audience: str | None = None
-    algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
-    allow_extra_audiences: bool = False
-    actor_claim: str | None = None
-    """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
-    claims: ClaimMapping = DEFAULT_MAPPING
-    """``[trusted_issuers.claims]``: where the issuer's tokens hold scopes, client and bearer."""
-    allow_high_s: bool = False
-    """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
+    rules: IssuerRules = DEFAULT_RULES
     ca_file: Path | None = None
     """CA certificates (PEM) for the provider's HTTPS; default: the system trust store."""
-    refresh_min_seconds: float = 60.0
-    refresh_max_seconds: float = 3600.0
-    refresh_default_seconds: float = 300.0
-    max_stale_seconds: float = 86400.0
-    unknown_kid_interval_seconds: float = 10.0
-    fetch_timeout_seconds: float = 5.0
-    max_response_bytes: int = 1_048_576
+    refresh_min_seconds: float = _REMOTE.refresh_min_seconds
+    refresh_max_seconds: float = _REMOTE.refresh_max_seconds
+    refresh_default_seconds: float = _REMOTE.refresh_default_seconds
+    max_stale_seconds: float = _REMOTE.max_stale_seconds
+    unknown_kid_interval_seconds: float = _REMOTE.unknown_kid_interval_seconds
+    fetch_timeout_seconds: float = _REMOTE.limits.timeout_seconds
+    max_response_bytes: int = _REMOTE.limits.max_bytes
 
     @property
     def remote(self) -> bool:
         """Whether the keys are fetched over HTTP(S) (by ``jwks_uri`` or discovery)."""
         return self.jwks_file is None
+
+
+_REMOTE_NUMBERS: tuple[tuple[str, type], ...] = (
+    ("refresh_min_seconds", float),
+    ("refresh_max_seconds", float),
+    ("refresh_default_seconds", float),
+    ("max_stale_seconds", float),
+    ("unknown_kid_interval_seconds", float),
+    ("fetch_timeout_seconds", float),
+    ("max_response_bytes", int),
+)
+
+
+def _defaults(settings: type, names: Collection[str]) -> str:
+    """``name (default), ...`` of a settings class's fields, for help text that shows the defaults."""
+    defaults = {item.name: item.default for item in dataclasses.fields(settings)}
+    return ", ".join(
+        f"{name} ({int(value) if isinstance(value, float) and value.is_integer() else value})"
+        for name in names
+        if isinstance(value := defaults[name], int | float)
+    )
 
 
 @dataclass(frozen=True)
@@ -212,9 +232,8 @@ class Config:
         " discovery); audience, algorithms, allow_extra_audiences, actor_claim, allow_high_s; a claims table"
         " (scopes, scopes_format, client, bearer_claim, bearer_id_claim, bearer_type, bearer,"
         ' client_bearers: see "Claims of your identity provider"); for remote'
-        " keys ca_file, refresh_min_seconds (60), refresh_max_seconds (3600), refresh_default_seconds"
-        " (300), max_stale_seconds (86400), unknown_kid_interval_seconds (10), fetch_timeout_seconds (5),"
-        ' max_response_bytes (1048576). See "Trusting your identity provider".',
+        f" keys ca_file, {_defaults(TrustedIssuer, [name for name, _ in _REMOTE_NUMBERS])}."
+        ' See "Trusting your identity provider".',
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -614,17 +633,6 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
     raise ConfigError(path, f"unsupported type {kind}")  # a bug in the declaration, not in the input
 
 
-_REMOTE_NUMBERS: tuple[tuple[str, type], ...] = (
-    ("refresh_min_seconds", float),
-    ("refresh_max_seconds", float),
-    ("refresh_default_seconds", float),
-    ("max_stale_seconds", float),
-    ("unknown_kid_interval_seconds", float),
-    ("fetch_timeout_seconds", float),
-    ("max_response_bytes", int),
-)
-
-
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table with issuer (and jwks_file or jwks_uri)")
@@ -633,12 +641,7 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         "jwks_file",
         "jwks_uri",
         "ca_file",
-        "audience",
-        "algorithms",
-        "allow_extra_audiences",
-        "actor_claim",
-        "claims",
-        "allow_high_s",
+        *(rule.name for rule in dataclasses.fields(IssuerRules)),
         *(name for name, _ in _REMOTE_NUMBERS),
     }
     if unknown:
@@ -684,14 +687,16 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         jwks_uri=jwks_uri,
         ca_file=_convert(table.get("ca_file", ""), Path | None, f"{path}.ca_file", base),
         **numbers,
-        audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
-        algorithms=tuple(algorithms),
-        allow_extra_audiences=_convert(
-            table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
+        rules=IssuerRules(
+            audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
+            algorithms=tuple(algorithms),
+            allow_extra_audiences=_convert(
+                table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
+            ),
+            actor_claim=actor_claim,
+            claims=_claim_mapping(table.get("claims", {}), f"{path}.claims", actor_claim),
+            allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
         ),
-        actor_claim=actor_claim,
-        claims=_claim_mapping(table.get("claims", {}), f"{path}.claims", actor_claim),
-        allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
     if entry.refresh_min_seconds > entry.refresh_max_seconds:
         raise ConfigError(f"{path}.refresh_min_seconds", "must not exceed refresh_max_seconds")

@@ -16,7 +16,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtSigner, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, load_jwks
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.app import load_catalog
@@ -54,7 +54,7 @@ class Setup:
 def setup() -> Setup:
     w = world()
     trusted = TrustedIssuer(
-        UPSTREAM_ISSUER, load_jwks({"keys": [dict(w.upstream.public_jwk)]}), audience=AUDIENCE
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(w.upstream.public_jwk)]}), IssuerRules(audience=AUDIENCE)
     )
     clock = SystemClock()
     verifier = JwtVerifier(OWN_ISSUER, KeySet(w.own), [trusted], leeway_seconds=30, clock=clock)
