@@ -49,6 +49,7 @@ from delegation_service.adapters.remote_jwks import (
     SourceStatus,
 )
 from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
+from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.audit import AuditLog
 from delegation_service.config import Config, ConfigError, is_loopback_listen
@@ -61,7 +62,7 @@ from delegation_service.domain.ports import AuditSink, Clock, RevocationLog, Tok
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import CallerGate
+from delegation_service.transport.auth import CallerGate, operator_secret_digest
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
@@ -616,3 +617,32 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
 def ephemeral_keys(algorithm: str) -> KeySet:
     """A key set with one freshly generated key (dev server)."""
     return KeySet(generate_signing_key(algorithm))
+
+
+def operator_token_sha256(secret: str) -> str:
+    """The ``operators.token_sha256`` entry that admits an operator presenting ``secret``."""
+    return operator_secret_digest(secret)
+
+
+def build_with_demo_parent(
+    config: Config,
+    catalog_path: Path,
+    *,
+    subject: str,
+    scopes: Sequence[str],
+    client_id: str,
+    lifetime_seconds: int,
+) -> tuple[Application, str]:
+    """``delegation-service dev``'s application, on an ephemeral key and the catalog at ``catalog_path``,
+    trusting a stand-in upstream issuer (SPEC §7), and a parent token that issuer minted with these claims."""
+    upstream = DevUpstreamIssuer()
+    application = build(
+        config,
+        keys=ephemeral_keys(config.signing_algorithm),
+        catalog=load_catalog(catalog_path),
+        extra_trusted=[upstream.trusted_issuer()],
+    )
+    parent = upstream.mint(
+        subject=subject, scopes=scopes, client_id=client_id, lifetime_seconds=lifetime_seconds
+    )
+    return application, parent

@@ -172,18 +172,12 @@ def _dev(args: argparse.Namespace) -> int:
     # A fixed admin port beside the gRPC one, so a restarted dev server keeps DELEGATION_ADMIN_URL.
     admin_port = args.admin_port if args.admin_port is not None else (args.port + 1 if args.port else 0)
     oauth_port = args.oauth_port if args.oauth_port is not None else (args.port + 2 if args.port else 0)
-    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port, oauth_port)
+    application, parent, operator_secret = dev.build_dev(args.port, redis_url, admin_port, oauth_port)
     try:
         running = application.serve(admin=True)
     except RuntimeError as error:
         print(f"cannot start: {error} (is another server on port {args.port}? try --port)", file=sys.stderr)
         return EXIT_USAGE
-    parent = upstream.mint(
-        subject=dev.DEMO_SUBJECT,
-        scopes=dev.DEMO_SCOPES,
-        client_id=dev.DEMO_CLIENT,
-        lifetime_seconds=dev.DEMO_PARENT_LIFETIME,
-    )
     dev.print_banner(
         sys.stdout,
         f"127.0.0.1:{running.port}",
