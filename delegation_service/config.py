@@ -417,7 +417,7 @@ class Config:
         )
 
     def _validate_rotation(self) -> None:
-        """Rules of automatic key rotation (issue 12.5); nothing to check while it is off."""
+        """Rules of automatic key rotation; nothing to check while it is off."""
         if self.key_directory is None:
             return
         for path, files in (
@@ -440,7 +440,7 @@ class Config:
             )
 
     def _validate_lifecycle(self) -> None:
-        """Rules of the shutdown and worker-restart settings (issue 11)."""
+        """Rules of the shutdown and worker-restart settings."""
         for path, value in (
             ("server.drain_seconds", self.drain_seconds),
             ("server.grace_seconds", self.grace_seconds),
@@ -473,7 +473,7 @@ class Config:
             )
 
     def _validate_security(self) -> None:
-        """Rules of the TLS, access and limit settings (issue 4)."""
+        """Rules of the TLS, access and limit settings."""
         if not 0 < self.handshake_timeout_seconds <= 120:
             raise ConfigError("server.handshake_timeout_seconds", "must be in (0, 120]")
         if self.max_concurrent_rpcs <= 0:

@@ -6,9 +6,6 @@ objects, low-S for ECDSA); this module holds the rules: the token chooses nothin
 selects an issuer by exact string equality, the ``kid`` selects a key *of that issuer only*, and the key,
 not the header, fixes the algorithm), and the claims are checked here with the injected clock, so every
 time rule is testable and applied the same way to upstream and own tokens.
-
-Signing is direct: the header segment of each key is built once, and a child costs one JSON encoding,
-one base64url encoding and one signature.
 """
 
 from __future__ import annotations
@@ -61,7 +58,8 @@ class JwtSigner:
     def __init__(self, keys: KeySet) -> None:
         self._keys = keys
         active = keys.active
-        # The protected header never changes for a key: encode it once (members sorted, as PyJWT did).
+        # The same header for every child, encoded once: a child costs one JSON encoding, one base64url
+        # encoding and one signature.
         header = {"alg": active.alg, "kid": active.kid, "typ": ACCESS_TOKEN_TYP}
         self._header_segment = encode_segment(encode_json(dict(sorted(header.items()))))
         self._sign = signature_function(active)

@@ -219,7 +219,6 @@ class SigningKey:
         kid = jwk_thumbprint(public_key)
         jwk = {**public_jwk(public_key), "kid": kid, "alg": self.alg, "use": "sig"}
         _check_no_private_members(jwk)
-        # Frozen dataclass: derived fields are set once, here, through object.__setattr__.
         object.__setattr__(self, "kid", kid)
         object.__setattr__(self, "public_jwk", MappingProxyType(jwk))
 
