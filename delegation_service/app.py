@@ -11,10 +11,10 @@ import json
 import logging
 import ssl
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import redis
@@ -75,6 +75,8 @@ if TYPE_CHECKING:
     from delegation_service.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -194,15 +196,8 @@ class Application:
 
     def _oauth_tls(self) -> ssl.SSLContext | None:
         """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured."""
-        config = self.config
-        if config.tls_cert_file is None or config.tls_key_file is None:
-            return None
-        try:
-            return http_server_context(
-                TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-            )
-        except TlsFileError as error:
-            raise ConfigError(f"tls.{error.file}", error.problem) from None
+        files = _tls_files(self.config)
+        return None if files is None else _read_tls(http_server_context, files)
 
     def _serve_grpc(self, listen: str | None, reuse_port: bool) -> RunningServer:
         config = self.config
@@ -405,7 +400,8 @@ def _install_keys(
 
 def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
     """The gRPC port's TLS credentials, read and checked once; ``None`` (and a warning) for plaintext."""
-    if config.tls_cert_file is None or config.tls_key_file is None:
+    files = _tls_files(config)
+    if files is None:
         if not is_loopback_listen(config.listen):
             log.warning(
                 "serving plaintext gRPC on a non-loopback address: set tls.cert_file and tls.key_file "
@@ -413,10 +409,19 @@ def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
                 extra={"event": "tls_off", "listen": config.listen},
             )
         return None
+    return _read_tls(server_credentials, files)
+
+
+def _tls_files(config: Config) -> TlsFiles | None:
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    return TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+
+
+def _read_tls(read: Callable[[TlsFiles], T], files: TlsFiles) -> T:
+    """``read`` over the ``tls.*`` files; a file it refuses is a :class:`ConfigError` naming its setting."""
     try:
-        return server_credentials(
-            TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-        )
+        return read(files)
     except TlsFileError as error:
         raise ConfigError(f"tls.{error.file}", error.problem) from None
 
