@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from delegation_service import version
+from delegation_service.adapters.keys import SIGNING_ALGORITHMS
 from delegation_service.config import ConfigError
 from delegation_service.signals import wait_for_stop_signal
 
@@ -761,7 +762,7 @@ def _add_server_commands(commands: Any) -> None:
         required=True, metavar="ACTION"
     )
     generate = keys.add_parser("generate", help="write a new private signing key (PEM, mode 0600)")
-    generate.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    generate.add_argument("--alg", default="ES256", choices=SIGNING_ALGORITHMS)
     generate.add_argument("--out", required=True, help="file to write")
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
@@ -781,7 +782,7 @@ def _add_server_commands(commands: Any) -> None:
         "proof", help="print a DPoP proof for one request, signed with a key from `keys generate`"
     )
     proof.add_argument("--key", required=True, help="private key file (PEM); its kid is the jkt")
-    proof.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    proof.add_argument("--alg", default="ES256", choices=SIGNING_ALGORITHMS)
     proof.add_argument("--url", required=True, help="the request's URL (htu)")
     proof.add_argument("--method", default="POST", help="the request's method (htm), default POST")
     proof.add_argument("--token", help="the access token sent with the request (ath)")

@@ -20,7 +20,11 @@ from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
 from delegation_service.adapters.jwt_codec import DEFAULT_RULES, IssuerRules
-from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
+from delegation_service.adapters.keys import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_UPSTREAM_ALGORITHMS,
+    SIGNING_ALGORITHMS,
+)
 from delegation_service.adapters.remote_jwks import RemoteSettings
 from delegation_service.adapters.upstream_claims import (
     DEFAULT_BEARER_CLAIM,
@@ -33,7 +37,6 @@ from delegation_service.adapters.upstream_claims import (
 from delegation_service.domain.rotation import RotationPolicy
 from delegation_service.domain.scopes import BearerType
 
-SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ACCESS_MODES = ("authenticated", "open")

@@ -32,7 +32,8 @@ from delegation_service.domain.encoding import b64url_encode
 SigningAlgorithm = Literal["ES256", "EdDSA", "RS256"]
 """The algorithms this service signs with: ES256 or EdDSA by default, RS256 because RFC 9068 needs it."""
 
-SIGNING_ALGORITHMS: frozenset[str] = frozenset(get_args(SigningAlgorithm))
+SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
+"""The same, as names in that order (settings, command-line choices and errors list them so)."""
 
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
     {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
