@@ -183,7 +183,11 @@ class Config:
     signing_key_files: tuple[Path, ...] = _setting(
         "issuer.signing_key_files", (), "PEM private keys; the first signs, the others still verify."
     )
-    signing_algorithm: str = _setting("issuer.signing_algorithm", "ES256", "ES256, EdDSA or RS256.")
+    signing_algorithm: str = _setting(
+        "issuer.signing_algorithm",
+        "ES256",
+        f"{', '.join(SIGNING_ALGORITHMS[:-1])} or {SIGNING_ALGORITHMS[-1]}.",
+    )
     next_signing_key_files: tuple[Path, ...] = _setting(
         "issuer.next_signing_key_files",
         (),
