@@ -63,15 +63,13 @@ def _setting(path: str, default: Any, help: str) -> Any:
     return field(default=default, metadata={"path": path, "help": help})
 
 
-_REMOTE = RemoteSettings("")
-"""The remote key source's own defaults, which are a table's (one home: :class:`RemoteSettings`)."""
+_REMOTE = RemoteSettings("")  # its defaults are a table's: one home
 
 
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table): its rules,
-    and where its keys are read or fetched from. The composition root builds the verifier's
-    :class:`~delegation_service.adapters.jwt_codec.TrustedIssuer` from it, with the keys."""
+    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table): its rules, and
+    where its keys are read or fetched from (the verifier's ``TrustedIssuer`` holds the keys)."""
 
     issuer: str
     jwks_file: Path | None = None

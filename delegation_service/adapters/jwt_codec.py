@@ -81,12 +81,8 @@ class JwtSigner:
 
 @dataclass(frozen=True)
 class IssuerRules:
-    """What a trusted issuer's tokens must satisfy besides a good signature by one of its keys.
-
-    The one home of the per-issuer rules: a ``[[trusted_issuers]]`` table's settings carry them
-    (:class:`delegation_service.config.TrustedIssuer`) and the verifier's :class:`TrustedIssuer` applies
-    them, so a new rule is a field here.
-    """
+    """What a trusted issuer's tokens must satisfy besides a good signature: the settings of a
+    ``[[trusted_issuers]]`` table carry it and the verifier applies it, so a new rule is a field here."""
 
     audience: str | None = None
     algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
@@ -108,7 +104,6 @@ class IssuerRules:
 
 
 DEFAULT_RULES = IssuerRules()
-"""A trusted issuer's rules when its table sets none."""
 
 
 @dataclass(frozen=True)

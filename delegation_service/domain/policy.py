@@ -66,12 +66,8 @@ many characters, so the cache holds at most about ``DECISION_CACHE_SIZE`` times 
 
 @dataclass(frozen=True)
 class DelegationRequest:
-    """What the holder of a parent token asks for, decoded from the transport (gRPC's ``DelegateRequest``,
-    the OAuth token exchange); scopes still raw, possibly space-separated.
-
-    The use case takes it with the raw parent token beside it, and the policy decides the child's scopes
-    from ``client_id``, ``scopes`` and ``allow_partial``.
-    """
+    """What the holder of a parent token asks for, decoded from the transport (scopes still raw, possibly
+    space-separated); the policy reads ``client_id``, ``scopes`` and ``allow_partial``."""
 
     client_id: str
     scopes: Sequence[str] = ()
