@@ -11,10 +11,10 @@ import json
 import logging
 import ssl
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import redis
@@ -49,6 +49,7 @@ from delegation_service.adapters.remote_jwks import (
     SourceStatus,
 )
 from delegation_service.adapters.store_guard import StoreGuard, guarded_connection_class
+from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.adapters.verified_cache import CachingVerifier
 from delegation_service.audit import AuditLog
 from delegation_service.config import Config, ConfigError, is_loopback_listen
@@ -61,7 +62,7 @@ from delegation_service.domain.ports import AuditSink, Clock, RevocationLog, Tok
 from delegation_service.domain.tokens import LifetimePolicy
 from delegation_service.revocation_feed import RevocationFeed
 from delegation_service.service import DelegationService
-from delegation_service.transport.auth import CallerGate
+from delegation_service.transport.auth import CallerGate, operator_secret_digest
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
     from delegation_service.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -193,15 +196,8 @@ class Application:
 
     def _oauth_tls(self) -> ssl.SSLContext | None:
         """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured."""
-        config = self.config
-        if config.tls_cert_file is None or config.tls_key_file is None:
-            return None
-        try:
-            return http_server_context(
-                TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-            )
-        except TlsFileError as error:
-            raise ConfigError(f"tls.{error.file}", error.problem) from None
+        files = _tls_files(self.config)
+        return None if files is None else _read_tls(http_server_context, files)
 
     def _serve_grpc(self, listen: str | None, reuse_port: bool) -> RunningServer:
         config = self.config
@@ -404,7 +400,8 @@ def _install_keys(
 
 def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
     """The gRPC port's TLS credentials, read and checked once; ``None`` (and a warning) for plaintext."""
-    if config.tls_cert_file is None or config.tls_key_file is None:
+    files = _tls_files(config)
+    if files is None:
         if not is_loopback_listen(config.listen):
             log.warning(
                 "serving plaintext gRPC on a non-loopback address: set tls.cert_file and tls.key_file "
@@ -412,10 +409,19 @@ def tls_credentials(config: Config) -> grpc.ServerCredentials | None:
                 extra={"event": "tls_off", "listen": config.listen},
             )
         return None
+    return _read_tls(server_credentials, files)
+
+
+def _tls_files(config: Config) -> TlsFiles | None:
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    return TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+
+
+def _read_tls(read: Callable[[TlsFiles], T], files: TlsFiles) -> T:
+    """``read`` over the ``tls.*`` files; a file it refuses is a :class:`ConfigError` naming its setting."""
     try:
-        return server_credentials(
-            TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-        )
+        return read(files)
     except TlsFileError as error:
         raise ConfigError(f"tls.{error.file}", error.problem) from None
 
@@ -485,9 +491,9 @@ def redis_client(config: Config, guard: StoreGuard | None = None) -> redis.Redis
         hosts = sentinel_addresses(config.redis_url)
         if guard is not None:
             common["connection_class"] = guarded_connection_class(SentinelManagedConnection, guard)
-        # redis-py leaves Sentinel untyped.
-        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
-        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call]
+        # Sentinel is untyped in older redis-py (typed in 8.2; the image's lock pins 8.1).
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call, unused-ignore]
+        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call, unused-ignore]
         return master
     if guard is not None:
         # The class the URL's scheme calls for (TLS, unix socket), guarded.
@@ -564,7 +570,7 @@ def remote_key_source(entry: TrustedIssuerConfig, events: KeySourceEvents | None
         RemoteSettings(
             issuer=entry.issuer,
             jwks_uri=entry.jwks_uri,
-            algorithms=entry.algorithms,
+            algorithms=entry.rules.algorithms,
             ca_file=entry.ca_file,
             limits=FetchLimits(entry.fetch_timeout_seconds, entry.max_response_bytes),
             refresh_min_seconds=entry.refresh_min_seconds,
@@ -587,7 +593,7 @@ def issuer_statuses(config: Config) -> list[SourceStatus]:
             statuses.append(source.status())
             continue
         try:
-            count = len(load_jwks_file(entry.jwks_file, entry.algorithms))
+            count = len(load_jwks_file(entry.jwks_file, entry.rules.algorithms))
             error, state = None, SourceState.READY
         except (OSError, ValueError) as problem:
             count, error, state = 0, str(problem), SourceState.NO_KEYS
@@ -604,27 +610,44 @@ def _trusted_issuers(config: Config, events: KeySourceEvents) -> list[jwt_codec.
             source = remote_key_source(entry, events)
         else:
             try:
-                keys = load_jwks_file(entry.jwks_file, entry.algorithms)
+                keys = load_jwks_file(entry.jwks_file, entry.rules.algorithms)
             except (OSError, ValueError, json.JSONDecodeError) as error:
                 raise ConfigError(
                     f"trusted_issuers[{index}].jwks_file", f"{entry.jwks_file}: {error}"
                 ) from None
-        trusted.append(
-            jwt_codec.TrustedIssuer(
-                issuer=entry.issuer,
-                keys=keys,
-                source=source,
-                algorithms=entry.algorithms,
-                audience=entry.audience,
-                allow_extra_audiences=entry.allow_extra_audiences,
-                actor_claim=entry.actor_claim,
-                claims=entry.claims,
-                allow_high_s=entry.allow_high_s,
-            )
-        )
+        trusted.append(jwt_codec.TrustedIssuer(entry.issuer, keys, entry.rules, source))
     return trusted
 
 
 def ephemeral_keys(algorithm: str) -> KeySet:
     """A key set with one freshly generated key (dev server)."""
     return KeySet(generate_signing_key(algorithm))
+
+
+def operator_token_sha256(secret: str) -> str:
+    """The ``operators.token_sha256`` entry that admits an operator presenting ``secret``."""
+    return operator_secret_digest(secret)
+
+
+def build_with_demo_parent(
+    config: Config,
+    catalog_path: Path,
+    *,
+    subject: str,
+    scopes: Sequence[str],
+    client_id: str,
+    lifetime_seconds: int,
+) -> tuple[Application, str]:
+    """``delegation-service dev``'s application, on an ephemeral key and the catalog at ``catalog_path``,
+    trusting a stand-in upstream issuer (SPEC §7), and a parent token that issuer minted with these claims."""
+    upstream = DevUpstreamIssuer()
+    application = build(
+        config,
+        keys=ephemeral_keys(config.signing_algorithm),
+        catalog=load_catalog(catalog_path),
+        extra_trusted=[upstream.trusted_issuer()],
+    )
+    parent = upstream.mint(
+        subject=subject, scopes=scopes, client_id=client_id, lifetime_seconds=lifetime_seconds
+    )
+    return application, parent

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from delegation_service import version
+from delegation_service.adapters.keys import SIGNING_ALGORITHMS
 from delegation_service.config import ConfigError
 from delegation_service.signals import wait_for_stop_signal
 
@@ -172,18 +173,12 @@ def _dev(args: argparse.Namespace) -> int:
     # A fixed admin port beside the gRPC one, so a restarted dev server keeps DELEGATION_ADMIN_URL.
     admin_port = args.admin_port if args.admin_port is not None else (args.port + 1 if args.port else 0)
     oauth_port = args.oauth_port if args.oauth_port is not None else (args.port + 2 if args.port else 0)
-    application, upstream, operator_secret = dev.build_dev(args.port, redis_url, admin_port, oauth_port)
+    application, parent, operator_secret = dev.build_dev(args.port, redis_url, admin_port, oauth_port)
     try:
         running = application.serve(admin=True)
     except RuntimeError as error:
         print(f"cannot start: {error} (is another server on port {args.port}? try --port)", file=sys.stderr)
         return EXIT_USAGE
-    parent = upstream.mint(
-        subject=dev.DEMO_SUBJECT,
-        scopes=dev.DEMO_SCOPES,
-        client_id=dev.DEMO_CLIENT,
-        lifetime_seconds=dev.DEMO_PARENT_LIFETIME,
-    )
     dev.print_banner(
         sys.stdout,
         f"127.0.0.1:{running.port}",
@@ -767,7 +762,7 @@ def _add_server_commands(commands: Any) -> None:
         required=True, metavar="ACTION"
     )
     generate = keys.add_parser("generate", help="write a new private signing key (PEM, mode 0600)")
-    generate.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    generate.add_argument("--alg", default="ES256", choices=SIGNING_ALGORITHMS)
     generate.add_argument("--out", required=True, help="file to write")
     generate.add_argument("--force", action="store_true", help="overwrite an existing file")
     generate.set_defaults(handler=_keys_generate)
@@ -787,7 +782,7 @@ def _add_server_commands(commands: Any) -> None:
         "proof", help="print a DPoP proof for one request, signed with a key from `keys generate`"
     )
     proof.add_argument("--key", required=True, help="private key file (PEM); its kid is the jkt")
-    proof.add_argument("--alg", default="ES256", choices=("ES256", "EdDSA", "RS256"))
+    proof.add_argument("--alg", default="ES256", choices=SIGNING_ALGORITHMS)
     proof.add_argument("--url", required=True, help="the request's URL (htu)")
     proof.add_argument("--method", default="POST", help="the request's method (htm), default POST")
     proof.add_argument("--token", help="the access token sent with the request (ath)")

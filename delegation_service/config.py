@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from delegation_service.adapters.http_fetch import check_fetch_url
-from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS, DEFAULT_UPSTREAM_ALGORITHMS
+from delegation_service.adapters.jwt_codec import DEFAULT_RULES, IssuerRules
+from delegation_service.adapters.keys import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_UPSTREAM_ALGORITHMS,
+    SIGNING_ALGORITHMS,
+)
+from delegation_service.adapters.remote_jwks import RemoteSettings
 from delegation_service.adapters.upstream_claims import (
     DEFAULT_BEARER_CLAIM,
     DEFAULT_CLIENT_CLAIMS,
-    DEFAULT_MAPPING,
     ClaimMapping,
     ClaimMappingError,
     ScopeFormat,
@@ -32,7 +37,6 @@ from delegation_service.adapters.upstream_claims import (
 from delegation_service.domain.rotation import RotationPolicy
 from delegation_service.domain.scopes import BearerType
 
-SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 STORES = ("redis", "memory")
 ACCESS_MODES = ("authenticated", "open")
@@ -59,37 +63,54 @@ def _setting(path: str, default: Any, help: str) -> Any:
     return field(default=default, metadata={"path": path, "help": help})
 
 
+_REMOTE = RemoteSettings("")  # its defaults are a table's: one home
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table)."""
+    """An upstream issuer whose tokens may be parents (one ``[[trusted_issuers]]`` table): its rules, and
+    where its keys are read or fetched from (the verifier's ``TrustedIssuer`` holds the keys)."""
 
     issuer: str
     jwks_file: Path | None = None
     """Keys from a file; else from ``jwks_uri``; else from the issuer's OpenID Connect discovery."""
     jwks_uri: str | None = None
-    audience: str | None = None
-    algorithms: tuple[str, ...] = DEFAULT_UPSTREAM_ALGORITHMS
-    allow_extra_audiences: bool = False
-    actor_claim: str | None = None
-    """The claim naming the token's client when the issuer sets neither ``client_id`` nor ``azp``."""
-    claims: ClaimMapping = DEFAULT_MAPPING
-    """``[trusted_issuers.claims]``: where the issuer's tokens hold scopes, client and bearer."""
-    allow_high_s: bool = False
-    """Accept high-S ECDSA signatures (for an issuer that does not normalise them)."""
+    rules: IssuerRules = DEFAULT_RULES
     ca_file: Path | None = None
     """CA certificates (PEM) for the provider's HTTPS; default: the system trust store."""
-    refresh_min_seconds: float = 60.0
-    refresh_max_seconds: float = 3600.0
-    refresh_default_seconds: float = 300.0
-    max_stale_seconds: float = 86400.0
-    unknown_kid_interval_seconds: float = 10.0
-    fetch_timeout_seconds: float = 5.0
-    max_response_bytes: int = 1_048_576
+    refresh_min_seconds: float = _REMOTE.refresh_min_seconds
+    refresh_max_seconds: float = _REMOTE.refresh_max_seconds
+    refresh_default_seconds: float = _REMOTE.refresh_default_seconds
+    max_stale_seconds: float = _REMOTE.max_stale_seconds
+    unknown_kid_interval_seconds: float = _REMOTE.unknown_kid_interval_seconds
+    fetch_timeout_seconds: float = _REMOTE.limits.timeout_seconds
+    max_response_bytes: int = _REMOTE.limits.max_bytes
 
     @property
     def remote(self) -> bool:
         """Whether the keys are fetched over HTTP(S) (by ``jwks_uri`` or discovery)."""
         return self.jwks_file is None
+
+
+_REMOTE_NUMBERS: tuple[tuple[str, type], ...] = (
+    ("refresh_min_seconds", float),
+    ("refresh_max_seconds", float),
+    ("refresh_default_seconds", float),
+    ("max_stale_seconds", float),
+    ("unknown_kid_interval_seconds", float),
+    ("fetch_timeout_seconds", float),
+    ("max_response_bytes", int),
+)
+
+
+def _defaults(settings: type, names: Collection[str]) -> str:
+    """``name (default), ...`` of a settings class's fields, for help text that shows the defaults."""
+    defaults = {item.name: item.default for item in dataclasses.fields(settings)}
+    return ", ".join(
+        f"{name} ({int(value) if isinstance(value, float) and value.is_integer() else value})"
+        for name in names
+        if isinstance(value := defaults[name], int | float)
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +181,11 @@ class Config:
     signing_key_files: tuple[Path, ...] = _setting(
         "issuer.signing_key_files", (), "PEM private keys; the first signs, the others still verify."
     )
-    signing_algorithm: str = _setting("issuer.signing_algorithm", "ES256", "ES256, EdDSA or RS256.")
+    signing_algorithm: str = _setting(
+        "issuer.signing_algorithm",
+        "ES256",
+        f"{', '.join(SIGNING_ALGORITHMS[:-1])} or {SIGNING_ALGORITHMS[-1]}.",
+    )
     next_signing_key_files: tuple[Path, ...] = _setting(
         "issuer.next_signing_key_files",
         (),
@@ -212,9 +237,8 @@ class Config:
         " discovery); audience, algorithms, allow_extra_audiences, actor_claim, allow_high_s; a claims table"
         " (scopes, scopes_format, client, bearer_claim, bearer_id_claim, bearer_type, bearer,"
         ' client_bearers: see "Claims of your identity provider"); for remote'
-        " keys ca_file, refresh_min_seconds (60), refresh_max_seconds (3600), refresh_default_seconds"
-        " (300), max_stale_seconds (86400), unknown_kid_interval_seconds (10), fetch_timeout_seconds (5),"
-        ' max_response_bytes (1048576). See "Trusting your identity provider".',
+        f" keys ca_file, {_defaults(TrustedIssuer, [name for name, _ in _REMOTE_NUMBERS])}."
+        ' See "Trusting your identity provider".',
     )
 
     store: str = _setting("store.backend", "redis", "Token store: redis, or memory (one process, dev only).")
@@ -398,7 +422,7 @@ class Config:
         )
 
     def _validate_rotation(self) -> None:
-        """Rules of automatic key rotation (issue 12.5); nothing to check while it is off."""
+        """Rules of automatic key rotation; nothing to check while it is off."""
         if self.key_directory is None:
             return
         for path, files in (
@@ -421,7 +445,7 @@ class Config:
             )
 
     def _validate_lifecycle(self) -> None:
-        """Rules of the shutdown and worker-restart settings (issue 11)."""
+        """Rules of the shutdown and worker-restart settings."""
         for path, value in (
             ("server.drain_seconds", self.drain_seconds),
             ("server.grace_seconds", self.grace_seconds),
@@ -454,7 +478,7 @@ class Config:
             )
 
     def _validate_security(self) -> None:
-        """Rules of the TLS, access and limit settings (issue 4)."""
+        """Rules of the TLS, access and limit settings."""
         if not 0 < self.handshake_timeout_seconds <= 120:
             raise ConfigError("server.handshake_timeout_seconds", "must be in (0, 120]")
         if self.max_concurrent_rpcs <= 0:
@@ -614,17 +638,6 @@ def _convert(raw: Any, kind: Any, path: str, base: Path) -> Any:
     raise ConfigError(path, f"unsupported type {kind}")  # a bug in the declaration, not in the input
 
 
-_REMOTE_NUMBERS: tuple[tuple[str, type], ...] = (
-    ("refresh_min_seconds", float),
-    ("refresh_max_seconds", float),
-    ("refresh_default_seconds", float),
-    ("max_stale_seconds", float),
-    ("unknown_kid_interval_seconds", float),
-    ("fetch_timeout_seconds", float),
-    ("max_response_bytes", int),
-)
-
-
 def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table with issuer (and jwks_file or jwks_uri)")
@@ -633,12 +646,7 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         "jwks_file",
         "jwks_uri",
         "ca_file",
-        "audience",
-        "algorithms",
-        "allow_extra_audiences",
-        "actor_claim",
-        "claims",
-        "allow_high_s",
+        *(rule.name for rule in dataclasses.fields(IssuerRules)),
         *(name for name, _ in _REMOTE_NUMBERS),
     }
     if unknown:
@@ -684,14 +692,16 @@ def _trusted_issuer(table: Any, path: str, base: Path) -> TrustedIssuer:
         jwks_uri=jwks_uri,
         ca_file=_convert(table.get("ca_file", ""), Path | None, f"{path}.ca_file", base),
         **numbers,
-        audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
-        algorithms=tuple(algorithms),
-        allow_extra_audiences=_convert(
-            table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
+        rules=IssuerRules(
+            audience=_convert(table.get("audience", ""), str | None, f"{path}.audience", base),
+            algorithms=tuple(algorithms),
+            allow_extra_audiences=_convert(
+                table.get("allow_extra_audiences", False), bool, f"{path}.allow_extra_audiences", base
+            ),
+            actor_claim=actor_claim,
+            claims=_claim_mapping(table.get("claims", {}), f"{path}.claims", actor_claim),
+            allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
         ),
-        actor_claim=actor_claim,
-        claims=_claim_mapping(table.get("claims", {}), f"{path}.claims", actor_claim),
-        allow_high_s=_convert(table.get("allow_high_s", False), bool, f"{path}.allow_high_s", base),
     )
     if entry.refresh_min_seconds > entry.refresh_max_seconds:
         raise ConfigError(f"{path}.refresh_min_seconds", "must not exceed refresh_max_seconds")

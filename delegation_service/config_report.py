@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from delegation_service.adapters.jwt_codec import IssuerRules
 from delegation_service.adapters.upstream_claims import ClaimMapping
 from delegation_service.config import Config, TrustedIssuer, settings
 
@@ -48,7 +49,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     if isinstance(value, TrustedIssuer):
-        return {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
+        return _table(value)
     if isinstance(value, ClaimMapping):
         return value.settings()
     if isinstance(value, Path):
@@ -56,6 +57,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str):
         return mask_url_password(value)
     return value
+
+
+def _table(value: TrustedIssuer | IssuerRules) -> dict[str, Any]:
+    """A ``[[trusted_issuers]]`` table's keys and values; its rules are keys of the table, as in TOML."""
+    report: dict[str, Any] = {}
+    for item in dataclasses.fields(value):
+        member = getattr(value, item.name)
+        report.update(_table(member) if isinstance(member, IssuerRules) else {item.name: _plain(member)})
+    return report
 
 
 def mask_url_password(text: str) -> str:

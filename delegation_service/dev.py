@@ -16,10 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
-from delegation_service.app import Application, build, ephemeral_keys, load_catalog
+from delegation_service.app import Application, build_with_demo_parent, operator_token_sha256
 from delegation_service.config import Config
-from delegation_service.transport.auth import operator_secret_digest
 
 DEV_ISSUER = "https://delegation.dev.localhost"
 DEMO_SUBJECT = "demo-user"
@@ -40,8 +38,8 @@ def demo_catalog_path() -> Path:
 
 def build_dev(
     port: int, redis_url: str | None, admin_port: int = 0, oauth_port: int = 0
-) -> tuple[Application, DevUpstreamIssuer, str]:
-    """The dev application, its upstream issuer and the operator secret."""
+) -> tuple[Application, str, str]:
+    """The dev application, its demo parent token and the operator secret."""
     # A recognisable prefix (secret scanners can match it) that also never reads as a CLI option.
     operator_secret = "dso_" + secrets.token_urlsafe(24)
     config = Config(
@@ -56,21 +54,22 @@ def build_dev(
         # A developer's Redis is rarely durable: serve on it anyway; the start-up check logs a warning
         # naming what would be unsafe in production.
         redis_allow_unsafe_persistence=True,
-        operator_token_sha256=(operator_secret_digest(operator_secret),),
+        operator_token_sha256=(operator_token_sha256(operator_secret),),
         # Loopback only (config refuses "open" elsewhere): anyone on this machine may introspect, so
         # the printed commands work without credentials; operator calls still need the secret.
         access_mode="open",
         max_parent_age_seconds=DEMO_PARENT_LIFETIME,
         log_level="INFO",
     ).validate()
-    upstream = DevUpstreamIssuer()
-    app = build(
+    application, parent = build_with_demo_parent(
         config,
-        keys=ephemeral_keys(config.signing_algorithm),
-        catalog=load_catalog(demo_catalog_path()),
-        extra_trusted=[upstream.trusted_issuer()],
+        demo_catalog_path(),
+        subject=DEMO_SUBJECT,
+        scopes=DEMO_SCOPES,
+        client_id=DEMO_CLIENT,
+        lifetime_seconds=DEMO_PARENT_LIFETIME,
     )
-    return app, upstream, operator_secret
+    return application, parent, operator_secret
 
 
 def print_banner(

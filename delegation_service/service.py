@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from delegation_service.domain.audience import narrow
-from delegation_service.domain.binding import NO_PROOF, PossessionProof, child_confirmation
+from delegation_service.domain.binding import child_confirmation
 from delegation_service.domain.errors import (
     ChainNotFound,
     DeadlineTooShort,
@@ -58,24 +58,6 @@ radius of a dry-run RevokeChain gives the whole chain's count."""
 TimeLeft = Callable[[], float | None]
 """Seconds left before the caller's deadline, ``None`` when the call has none (gRPC's
 ``context.time_remaining``)."""
-
-
-@dataclass(frozen=True)
-class DelegateCommand:
-    """A delegation request, decoded from the transport."""
-
-    parent_token: str
-    client_id: str
-    scopes: Sequence[str] = ()
-    lifetime_seconds: int | None = None
-    allow_partial: bool = False
-    validate_only: bool = False
-    audience: str | None = None
-    """Limit the child to this one audience (resource server), inside what its scopes allow."""
-    proof: PossessionProof = NO_PROOF
-    """The keys the transport proved the caller holds (a DPoP proof, a client certificate)."""
-    bind_to_jkt: str | None = None
-    """Bind the child to this DPoP key (the subsystem's) instead of the parent's or the proof's."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +146,14 @@ class DelegationService:
     # -- DelegationService ------------------------------------------------------------------------
 
     def delegate(
-        self, command: DelegateCommand, caller: str = "", time_left: TimeLeft | None = None
+        self,
+        parent_token: str,
+        request: DelegationRequest,
+        caller: str = "",
+        time_left: TimeLeft | None = None,
     ) -> DelegateResult:
-        """Mint a child token (SPEC §3), or raise the :class:`DelegationError` that explains why not.
+        """Mint a child of ``parent_token`` (SPEC §3), or raise the :class:`DelegationError` that explains
+        why not.
 
         ``time_left`` reports what is left of the caller's deadline; with less than
         :data:`MINT_MARGIN_SECONDS` left before minting, nothing is minted, and after recording,
@@ -174,7 +161,7 @@ class DelegationService:
         """
         parent: list[VerifiedToken] = []  # filled once the parent verifies, for the audit event
         try:
-            result = self._delegate(command, parent, time_left)
+            result = self._delegate(parent_token, request, parent, time_left)
         except DelegationError as refused:
             known = parent[0] if parent else None
             self._audit.record(
@@ -183,7 +170,7 @@ class DelegationService:
                 outcome=_outcome(refused),
                 reason=refused.reason.identifier,
                 chain_id=known.chain_id if known else "",
-                client_id=command.client_id,
+                client_id=request.client_id,
                 bearer=str(known.bearer) if known else "",
                 caller=caller,
                 parent_jti=known.token_id if known else "",
@@ -215,31 +202,32 @@ class DelegationService:
         return result
 
     def _delegate(
-        self, command: DelegateCommand, verified: list[VerifiedToken], time_left: TimeLeft | None
+        self,
+        parent_token: str,
+        request: DelegationRequest,
+        verified: list[VerifiedToken],
+        time_left: TimeLeft | None,
     ) -> DelegateResult:
         _check_deadline(time_left)
-        parent = self._verify(command.parent_token)
+        parent = self._verify(parent_token)
         verified.append(parent)
-        if parent.kind is TokenKind.DELEGATED or command.validate_only:
+        if parent.kind is TokenKind.DELEGATED or request.validate_only:
             # A read of the parent's state: a delegated parent is refused either way, as unknown or
             # revoked, or else by the policy because it cannot delegate (rule 4, its one home), once
             # this read has found our own record of it; and validate_only must write nothing. An
             # upstream parent is judged by the mint below.
             self._active_record(parent)
         try:
-            decision = self._policy.decide(
-                parent,
-                DelegationRequest(command.client_id, command.scopes, command.allow_partial),
-            )
-            if command.audience is not None:
-                decision = narrow(decision, command.scopes, command.audience)
-            confirmation = child_confirmation(parent.confirmation, command.proof, command.bind_to_jkt)
+            decision = self._policy.decide(parent, request)
+            if request.audience is not None:
+                decision = narrow(decision, request.scopes, request.audience)
+            confirmation = child_confirmation(parent.confirmation, request.proof, request.bind_to_jkt)
             now = self._clock.now()
-            expires_at = self._lifetimes.child_expiry(now, parent.expires_at, command.lifetime_seconds)
+            expires_at = self._lifetimes.child_expiry(now, parent.expires_at, request.lifetime_seconds)
         except DelegationError:
             # A refused request pays one read, so a revoked parent is told it is not valid whatever
             # else is wrong with the request (rule 2 comes before the scope rules).
-            if parent.kind is TokenKind.UPSTREAM and not command.validate_only:
+            if parent.kind is TokenKind.UPSTREAM and not request.validate_only:
                 self._active_record(parent)
             raise
         child = ChildToken(
@@ -249,7 +237,7 @@ class DelegationService:
             issuer=self._issuer,
             subject=parent.subject,
             audiences=decision.audiences,
-            client_id=command.client_id,
+            client_id=request.client_id,
             actor_client_id=parent.client_id,
             scopes=decision.granted,
             bearer=parent.bearer,
@@ -257,7 +245,7 @@ class DelegationService:
             expires_at=expires_at,
             confirmation=confirmation,
         )
-        if command.validate_only:
+        if request.validate_only:
             return DelegateResult(child, None, decision.dropped)
         _check_deadline(time_left)
         # Record first, sign second: a crash in between leaves a record of a token nobody holds,

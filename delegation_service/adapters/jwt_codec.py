@@ -6,15 +6,12 @@ objects, low-S for ECDSA); this module holds the rules: the token chooses nothin
 selects an issuer by exact string equality, the ``kid`` selects a key *of that issuer only*, and the key,
 not the header, fixes the algorithm), and the claims are checked here with the injected clock, so every
 time rule is testable and applied the same way to upstream and own tokens.
-
-Signing is direct: the header segment of each key is built once, and a child costs one JSON encoding,
-one base64url encoding and one signature.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -61,7 +58,8 @@ class JwtSigner:
     def __init__(self, keys: KeySet) -> None:
         self._keys = keys
         active = keys.active
-        # The protected header never changes for a key: encode it once (members sorted, as PyJWT did).
+        # The same header for every child, encoded once: a child costs one JSON encoding, one base64url
+        # encoding and one signature.
         header = {"alg": active.alg, "kid": active.kid, "typ": ACCESS_TOKEN_TYP}
         self._header_segment = encode_segment(encode_json(dict(sorted(header.items()))))
         self._sign = signature_function(active)
@@ -82,14 +80,12 @@ class JwtSigner:
 
 
 @dataclass(frozen=True)
-class TrustedIssuer:
-    """An upstream issuer whose access tokens may be parents: its exact ``iss``, keys and rules."""
+class IssuerRules:
+    """What a trusted issuer's tokens must satisfy besides a good signature: the settings of a
+    ``[[trusted_issuers]]`` table carry it and the verifier applies it, so a new rule is a field here."""
 
-    issuer: str
-    keys: Mapping[str, VerificationKey] = field(default_factory=dict, repr=False)
-    """A fixed key set (a JWKS file); or, instead, a ``source`` of keys that change (a remote JWKS)."""
-    algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
     audience: str | None = None
+    algorithms: Sequence[str] = DEFAULT_UPSTREAM_ALGORITHMS
     allow_extra_audiences: bool = False
     """With an ``audience``, whether a token may name other audiences besides it. Off by default: a token
     addressed to several services can be replayed to us by any of them (RFC 8725 §3.9)."""
@@ -102,6 +98,22 @@ class TrustedIssuer:
     allow_high_s: bool = False
     """Accept high-S ECDSA signatures from an issuer whose library does not normalise them. Safe for
     revocation (a token's identity never covers its signature), but off by default (SPEC §5)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+
+
+DEFAULT_RULES = IssuerRules()
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An upstream issuer whose access tokens may be parents: its exact ``iss``, its keys and its rules."""
+
+    issuer: str
+    keys: Mapping[str, VerificationKey] = field(default_factory=dict, repr=False)
+    """A fixed key set (a JWKS file); or, instead, a ``source`` of keys that change (a remote JWKS)."""
+    rules: IssuerRules = DEFAULT_RULES
     source: KeySource | None = field(default=None, repr=False, compare=False)
     """Where the keys are looked up by kid when they change at run time (:mod:`remote_jwks`)."""
 
@@ -110,39 +122,36 @@ class TrustedIssuer:
             raise ValueError("a trusted issuer needs a non-empty issuer string")
         if bool(self.keys) == (self.source is not None):
             raise ValueError(f"trusted issuer {self.issuer!r} needs keys or a key source (one of them)")
-        algorithms = tuple(self.algorithms)
-        refused = set(algorithms) - ASYMMETRIC_ALGORITHMS
-        if refused or not algorithms:
+        rules = self.rules
+        if set(rules.algorithms) - ASYMMETRIC_ALGORITHMS or not rules.algorithms:
             raise ValueError(f"trusted issuer {self.issuer!r}: only asymmetric algorithms may be allowed")
-        if self.audience is not None and not self.audience:
+        if rules.audience is not None and not rules.audience:
             raise ValueError("a required audience must be non-empty")
-        if self.actor_claim is not None and not self.actor_claim:
+        if rules.actor_claim is not None and not rules.actor_claim:
             raise ValueError("an actor claim must be non-empty")
-        object.__setattr__(self, "claims", self.claims.with_actor_claim(self.actor_claim))
         for kid, key in self.keys.items():
             if kid != key.kid:
                 raise ValueError(f"trusted issuer {self.issuer!r}: key map and kid disagree")
         # Frozen: normalise once so nobody can mutate the issuer's rules behind the verifier's back.
-        object.__setattr__(self, "algorithms", algorithms)
+        object.__setattr__(
+            self, "rules", replace(rules, claims=rules.claims.with_actor_claim(rules.actor_claim))
+        )
         object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
 
 
 @dataclass(frozen=True)
-class _IssuerRules:
-    """What the verifier needs to know about one issuer, resolved at construction."""
+class _Issuer:
+    """What the verifier knows of one issuer, resolved at construction."""
 
     issuer: str
     kind: TokenKind
     keys: Mapping[str, VerificationKey]
+    rules: IssuerRules
     algorithms: frozenset[str]
-    audience: str | None
-    allow_extra_audiences: bool = False
-    claims: ClaimMapping = DEFAULT_MAPPING
     checks: Mapping[tuple[str, str], SignatureCheck] = field(default_factory=dict, repr=False)
     """Each key's signature check, by kid and algorithm, built once."""
     source: KeySource | None = None
     """Instead of ``keys``: asked for each kid (a remote JWKS, refreshed behind it)."""
-    allow_high_s: bool = False
     source_checks: dict[tuple[VerificationKey, str], SignatureCheck] = field(default_factory=dict, repr=False)
     """The signature checks of the source's keys, built once per key object and algorithm, not per call."""
 
@@ -171,37 +180,38 @@ class JwtVerifier:
         if max_token_bytes <= 0:
             raise ValueError("max_token_bytes must be positive")
         own_verification_keys = list(own_keys.verification_keys().values())
-        rules: dict[str, _IssuerRules] = {
-            own_issuer: _IssuerRules(
+        own_algorithms = tuple(key.alg for key in own_verification_keys)
+        issuers: dict[str, _Issuer] = {
+            own_issuer: _Issuer(
                 issuer=own_issuer,
                 kind=TokenKind.DELEGATED,
                 keys=own_keys.verification_keys(),
-                algorithms=frozenset(key.alg for key in own_verification_keys),
-                audience=None,
+                rules=IssuerRules(algorithms=own_algorithms),
+                algorithms=frozenset(own_algorithms),
                 checks=_checks(own_keys.verification_keys()),
             )
         }
-        for issuer in trusted:
-            if issuer.issuer in rules:
+        for trusted_issuer in trusted:
+            name, rules = trusted_issuer.issuer, trusted_issuer.rules
+            if name in issuers:
                 # Our own issuer upstream would let a child pass for a root; a duplicate is ambiguous.
-                raise ValueError(f"issuer {issuer.issuer!r} is ours or listed twice")
-            if issuer.keys and not distinct_keys(own_verification_keys, list(issuer.keys.values())):
+                raise ValueError(f"issuer {name!r} is ours or listed twice")
+            if trusted_issuer.keys and not distinct_keys(
+                own_verification_keys, list(trusted_issuer.keys.values())
+            ):
                 # A token signed by our key must never verify as an upstream (root) token.
-                raise ValueError(f"trusted issuer {issuer.issuer!r} lists one of our own signing keys")
-            rules[issuer.issuer] = _IssuerRules(
-                issuer=issuer.issuer,
+                raise ValueError(f"trusted issuer {name!r} lists one of our own signing keys")
+            issuers[name] = _Issuer(
+                issuer=name,
                 kind=TokenKind.UPSTREAM,
-                keys=issuer.keys,
-                algorithms=frozenset(issuer.algorithms),
-                audience=issuer.audience,
-                allow_extra_audiences=issuer.allow_extra_audiences,
-                claims=issuer.claims,
-                checks=_checks(issuer.keys, allow_high_s=issuer.allow_high_s),
-                source=issuer.source,
-                allow_high_s=issuer.allow_high_s,
+                keys=trusted_issuer.keys,
+                rules=rules,
+                algorithms=frozenset(rules.algorithms),
+                checks=_checks(trusted_issuer.keys, allow_high_s=rules.allow_high_s),
+                source=trusted_issuer.source,
             )
-        self._issuers: Mapping[str, _IssuerRules] = MappingProxyType(rules)
-        self._algorithms = frozenset().union(*(r.algorithms for r in rules.values()))
+        self._issuers: Mapping[str, _Issuer] = MappingProxyType(issuers)
+        self._algorithms = frozenset().union(*(i.algorithms for i in issuers.values()))
         self._leeway = leeway_seconds
         self._max_token_bytes = max_token_bytes
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -231,13 +241,13 @@ class JwtVerifier:
         iss = payload.get("iss")
         if not isinstance(iss, str):
             reject("missing iss")
-        rules = self._issuers.get(iss)
-        if rules is None:
+        issuer = self._issuers.get(iss)
+        if issuer is None:
             reject("untrusted issuer")
-        if header.alg not in rules.algorithms:
+        if header.alg not in issuer.algorithms:
             reject("algorithm not allowed for the issuer")
-        check = self._check(rules, header.kid, header.alg)
-        if rules.kind is TokenKind.DELEGATED:
+        check = self._check(issuer, header.kid, header.alg)
+        if issuer.kind is TokenKind.DELEGATED:
             if header.typ != ACCESS_TOKEN_TYP:
                 reject("own token without typ at+jwt")
         elif header.typ is not None and header.typ.lower() not in jws.UPSTREAM_TYPS:
@@ -251,19 +261,19 @@ class JwtVerifier:
             reject("bad signature")
 
         # 5. Claims: from the payload parsed above, which is exactly the signed one (no duplicates).
-        return self._claims(signing_input, rules, payload)
+        return self._claims(signing_input, issuer, payload)
 
-    def _check(self, rules: _IssuerRules, kid: str, alg: str) -> SignatureCheck:
+    def _check(self, issuer: _Issuer, kid: str, alg: str) -> SignatureCheck:
         """The signature check of the issuer's key ``kid`` under ``alg``; refused when the issuer has no
         such key, or the key may not verify ``alg`` (its own ``alg``, or the issuer's list by key type)."""
-        if rules.source is None:
-            key = rules.keys.get(kid)
+        if issuer.source is None:
+            key = issuer.keys.get(kid)
             if key is None:
                 reject("unknown kid")
             if alg not in key.algorithms:
                 reject("algorithm does not match the key")
-            return rules.checks[kid, alg]
-        key = rules.source.key(kid)
+            return issuer.checks[kid, alg]
+        key = issuer.source.key(kid)
         if key is None:
             reject("unknown kid")
         if key.thumbprint in self._own_thumbprints:
@@ -271,12 +281,12 @@ class JwtVerifier:
             reject("upstream key is one of our own signing keys")
         if alg not in key.algorithms:
             reject("algorithm does not match the key")
-        check = rules.source_checks.get((key, alg))
+        check = issuer.source_checks.get((key, alg))
         if check is None:
-            if len(rules.source_checks) > 64:
-                rules.source_checks.clear()  # keys rotated out many times over: start afresh
-            check = signature_check(key, alg, allow_high_s=rules.allow_high_s)
-            rules.source_checks[key, alg] = check
+            if len(issuer.source_checks) > 64:
+                issuer.source_checks.clear()  # keys rotated out many times over: start afresh
+            check = signature_check(key, alg, allow_high_s=issuer.rules.allow_high_s)
+            issuer.source_checks[key, alg] = check
         return check
 
     @property
@@ -284,7 +294,7 @@ class JwtVerifier:
         """Changes whenever a trusted issuer's key set changes (verified-token caches start over)."""
         return sum(r.source.generation for r in self._issuers.values() if r.source is not None)
 
-    def _claims(self, signing_input: str, rules: _IssuerRules, payload: Mapping[str, Any]) -> VerifiedToken:
+    def _claims(self, signing_input: str, issuer: _Issuer, payload: Mapping[str, Any]) -> VerifiedToken:
         now = self._clock.now()
         expires_at = jws.numeric_date(payload, "exp")
         issued_at = jws.numeric_date(payload, "iat")
@@ -301,12 +311,13 @@ class JwtVerifier:
             reject("token expires before it was issued")
         subject = jws.required_str(payload, "sub")
         audiences = jws.audiences(payload)
+        rules = issuer.rules
         if rules.audience is not None and rules.audience not in audiences:
             reject("audience mismatch")
         if rules.audience is not None and len(audiences) > 1 and not rules.allow_extra_audiences:
             reject("token is addressed to other audiences too")
         confirmation = _confirmation(payload)
-        if rules.kind is TokenKind.DELEGATED:
+        if issuer.kind is TokenKind.DELEGATED:
             scopes = default_scopes(payload)
             bearer = bearer_claim(payload)
             actor = payload.get("act")
@@ -320,7 +331,7 @@ class JwtVerifier:
                 kind=TokenKind.DELEGATED,
                 token_id=jws.required_str(payload, "jti"),
                 chain_id=jws.required_str(payload, "chain_id"),
-                issuer=rules.issuer,
+                issuer=issuer.issuer,
                 subject=subject,
                 client_id=jws.required_str(payload, "client_id"),
                 audiences=audiences,
@@ -343,8 +354,8 @@ class JwtVerifier:
         return VerifiedToken(
             kind=TokenKind.UPSTREAM,
             token_id=token_id,
-            chain_id=root_chain_id(rules.issuer, token_id),
-            issuer=rules.issuer,
+            chain_id=root_chain_id(issuer.issuer, token_id),
+            issuer=issuer.issuer,
             subject=subject,
             client_id=client_id,
             audiences=audiences,

@@ -11,9 +11,6 @@ The signer picks its key by the wall clock at each signature, among the keys of 
 key starts signing at its activation time exactly, however late the rotator thread wakes. So the old key
 signs nothing after the moment its retirement is counted from, and the schedule's guarantees hold to
 the signature rather than to the rotator's wake-up.
-
-Our own keys are handed to :class:`~.jwt_codec.JwtVerifier` at construction; rather than change it, the
-rotating verifier builds a new one over each snapshot's keys (the trusted issuers stay the same objects).
 """
 
 from __future__ import annotations
@@ -108,8 +105,9 @@ class RotatingSigner:
 class RotatingVerifier:
     """A :class:`~delegation_service.domain.ports.TokenVerifier` rebuilt over each new own key set.
 
-    The verifier of our own and the trusted issuers' tokens takes our keys at construction; building a
-    new one for each snapshot (cheap: a signature check per key) keeps it untouched by rotation.
+    :class:`~.jwt_codec.JwtVerifier` takes our keys at construction; building a new one for each
+    snapshot (cheap: a signature check per key, the trusted issuers kept as they are) keeps it untouched
+    by rotation.
     """
 
     def __init__(self, build: Callable[[KeySet], JwtVerifier], keys: KeySet) -> None:

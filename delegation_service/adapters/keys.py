@@ -32,7 +32,8 @@ from delegation_service.domain.encoding import b64url_encode
 SigningAlgorithm = Literal["ES256", "EdDSA", "RS256"]
 """The algorithms this service signs with: ES256 or EdDSA by default, RS256 because RFC 9068 needs it."""
 
-SIGNING_ALGORITHMS: frozenset[str] = frozenset(get_args(SigningAlgorithm))
+SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
+"""The same, as names in that order (settings, command-line choices and errors list them so)."""
 
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
     {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -219,7 +220,6 @@ class SigningKey:
         kid = jwk_thumbprint(public_key)
         jwk = {**public_jwk(public_key), "kid": kid, "alg": self.alg, "use": "sig"}
         _check_no_private_members(jwk)
-        # Frozen dataclass: derived fields are set once, here, through object.__setattr__.
         object.__setattr__(self, "kid", kid)
         object.__setattr__(self, "public_jwk", MappingProxyType(jwk))
 

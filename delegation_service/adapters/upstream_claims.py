@@ -1,4 +1,4 @@
-"""What an upstream issuer puts in which claim, and the normalised claims the domain sees (issue 18.1).
+"""What an upstream issuer puts in which claim, and the normalised claims the domain sees.
 
 Providers name the same things differently: scopes in ``scope`` (a space-separated string, RFC 9068),
 ``scp`` (a list, or a string) or ``roles`` (a list); the client in ``client_id`` (RFC 9068), ``azp``

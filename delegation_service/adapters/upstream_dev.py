@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
-from delegation_service.adapters.jwt_codec import TrustedIssuer, compact_jws
+from delegation_service.adapters.jwt_codec import IssuerRules, TrustedIssuer, compact_jws
 from delegation_service.adapters.keys import SigningKey, generate_signing_key, load_jwks
 from delegation_service.domain.ports import Clock
 from delegation_service.domain.scopes import Bearer, BearerType
@@ -88,4 +88,4 @@ class DevUpstreamIssuer:
 
     def trusted_issuer(self, audience: str | None = None) -> TrustedIssuer:
         """This issuer as the verifier should trust it (keys parsed from the published JWKS)."""
-        return TrustedIssuer(issuer=self._issuer, keys=load_jwks(self.jwks()), audience=audience)
+        return TrustedIssuer(self._issuer, load_jwks(self.jwks()), IssuerRules(audience=audience))

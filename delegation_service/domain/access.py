@@ -1,4 +1,4 @@
-"""Who may call what (SPEC §6, issue 4 item 1): roles, operations and the one rule that joins them.
+"""Who may call what (SPEC §6): roles, operations and the one rule that joins them.
 
 Plain Python: the transport establishes *who* is calling (mTLS certificate, operator secret, operator
 JWT) and hands over a :class:`Caller`; this module decides whether that caller may make the call, and

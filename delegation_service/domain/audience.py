@@ -1,4 +1,4 @@
-"""Audience narrowing (issue 17): a child limited to one resource server inside what the parent allows.
+"""Audience narrowing: a child limited to one resource server inside what the parent allows.
 
 A child's ``aud`` is normally every audience its scopes are for. A caller may ask for one audience
 instead (RFC 8707 ``resource`` over HTTP, ``audience`` on gRPC): the child then holds only scopes of

@@ -8,12 +8,12 @@ that token (``ath``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import urllib.parse
 from dataclasses import dataclass
 from typing import Protocol
 
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import InvalidDpopProof
 
 MAX_JTI_LENGTH = 256
@@ -76,7 +76,7 @@ def normalize_htu(url: str) -> str:
 def access_token_hash(access_token: str) -> str:
     """``ath``: the base64url SHA-256 of the access token's ASCII bytes (RFC 9449 §4.2)."""
     digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return b64url_encode(digest)
 
 
 def check_proof(

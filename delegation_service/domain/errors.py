@@ -48,7 +48,7 @@ class Reason(enum.Enum):
     CURSOR_EXPIRED = "cursor_expired"
     TOO_MANY_STREAMS = "too_many_streams"
     SERVER_DRAINING = "server_draining"
-    # Sender-constrained children and audience narrowing (issue 17).
+    # Sender-constrained children and audience narrowing.
     INVALID_DPOP_PROOF = "invalid_dpop_proof"
     PROOF_OF_POSSESSION_REQUIRED = "proof_of_possession_required"
     AUDIENCE_NOT_GRANTED = "audience_not_granted"

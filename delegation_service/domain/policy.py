@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from delegation_service.domain.binding import NO_PROOF, PossessionProof
 from delegation_service.domain.catalog import Catalog, Client
 from delegation_service.domain.errors import (
     DelegationError,
@@ -65,11 +66,20 @@ many characters, so the cache holds at most about ``DECISION_CACHE_SIZE`` times 
 
 @dataclass(frozen=True)
 class DelegationRequest:
-    """What a caller asks for, after transport decoding (scopes still raw, possibly space-separated)."""
+    """What the holder of a parent token asks for, decoded from the transport (scopes still raw, possibly
+    space-separated); the policy reads ``client_id``, ``scopes`` and ``allow_partial``."""
 
     client_id: str
     scopes: Sequence[str] = ()
     allow_partial: bool = False
+    lifetime_seconds: int | None = None
+    validate_only: bool = False
+    audience: str | None = None
+    """Limit the child to this one audience (resource server), inside what its scopes allow."""
+    proof: PossessionProof = NO_PROOF
+    """The keys the transport proved the caller holds (a DPoP proof, a client certificate)."""
+    bind_to_jkt: str | None = None
+    """Bind the child to this DPoP key (the subsystem's) instead of the parent's or the proof's."""
 
 
 @dataclass(frozen=True)

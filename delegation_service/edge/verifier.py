@@ -4,7 +4,7 @@ Embeddable as is (``EdgeVerifier(...).start()`` then ``check(authorization, path
 forward-auth faces only translate its :class:`Decision`. It talks to the service's public API only
 (``GetJwks``, ``WatchRevocations``, ``Introspect``), never to Redis, so it runs in any network zone.
 
-Sender-constrained children (``cnf``, issue 17) are checked when present: a DPoP-bound child must come
+Sender-constrained children (``cnf``) are checked when present: a DPoP-bound child must come
 with ``Authorization: DPoP`` and a proof for this request by its key (RFC 9449 §7: htm, htu, iat, jti
 replay, ath), a certificate-bound one over a connection with that client certificate (RFC 8705). A
 child narrowed to one audience is refused where a route needs a scope of another.
@@ -297,7 +297,7 @@ class EdgeVerifier:
         if not routed:
             return _refused(Outcome.FORBIDDEN, "no route rule", _challenge('error="insufficient_scope"'))
         if required is not None and audience_of(parse_scope(required)) not in token.audiences:
-            # A child narrowed to another resource server (issue 17): its aud does not name this one.
+            # A child narrowed to another resource server: its aud does not name this one.
             return _refused(
                 Outcome.FORBIDDEN, "audience not granted", _challenge('error="insufficient_scope"')
             )

@@ -53,9 +53,10 @@ from delegation_service.domain.errors import (
     UnsupportedGrantType,
     Violation,
 )
+from delegation_service.domain.policy import DelegationRequest
 from delegation_service.domain.ports import AuditSink
 from delegation_service.domain.tokens import TokenKind
-from delegation_service.service import DelegateCommand, DelegationService
+from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.errors import oauth_error
 from delegation_service.transport.tls import certificate_facts
@@ -173,8 +174,8 @@ class OAuthEndpoints:
         proof = self._proof(dpop_proofs, subject_token, thumbprint)
         scope = form.get("scope")
         result = self._service.delegate(
-            DelegateCommand(
-                parent_token=subject_token,
+            subject_token,
+            DelegationRequest(
                 client_id=_required(form, "audience"),
                 scopes=() if scope is None else (scope,),
                 audience=form.get("resource"),

@@ -15,12 +15,13 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.domain.binding import NO_PROOF, PossessionProof
 from delegation_service.domain.errors import InvalidDpopProof, LifetimeRefused, Reason, Violation
+from delegation_service.domain.policy import DelegationRequest
 from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import RevocationKind, TokenState
 from delegation_service.domain.scopes import Bearer, BearerType
 from delegation_service.domain.tokens import TokenKind
 from delegation_service.revocation_feed import Marker, MarkerType, RevocationFeed, Subscription
-from delegation_service.service import DelegateCommand, DelegationService
+from delegation_service.service import DelegationService
 from delegation_service.transport.auth import current_caller
 
 ISSUED_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -74,8 +75,8 @@ class DelegationServicer(delegation_pb2_grpc.DelegationServiceServicer):
     ) -> delegation_pb2.DelegateResponse:
         """Mint (or validate) a child token."""
         result = self._service.delegate(
-            DelegateCommand(
-                parent_token=request.parent_token,
+            request.parent_token,
+            DelegationRequest(
                 client_id=request.client_id,
                 scopes=tuple(request.scopes),
                 lifetime_seconds=_seconds(request.lifetime) if request.HasField("lifetime") else None,

@@ -32,7 +32,7 @@ import jwt
 import pytest
 
 from delegation.v1 import delegation_pb2
-from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, generate_signing_key, load_remote_jwks
 from delegation_service.client import DelegationClient, error_details
 from delegation_service.dev import demo_catalog_path
@@ -275,8 +275,7 @@ def test_a_ps256_token_from_the_alg_less_rsa_key_verifies_only_when_the_issuer_a
     issuer = TrustedIssuer(
         issuer=provider.issuer,
         keys=load_remote_jwks(published, algorithms),
-        algorithms=algorithms,
-        audience=AUDIENCE,
+        rules=IssuerRules(algorithms=algorithms, audience=AUDIENCE),
     )
     verifier = JwtVerifier(SERVICE_ISSUER, KeySet(generate_signing_key()), [issuer], 30)
     parent = provider.token("gateway", "PS256")

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
-from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
 from delegation_service.app import build, load_catalog
 from delegation_service.client import error_details
@@ -90,7 +90,7 @@ class World:
 def world() -> World:
     own, upstream = generate_signing_key("ES256"), generate_signing_key("ES256")
     trusted = TrustedIssuer(
-        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), audience=AUDIENCE
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), IssuerRules(audience=AUDIENCE)
     )
     return World(
         own,
@@ -267,7 +267,7 @@ def surface() -> Surface:
         max_workers=8,
     ).validate()
     trusted = TrustedIssuer(
-        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), audience=AUDIENCE
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(upstream.public_jwk)]}), IssuerRules(audience=AUDIENCE)
     )
     app = build(
         config, catalog=load_catalog(demo_catalog_path()), extra_trusted=[trusted], keys=KeySet(world().own)

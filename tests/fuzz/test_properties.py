@@ -16,7 +16,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from delegation_service.adapters.clock import SystemClock
-from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtSigner, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, load_jwks
 from delegation_service.adapters.memory_registry import MemoryRegistry
 from delegation_service.app import load_catalog
@@ -24,10 +24,10 @@ from delegation_service.audit import AuditLog
 from delegation_service.dev import demo_catalog_path
 from delegation_service.domain.catalog import Catalog
 from delegation_service.domain.errors import DelegationError
-from delegation_service.domain.policy import DelegationPolicy
+from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
 from delegation_service.domain.scopes import ScopeSyntaxError, parse_scope
 from delegation_service.domain.tokens import LifetimePolicy, TokenKind
-from delegation_service.service import DelegateCommand, DelegationService
+from delegation_service.service import DelegationService
 from tests.fuzz.targets import (
     AUDIENCE,
     FUZZ_SETTINGS,
@@ -54,7 +54,7 @@ class Setup:
 def setup() -> Setup:
     w = world()
     trusted = TrustedIssuer(
-        UPSTREAM_ISSUER, load_jwks({"keys": [dict(w.upstream.public_jwk)]}), audience=AUDIENCE
+        UPSTREAM_ISSUER, load_jwks({"keys": [dict(w.upstream.public_jwk)]}), IssuerRules(audience=AUDIENCE)
     )
     clock = SystemClock()
     verifier = JwtVerifier(OWN_ISSUER, KeySet(w.own), [trusted], leeway_seconds=30, clock=clock)
@@ -119,7 +119,10 @@ def test_a_child_is_always_a_subset_of_its_parent(
     token = signed({"alg": "ES256", "typ": "at+jwt", "kid": w.upstream.kid}, parent_claims, w.upstream)
     try:
         result = s.service.delegate(
-            DelegateCommand(token, client_id, tuple(requested), lifetime, allow_partial=allow_partial)
+            token,
+            DelegationRequest(
+                client_id, tuple(requested), lifetime_seconds=lifetime, allow_partial=allow_partial
+            ),
         )
     except DelegationError as refused:
         event(f"refused: {refused.reason.identifier}")

@@ -20,7 +20,7 @@ import grpc
 from delegation.v1 import admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.adapters.clock import SystemClock
 from delegation_service.adapters.jws import ACCESS_TOKEN_TYP
-from delegation_service.adapters.jwt_codec import TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
 from delegation_service.app import Application, build, build_registry, load_catalog
 from delegation_service.config import Config
@@ -210,7 +210,7 @@ def start_service(
     **overrides: Any,
 ) -> SecureService:
     """Build and start the service in authenticated mode over the given Redis (a fresh key prefix);
-    ``upstream_rules`` are extra :class:`TrustedIssuer` settings for the upstream issuer."""
+    ``upstream_rules`` are extra :class:`IssuerRules` for the upstream issuer."""
     secret = secrets.token_urlsafe(24)
     settings: dict[str, Any] = {
         "listen": f"{LOOPBACK}:0",
@@ -232,8 +232,7 @@ def start_service(
     trusted = TrustedIssuer(
         UPSTREAM_ISSUER,
         load_jwks({"keys": [dict(upstream_key.public_jwk)]}),
-        audience=SERVICE_AUDIENCE,
-        **(upstream_rules or {}),
+        IssuerRules(audience=SERVICE_AUDIENCE, **(upstream_rules or {})),
     )
     registry = build_registry(config, SystemClock())
     if wrap_registry is not None:

@@ -37,7 +37,7 @@ from joserfc import jwk as joserfc_jwk
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwt import JWTClaimsRegistry
 
-from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, SigningKey, generate_signing_key, load_jwks
 from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import ParentRejected
@@ -74,7 +74,9 @@ class Keys:
 
     def __post_init__(self) -> None:
         jwks = {"keys": [dict(self.issuer.public_jwk)]}
-        trusted = TrustedIssuer(ISSUER, load_jwks(jwks), algorithms=("ES256",), audience=AUDIENCE)
+        trusted = TrustedIssuer(
+            ISSUER, load_jwks(jwks), IssuerRules(algorithms=("ES256",), audience=AUDIENCE)
+        )
         self.ours = JwtVerifier(OWN_ISSUER, KeySet(self.own), [trusted], LEEWAY, clock=WallClock())
         self.joserfc_keys = joserfc_jwk.KeySet.import_key_set(jwks)  # type: ignore[arg-type]
 

@@ -25,7 +25,7 @@ from joserfc.jwk import KeySet as JoseKeySet
 from jwt import algorithms as pyjwt_algorithms
 from jwt.algorithms import get_default_algorithms
 
-from delegation_service.adapters.jwt_codec import JwtSigner, JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtSigner, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import (
     ASYMMETRIC_ALGORITHMS,
     KeySet,
@@ -106,7 +106,9 @@ class World:
                 load_jwks({"keys": [dict(self.upstream_es.public_jwk), dict(self.upstream_rs.public_jwk)]}),
             ),
             TrustedIssuer(
-                AUD_ISSUER, load_jwks({"keys": [dict(self.aud_key.public_jwk)]}), audience=REQUIRED_AUDIENCE
+                AUD_ISSUER,
+                load_jwks({"keys": [dict(self.aud_key.public_jwk)]}),
+                IssuerRules(audience=REQUIRED_AUDIENCE),
             ),
         ]
         kwargs.setdefault("clock", FixedClock())
@@ -330,7 +332,7 @@ def _upstream_world(name: str, private_keys: dict[str, Any]) -> tuple[str, Any, 
     verifier = JwtVerifier(
         OWN,
         KeySet(generate_signing_key("ES256")),
-        [TrustedIssuer(UPSTREAM, {kid: key}, algorithms=(alg,))],
+        [TrustedIssuer(UPSTREAM, {kid: key}, IssuerRules(algorithms=(alg,)))],
         LEEWAY,
         clock=FixedClock(),
     )
@@ -453,7 +455,7 @@ def test_a_high_s_twin_of_our_own_token_is_refused(world: World, verifier: JwtVe
 def test_an_issuer_allowed_high_s_gives_both_twins_one_identity(world: World) -> None:
     """Every encoding that verifies has the same identity, so a twin can never dodge a revocation."""
     trusted = TrustedIssuer(
-        UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), allow_high_s=True
+        UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), IssuerRules(allow_high_s=True)
     )
     verifier = JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
     token = world.forge(world.upstream_claims(jti=DROP))
@@ -487,7 +489,9 @@ def test_the_acting_client_is_client_id_else_azp_else_the_issuers_claim(
     world: World, claims: dict[str, Any], actor_claim: str | None, expected: str
 ) -> None:
     trusted = TrustedIssuer(
-        UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), actor_claim=actor_claim
+        UPSTREAM,
+        load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}),
+        IssuerRules(actor_claim=actor_claim),
     )
     verifier = JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
     assert verifier.verify(world.forge(world.upstream_claims(**claims))).client_id == expected
@@ -528,7 +532,9 @@ def test_extra_audiences_are_refused_unless_the_issuer_allows_them(world: World)
     keys = load_jwks({"keys": [dict(world.aud_key.public_jwk)]})
 
     def verifier(allow: bool) -> JwtVerifier:
-        trusted = TrustedIssuer(AUD_ISSUER, keys, audience=REQUIRED_AUDIENCE, allow_extra_audiences=allow)
+        trusted = TrustedIssuer(
+            AUD_ISSUER, keys, IssuerRules(audience=REQUIRED_AUDIENCE, allow_extra_audiences=allow)
+        )
         return JwtVerifier(OWN, world.own_keys, [trusted], LEEWAY, clock=FixedClock())
 
     with pytest.raises(ParentRejected) as refused:
@@ -605,7 +611,11 @@ def test_duplicate_trusted_issuers_are_refused(world: World) -> None:
 @pytest.mark.parametrize("algorithms", [["HS256"], ["none"], ["ES256", "HS512"], []])
 def test_trusted_issuer_allows_only_asymmetric_algorithms(algorithms: list[str], world: World) -> None:
     with pytest.raises(ValueError, match="asymmetric"):
-        TrustedIssuer(UPSTREAM, load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}), algorithms)
+        TrustedIssuer(
+            UPSTREAM,
+            load_jwks({"keys": [dict(world.upstream_es.public_jwk)]}),
+            IssuerRules(algorithms=algorithms),
+        )
 
 
 @pytest.mark.parametrize("kwargs", [{"leeway_seconds": -1}, {"max_token_bytes": 0}, {"own_issuer": ""}])

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import (
     KeySet,
     PublicKey,
@@ -45,7 +45,9 @@ def _bare_jwk(public_key: PublicKey, kid: str = KID) -> dict[str, str]:
 
 def _verifier(jwk: dict[str, str], algorithms: Sequence[str]) -> JwtVerifier:
     issuer = TrustedIssuer(
-        issuer=ISSUER, keys=load_jwks({"keys": [jwk]}, algorithms), algorithms=tuple(algorithms)
+        issuer=ISSUER,
+        keys=load_jwks({"keys": [jwk]}, algorithms),
+        rules=IssuerRules(algorithms=tuple(algorithms)),
     )
     return JwtVerifier("https://delegation.example", KeySet(generate_signing_key()), [issuer], 30)
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from delegation_service.adapters.jwt_codec import JwtVerifier, TrustedIssuer
+from delegation_service.adapters.jwt_codec import IssuerRules, JwtVerifier, TrustedIssuer
 from delegation_service.adapters.keys import KeySet, generate_signing_key, load_jwks, public_jwk
 from delegation_service.adapters.upstream_claims import (
     DEFAULT_MAPPING,
@@ -38,7 +38,7 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 def _verify(rsa_key: rsa.RSAPrivateKey, mapping: ClaimMapping, **claims: Any) -> Any:
     jwk = {**public_jwk(rsa_key.public_key()), "kid": "k1", "alg": "RS256"}
-    issuer = TrustedIssuer(issuer=ISSUER, keys=load_jwks({"keys": [jwk]}), claims=mapping)
+    issuer = TrustedIssuer(ISSUER, load_jwks({"keys": [jwk]}), IssuerRules(claims=mapping))
     verifier = JwtVerifier("https://delegation.example", KeySet(generate_signing_key()), [issuer], 30)
     now = int(time.time())
     payload = {"iss": ISSUER, "sub": "subject-1", "iat": now, "exp": now + 60, **claims}
@@ -142,11 +142,11 @@ def test_the_bearer_rules_in_order(rsa_key: rsa.RSAPrivateKey) -> None:
 
 def test_the_legacy_actor_claim_extends_the_default_client_claims(rsa_key: rsa.RSAPrivateKey) -> None:
     jwk = {**public_jwk(rsa_key.public_key()), "kid": "k1", "alg": "RS256"}
-    issuer = TrustedIssuer(issuer=ISSUER, keys=load_jwks({"keys": [jwk]}), actor_claim="cid")
-    assert issuer.claims.client_claims == ("client_id", "azp", "cid")
+    issuer = TrustedIssuer(ISSUER, load_jwks({"keys": [jwk]}), IssuerRules(actor_claim="cid"))
+    assert issuer.rules.claims.client_claims == ("client_id", "azp", "cid")
     with pytest.raises(ClaimMappingError, match="not both"):
         TrustedIssuer(
-            issuer=ISSUER, keys=issuer.keys, actor_claim="cid", claims=ClaimMapping(client_claims=("appid",))
+            ISSUER, issuer.keys, IssuerRules(actor_claim="cid", claims=ClaimMapping(client_claims=("appid",)))
         )
 
 
@@ -172,14 +172,14 @@ def test_a_full_mapping_loads(tmp_path: Path) -> None:
         '"reports-app" = "Org/beta"\n',
     )
     (issuer,) = config.trusted_issuers
-    assert issuer.claims == ClaimMapping(
+    assert issuer.rules.claims == ClaimMapping(
         scopes_claims=("scp",),
         scopes_format=ScopeFormat.LIST,
         client_claims=("cid", "azp"),
         bearer=ORG,
         client_bearers={"reports-app": Bearer(BearerType.ORGANIZATION, "beta")},
     )
-    assert _load(tmp_path, 'actor_claim = "cid"\n').trusted_issuers[0].claims.client_claims == (
+    assert _load(tmp_path, 'actor_claim = "cid"\n').trusted_issuers[0].rules.claims.client_claims == (
         "client_id",
         "azp",
         "cid",
@@ -187,9 +187,9 @@ def test_a_full_mapping_loads(tmp_path: Path) -> None:
     entra = _load(
         tmp_path, '[trusted_issuers.claims]\nscopes = ["scp", "roles"]\nclient = ["azp", "appid"]\n'
     )
-    assert entra.trusted_issuers[0].claims.scopes_claims == ("scp", "roles")
+    assert entra.trusted_issuers[0].rules.claims.scopes_claims == ("scp", "roles")
     by_claim = _load(tmp_path, '[trusted_issuers.claims]\nbearer_id_claim = "org"\nbearer_type = "Org"\n')
-    assert by_claim.trusted_issuers[0].claims.bearer_id_claim == "org"
+    assert by_claim.trusted_issuers[0].rules.claims.bearer_id_claim == "org"
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ allow_extra_audiences = true
     assert loaded.tls_client_ca_file == tmp_path / "ca.crt"
     assert loaded.operator_identities == ("ops.example", "spiffe://example/ops")
     assert loaded.introspection_identities == ("gw.example", "spiffe://example/gw")
-    assert loaded.trusted_issuers[0].allow_extra_audiences is True
+    assert loaded.trusted_issuers[0].rules.allow_extra_audiences is True
 
 
 def write_keys(directory: Path, *names: str) -> list[Path]:

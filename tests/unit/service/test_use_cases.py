@@ -25,7 +25,7 @@ from delegation_service.domain.errors import (
     ParentRejected,
     ScopesRefused,
 )
-from delegation_service.domain.policy import DelegationPolicy
+from delegation_service.domain.policy import DelegationPolicy, DelegationRequest
 from delegation_service.domain.ports import AuditSink, TokenRegistry
 from delegation_service.domain.revocation import HorizonKey, HorizonKind
 from delegation_service.domain.scopes import Bearer, BearerType
@@ -36,7 +36,7 @@ from delegation_service.domain.tokens import (
     VerifiedToken,
     root_chain_id,
 )
-from delegation_service.service import DelegateCommand, DelegationService
+from delegation_service.service import DelegationService
 
 ISSUER = "https://delegation.test.invalid"
 UPSTREAM = "https://idp.test.invalid"
@@ -176,8 +176,8 @@ def delegate(
     world: World, parent: str, client_id: str = "billing", **options: Any
 ) -> use_cases.DelegateResult:
     time_left = options.pop("time_left", None)
-    command = DelegateCommand(parent, client_id, ("warehouse.items.r",), **options)
-    return world.service.delegate(command, time_left=time_left)
+    request = DelegationRequest(client_id, ("warehouse.items.r",), **options)
+    return world.service.delegate(parent, request, time_left=time_left)
 
 
 # -- ports ------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_each_use_case_reaches_the_store_only_through_its_own_port(world: World)
         uses[action.__name__] = Counter({name: spy.calls.total() for name, spy in ports.items() if spy.calls})
 
     def delegating() -> None:
-        child = service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+        child = service.delegate(parent, DelegationRequest("billing", ("warehouse.items.r",)))
         assert child.access_token is not None
         assert service.introspect(child.access_token).active
 
@@ -238,9 +238,9 @@ def test_audit_events_go_to_the_sink_the_composition_root_gives(world: World) ->
     service = new_service(world.codec, world.clock, world.store, audit=trail)
     parent = world.parent()
 
-    service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.r",)))
+    service.delegate(parent, DelegationRequest("billing", ("warehouse.items.r",)))
     with pytest.raises(ScopesRefused):
-        service.delegate(DelegateCommand(parent, "billing", ("warehouse.nothing.r",)))
+        service.delegate(parent, DelegationRequest("billing", ("warehouse.nothing.r",)))
     service.revoke_subject("alice", caller="ops")
 
     assert trail.events == [
@@ -294,14 +294,14 @@ def test_a_revoked_parent_is_told_so_before_any_scope_refusal(world: World) -> N
     world.spy.calls.clear()
 
     with pytest.raises(ParentRejected):
-        world.service.delegate(DelegateCommand(parent, "billing", ("warehouse.items.rwx",)))
+        world.service.delegate(parent, DelegationRequest("billing", ("warehouse.items.rwx",)))
 
     assert world.spy.calls == Counter({"snapshot": 1})  # only a refused request pays the extra read
 
 
 def test_a_scope_refusal_for_an_active_parent_is_reported_as_such(world: World) -> None:
     with pytest.raises(ScopesRefused):
-        world.service.delegate(DelegateCommand(world.parent(), "billing", ("warehouse.items.rwx",)))
+        world.service.delegate(world.parent(), DelegationRequest("billing", ("warehouse.items.rwx",)))
 
 
 def test_a_delegated_token_cannot_delegate_and_an_unknown_one_is_rejected(world: World) -> None:
