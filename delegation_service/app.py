@@ -65,7 +65,8 @@ from delegation_service.transport.auth import CallerGate
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
-from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings
+from delegation_service.transport.oauth.endpoints import OAuthSettings
+from delegation_service.transport.oauth.threads import OAuthHttpServer
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 from delegation_service.transport.servicer import DELEGATE_PATH
 from delegation_service.transport.tls import TlsFileError, TlsFiles, http_server_context, server_credentials

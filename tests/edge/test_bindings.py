@@ -11,7 +11,7 @@ import requests
 from joserfc.jwk import ECKey
 
 from delegation_service.edge.verifier import Outcome, RequestFacts, RouteRule
-from delegation_service.transport.oauth_http import OAuthHttpServer
+from delegation_service.transport.oauth.threads import OAuthHttpServer
 from tests.edge.conftest import EdgeFactory
 from tests.integration.harness import Harness
 from tests.oauth.conftest import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, dpop_proof
