@@ -486,9 +486,9 @@ def redis_client(config: Config, guard: StoreGuard | None = None) -> redis.Redis
         hosts = sentinel_addresses(config.redis_url)
         if guard is not None:
             common["connection_class"] = guarded_connection_class(SentinelManagedConnection, guard)
-        # redis-py leaves Sentinel untyped.
-        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
-        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call]
+        # Older redis-py leaves Sentinel untyped; newer (8.2) types it, and the ignores are then unused.
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call,unused-ignore]
+        master: redis.Redis = sentinel.master_for(config.redis_sentinel_service, **common)  # type: ignore[no-untyped-call,unused-ignore]
         return master
     if guard is not None:
         # The class the URL's scheme calls for (TLS, unix socket), guarded.
