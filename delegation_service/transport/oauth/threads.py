@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -88,12 +90,17 @@ class OAuthHttpServer:
         self._thread.join(timeout=5)
         if not self.rules.wait_idle(grace_seconds):
             log.warning("oauth http: requests still in flight at shutdown", extra={"event": "oauth_stop"})
+        # Idle keep-alive connections would hold their threads until their idle timeout.
+        self._server.close_connections()
 
 
 class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, up to ``max_connections``; past it a 503 at once, and no thread."""
 
     daemon_threads = True
+    request_queue_size = 128
+    """The listen backlog (socketserver's default is 5: a burst of new connections lost SYNs and waited
+    a second or more for the retransmission)."""
     tls: ssl.SSLContext | None = None
     """TLS, handshaken on the connection's own thread (a slow handshake never holds the accept loop)."""
     idle_seconds: float = 10.0
@@ -103,7 +110,26 @@ class _BoundedServer(ThreadingHTTPServer):
     ) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self.allow_reuse_port = reuse_port
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
         super().__init__(address, handler)
+
+    def close_connections(self) -> None:
+        """End every open connection (their threads see the end of the stream and return)."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that left before its answer is no error of ours (socketserver prints a traceback
+        to stderr for it); anything else goes to the log."""
+        failure = sys.exc_info()[1]
+        if isinstance(failure, ConnectionError | TimeoutError):
+            log.debug("oauth http: the caller left (%s)", type(failure).__name__)
+        else:
+            log.error("oauth http: connection failed", exc_info=True, extra={"event": "oauth_error"})
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve on a thread of its own, when a slot is free."""
@@ -119,6 +145,8 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve (after the TLS handshake, when on), then give the slot back."""
+        with self._lock:
+            self._connections.add(request)
         try:
             if self.tls is not None:
                 request.settimeout(self.idle_seconds)
@@ -129,6 +157,8 @@ class _BoundedServer(ThreadingHTTPServer):
                     return
             super().process_request_thread(request, client_address)
         finally:
+            with self._lock:
+                self._connections.discard(request)
             self._slots.release()
 
 
