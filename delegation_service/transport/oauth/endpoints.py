@@ -26,7 +26,7 @@ is ``invalid_request``. Nothing of a request body is logged.
 
 This module holds the endpoints as functions of a decoded form; the HTTP rules around them (routing,
 limits, the error mapping, the deadline, the access line) are :mod:`.protocol`, shared by the two
-servers that carry them: :mod:`.threads` (the standard library's).
+servers that can carry them: :mod:`.threads` (the standard library's) and :mod:`.granian_server`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The HTTP rules of the OAuth port, whatever server carries the bytes.
 
-A server (:mod:`.threads`, the standard library's, or any other) is a socket shell around
-:class:`OAuthHttp`: it hands it a request's head as an :class:`HttpRequest`,
-reads the body only when :meth:`OAuthHttp.begin` asks for it (and how much), sends the :class:`Answer`
-it returns and lets it write the access line. Every rule lives here once:
+Both servers (:mod:`.threads`, the standard library's; :mod:`.granian_server`, granian's native core)
+are socket shells around :class:`OAuthHttp`: they hand it a request's head as an :class:`HttpRequest`,
+read the body only when :meth:`OAuthHttp.begin` asks for it (and how much), send the :class:`Answer` it
+returns and let it write the access line. Every rule lives here once:
 
 - routing: ``GET`` on the two documents, ``POST`` on the three endpoints; another path 404, another
   method 405 with ``Allow``;
@@ -98,6 +98,21 @@ class HttpRequest:
         if ":" in self.peer_host:
             return f"ipv6:[{self.peer_host}]:{self.peer_port}"
         return f"ipv4:{self.peer_host}:{self.peer_port}"
+
+
+class OAuthServer(Protocol):
+    """What the application holds of either server (``oauth.server``)."""
+
+    port: int
+    base_url: str
+    metadata_members: dict[str, object]
+    """The RFC 8414 members naming its endpoints (the admin port's metadata lists them too)."""
+
+    def start(self) -> OAuthServer:
+        """Serve in the background; returns once the port accepts."""
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, let the requests being answered finish (up to ``grace_seconds``), close."""
 
 
 class OAuthHttp:
