@@ -289,7 +289,7 @@ class Config:
         "oauth.server",
         "threads",
         "The OAuth port's HTTP server: threads (the standard library's, a thread per connection) or "
-        "granian (a native core, about half the CPU per call; the fast-http extra: pip install "
+        "granian (a native core: less CPU per call under load; the fast-http extra: pip install "
         "'delegation-service[fast-http]'; no client certificates, so not with tls.client_ca_file).",
     )
     dpop_max_age_seconds: int = _setting(
