@@ -41,8 +41,14 @@ from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.domain.ports import AuditSink
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
-from delegation_service.transport.oauth.endpoints import OAuthSettings
-from delegation_service.transport.oauth.protocol import Headers, HttpRequest, oauth_http, public_base_url
+from delegation_service.transport.oauth.endpoints import Answer, OAuthSettings
+from delegation_service.transport.oauth.protocol import (
+    Headers,
+    HttpRequest,
+    OAuthHttp,
+    oauth_http,
+    public_base_url,
+)
 
 log = logging.getLogger("delegation_service.transport.oauth_http")
 
@@ -127,17 +133,21 @@ class GranianOAuthServer:
         )
         rules = self.rules
         step = rules.begin(request)
-        if isinstance(step, int):
+        if not isinstance(step, int):
+            answer = step
+        else:
             try:
                 async with asyncio.timeout(self._idle_seconds):
                     body = await proto()
             except TimeoutError:
                 answer = rules.body_timeout()
             else:
-                answer = rules.answer(request, body)
-        else:
-            answer = step
-        proto.response_bytes(int(answer.status), rules.response_headers(answer), answer.body)
+                with rules.serving():  # until the answer is handed to granian
+                    answer = rules.answer(request, body)
+                    _send(proto, answer)
+                rules.log_access(request, answer, started)
+                return
+        _send(proto, answer)
         rules.log_access(request, answer, started)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -192,6 +202,10 @@ class GranianOAuthServer:
         deadline = time.monotonic() + THREADS_END_SECONDS
         while self._native & _native_threads() and time.monotonic() < deadline:
             time.sleep(0.005)
+
+
+def _send(proto: RSGIHTTPProtocol, answer: Answer) -> None:
+    proto.response_bytes(int(answer.status), OAuthHttp.response_headers(answer), answer.body)
 
 
 def _native_threads() -> set[str]:

@@ -161,8 +161,9 @@ class OAuthHttp:
         return int(length)
 
     def answer(self, request: HttpRequest, body: bytes) -> Answer:
-        """The endpoint's answer to a POST whose body was read, within the request's deadline."""
-        with self._serving(), call_deadline(REQUEST_SECONDS):
+        """The endpoint's answer to a POST whose body was read, within the request's deadline (the
+        server calls it, and sends the answer, inside :meth:`serving`)."""
+        with call_deadline(REQUEST_SECONDS):
             try:
                 if request.query:
                     raise invalid_request("query", "", "parameters go in the request body, never in the URL")
@@ -224,16 +225,17 @@ class OAuthHttp:
 
     @property
     def in_flight(self) -> int:
-        """Requests whose endpoint is running now."""
+        """Requests being answered now."""
         return self._in_flight
 
     def wait_idle(self, seconds: float) -> bool:
-        """Wait until no endpoint is running (idle keep-alive connections do not count)."""
+        """Wait until no request is being answered (idle keep-alive connections do not count)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout=seconds)
 
     @contextmanager
-    def _serving(self) -> Iterator[None]:
+    def serving(self) -> Iterator[None]:
+        """One request being answered, from its body read to its answer written: a stop waits for it."""
         with self._idle:
             self._in_flight += 1
         try:

@@ -21,7 +21,7 @@ from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.domain.ports import AuditSink
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
-from delegation_service.transport.oauth.endpoints import OAuthSettings
+from delegation_service.transport.oauth.endpoints import Answer, OAuthSettings
 from delegation_service.transport.oauth.protocol import HttpRequest, OAuthHttp, oauth_http, public_base_url
 from delegation_service.transport.tls import certificate_facts
 
@@ -190,11 +190,14 @@ class _OAuthHandler(BaseHTTPRequestHandler):
             try:
                 body = self.rfile.read(step)
             except (TimeoutError, OSError):
-                answer = self.rules.body_timeout()
-            else:
-                answer = self.rules.answer(request, body)
+                self._send(request, self.rules.body_timeout(), started)
+                return
+            with self.rules.serving():  # until the answer is written: stop() then closes the connection
+                self._send(request, self.rules.answer(request, body), started)
         else:
-            answer = step
+            self._send(request, step, started)
+
+    def _send(self, request: HttpRequest, answer: Answer, started: float) -> None:
         if answer.close:
             self.close_connection = True
         self.send_response(answer.status)
