@@ -258,7 +258,8 @@ bench-jwks: $(BENCH_DEPS) ## Trusted issuers by URL: fetches under 1,000 concurr
 IMAGE ?= delegation-service:local
 CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; elif command -v podman >/dev/null; then echo podman; fi)
 # The image's lock files (every package pinned, with the hashes of all its wheels, for CPython 3.11 on
-# any platform) resolved by uv from pyproject.toml: image.txt the run-time dependencies, build.txt the
+# any platform) resolved by uv from pyproject.toml: image.txt the run-time dependencies and the fast-http
+# extra (so oauth.server = "granian" is a setting away in the image, which has no pip), build.txt the
 # build stage's tools (stub generator, grpcio-reflection for the v1 descriptor, the build backend).
 LOCKS := requirements/image.txt requirements/build.txt
 UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
@@ -267,7 +268,8 @@ UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --
 .PHONY: lock
 lock: $(LOCK_STAMP) ## Regenerate requirements/*.txt, the image's hashed lock files, from pyproject.toml
 	mkdir -p requirements
-	$(PY) scripts/pyproject_requirements.py >$(VENV)/image.in
+	{ $(PY) scripts/pyproject_requirements.py; \
+	  $(PY) scripts/pyproject_requirements.py --extra fast-http; } >$(VENV)/image.in
 	{ $(PY) scripts/pyproject_requirements.py --extra codegen; \
 	  $(PY) scripts/pyproject_requirements.py --only grpcio-reflection; \
 	  $(PY) scripts/pyproject_requirements.py --build-system; } >$(VENV)/build.in

@@ -60,7 +60,7 @@ from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.domain.revocation import record_child
 from delegation_service.domain.scopes import Bearer, BearerType, parse_scope
 from delegation_service.domain.tokens import ChildToken
-from delegation_service.transport.oauth_http import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+from delegation_service.transport.oauth.endpoints import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 CALL_TIMEOUT_SECONDS = 10.0
 SETUP_CONCURRENCY = 32

@@ -51,7 +51,7 @@ SERVER_START_TIMEOUT_SECONDS = 60.0
 LOADGEN_REPLY_TIMEOUT_SECONDS = 300.0
 CHAIN_CALL_TIMEOUT_SECONDS = 120.0
 CHAIN_REPEATS = 3
-HTTP_SERVER_MODELS = {"service-http": "threads"}
+HTTP_SERVER_MODELS = {"service-http": "threads", "service-granian": "granian"}
 """The bench target of each ``oauth.server`` the service offers."""
 
 # Bounds on calls per measured phase, as calls per second of the phase's duration (the time bound

@@ -66,13 +66,16 @@ from delegation_service.transport.auth import CallerGate, operator_secret_digest
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.http import JWKS_PATH, AdminHttpServer, AdminSettings, metadata
 from delegation_service.transport.metrics import JwksMetrics, MetricsInterceptor, ServiceMetrics
-from delegation_service.transport.oauth_http import OAuthHttpServer, OAuthSettings
+from delegation_service.transport.oauth.endpoints import OAuthSettings
+from delegation_service.transport.oauth.protocol import OAuthServer
+from delegation_service.transport.oauth.threads import OAuthHttpServer
 from delegation_service.transport.server import RunningServer, ServerSettings, start_server
 from delegation_service.transport.servicer import DELEGATE_PATH
 from delegation_service.transport.tls import TlsFileError, TlsFiles, http_server_context, server_credentials
 
 if TYPE_CHECKING:
     from delegation_service.tracing import Tracing
+    from delegation_service.transport.oauth.granian_server import GranianOAuthServer
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ class Application:
                     self.metrics.exposition_registry(),
                     ready=lambda: running.health.serving,
                 )
-        except RuntimeError:
+        except (RuntimeError, ConfigError):
             if oauth is not None:
                 oauth.stop()
             running.stop(0)
@@ -178,24 +181,32 @@ class Application:
             oauth=oauth.start() if oauth is not None else None,
         )
 
-    def oauth_server(self, listen: str | None = None, *, reuse_port: bool = False) -> OAuthHttpServer:
-        """The OAuth HTTP face (not started) on ``listen`` or ``oauth.listen``."""
+    def oauth_server(self, listen: str | None = None, *, reuse_port: bool = False) -> OAuthServer:
+        """The OAuth HTTP face (not started) on ``listen`` or ``oauth.listen``, on ``oauth.server``."""
         config = self.config
         if not isinstance(self.access, AccessGate):
             raise RuntimeError("the OAuth port needs the access gate")
+        settings = OAuthSettings(
+            listen or config.oauth_listen, config.oauth_public_url, reuse_port=reuse_port
+        )
         # Its metadata names its own JWKS: a gateway that reaches only this port can verify children.
+        documents = lambda base: metadata(config.issuer, base + JWKS_PATH, self.service.jwks())  # noqa: E731
+        audit = self.audit if self.audit is not None else AuditLog()
+        tls = self._oauth_tls()
+        if config.oauth_server == "granian":
+            server_class = _granian_server()
+            cert, key = config.tls_cert_file, config.tls_key_file
+            files = (cert, key) if tls is not None and cert is not None and key is not None else None
+            return server_class(
+                settings, self.service, self.access, self.dpop, documents, audit=audit, tls=files
+            )
         return OAuthHttpServer(
-            OAuthSettings(listen or config.oauth_listen, config.oauth_public_url, reuse_port=reuse_port),
-            self.service,
-            self.access,
-            self.dpop,
-            lambda base: metadata(config.issuer, base + JWKS_PATH, self.service.jwks()),
-            audit=self.audit if self.audit is not None else AuditLog(),
-            tls=self._oauth_tls(),
+            settings, self.service, self.access, self.dpop, documents, audit=audit, tls=tls
         )
 
     def _oauth_tls(self) -> ssl.SSLContext | None:
-        """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured."""
+        """The OAuth port serves HTTPS with the gRPC port's certificate, when TLS is configured (for
+        granian the files are checked here too, then granian reads them)."""
         files = _tls_files(self.config)
         return None if files is None else _read_tls(http_server_context, files)
 
@@ -236,7 +247,7 @@ class RunningApplication(RunningServer):
     """The running gRPC server and the admin HTTP port beside it."""
 
     admin: AdminHttpServer | None = None
-    oauth: OAuthHttpServer | None = None
+    oauth: OAuthServer | None = None
 
     def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
         """Drain gRPC (readiness turns 503 with health), then close the HTTP ports."""
@@ -245,6 +256,19 @@ class RunningApplication(RunningServer):
             self.oauth.stop()
         if self.admin is not None:
             self.admin.stop()
+
+
+def _granian_server() -> type[GranianOAuthServer]:
+    """granian's server class, or a start-up error naming the extra that brings it."""
+    try:
+        from delegation_service.transport.oauth.granian_server import GranianOAuthServer  # noqa: PLC0415
+    except ImportError as error:
+        raise ConfigError(
+            "oauth.server",
+            f"granian is not installed ({error.msg}); install the fast-http extra: "
+            "pip install 'delegation-service[fast-http]', or set oauth.server = \"threads\"",
+        ) from None
+    return GranianOAuthServer
 
 
 def build(

@@ -48,6 +48,7 @@ bounds that work per request."""
 ENV_PREFIX = "DELEGATION_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRACING_EXPORTERS = ("none", "otlp", "console")
+OAUTH_SERVERS = ("threads", "granian")
 
 
 class ConfigError(ValueError):
@@ -308,6 +309,13 @@ class Config:
         "Base URL callers reach the OAuth port at (endpoints in the metadata, and the htu DPoP proofs "
         "must name); default http://<oauth.listen>.",
     )
+    oauth_server: str = _setting(
+        "oauth.server",
+        "threads",
+        "The OAuth port's HTTP server: threads (the standard library's, a thread per connection) or "
+        "granian (a native core: less CPU per call under load; the fast-http extra: pip install "
+        "'delegation-service[fast-http]'; no client certificates, so not with tls.client_ca_file).",
+    )
     dpop_max_age_seconds: int = _setting(
         "oauth.dpop_max_age_seconds",
         60,
@@ -372,6 +380,7 @@ class Config:
                 raise ConfigError("oauth.listen", f"{self.oauth_listen!r} is not host:port")
         if self.oauth_public_url and not self.oauth_public_url.startswith(("https://", "http://")):
             raise ConfigError("oauth.public_url", "must be an http(s) URL")
+        self._validate_oauth_server()
         if not 1 <= self.dpop_max_age_seconds <= 3600:
             raise ConfigError("oauth.dpop_max_age_seconds", "must be between 1 and 3600")
         if self.jwks_max_age_seconds < 0:
@@ -411,6 +420,19 @@ class Config:
         if not 0 <= self.tracing_sample_ratio <= 1:
             raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
         return self
+
+    def _validate_oauth_server(self) -> None:
+        if self.oauth_server not in OAUTH_SERVERS:
+            raise ConfigError("oauth.server", f"must be one of {', '.join(OAUTH_SERVERS)}")
+        if self.oauth_server == "granian" and self.oauth_listen and self.tls_client_ca_file is not None:
+            # Certificate-bound children (RFC 8705) and certificate identities need the client
+            # certificate, which granian does not pass to the application.
+            raise ConfigError(
+                "oauth.server",
+                "granian cannot serve the OAuth port with client certificates (tls.client_ca_file): it "
+                "does not give the application the certificate, so certificate-bound children and "
+                'certificate identities would silently stop working; use oauth.server = "threads"',
+            )
 
     def rotation_policy(self) -> RotationPolicy:
         """The key rotation schedule's parameters: a key stays published, after it stops signing, for

@@ -140,7 +140,7 @@ def metadata(issuer: str, jwks_uri: str, jwks: Mapping[str, object]) -> dict[str
     """RFC 8414 authorization server metadata for what this service is: an issuer of access tokens.
 
     It runs no authorization endpoint (tokens are minted over gRPC, or by token exchange on the OAuth
-    port, whose endpoints :mod:`.oauth_http` adds), so ``response_types`` is empty. The algorithms its
+    port, whose endpoints :mod:`.oauth.endpoints` adds), so ``response_types`` is empty. The algorithms its
     tokens are signed with have no registered member; they are published as
     ``access_token_signing_alg_values_supported`` (RFC 8414 §2 allows additional members).
     """

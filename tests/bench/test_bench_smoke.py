@@ -111,10 +111,11 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
     assert data["round_trips"]["service/Delegate"]["per_call"] == 1
 
     # The OAuth face answers token exchange on each HTTP server model, beside gRPC Delegate.
-    for rpc in ("TokenExchange", "TokenExchangeWarm"):
-        for concurrency in (1, 64):
-            exchange = data["scenarios"][f"service-http/{rpc}/c{concurrency}"]["median"]
-            assert exchange["errors"] == 0 and exchange["calls"] > 0, (rpc, concurrency)
+    for target in ("service-http", "service-granian"):
+        for rpc in ("TokenExchange", "TokenExchangeWarm"):
+            for concurrency in (1, 64):
+                exchange = data["scenarios"][f"{target}/{rpc}/c{concurrency}"]["median"]
+                assert exchange["errors"] == 0 and exchange["calls"] > 0, (target, rpc, concurrency)
 
     # The real peer (oidc-provider, Node) runs beside Delegate wherever Node is installed, as in CI.
     if shutil.which("node") and shutil.which("npm"):
@@ -124,7 +125,7 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
             assert peer["errors"] == 0 and peer["calls"] > 0
         rows = {row["scenario"]: row for row in data["peer"]}
         assert rows["service/Delegate/c64"]["per_core_ratio"] is not None
-        assert rows["service-http/TokenExchange/c64"]["per_core_ratio_paired"] is not None
+        assert rows["service-granian/TokenExchange/c64"]["per_core_ratio_paired"] is not None
         assert "Against a real peer" in (results / "bench.md").read_text()
     else:
         assert data["meta"]["peer"]["skipped"]

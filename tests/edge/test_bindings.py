@@ -3,6 +3,7 @@ narrowing, through the embeddable verifier and the forward-auth face nginx and T
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from collections.abc import Iterator
 
@@ -11,22 +12,24 @@ import requests
 from joserfc.jwk import ECKey
 
 from delegation_service.edge.verifier import Outcome, RequestFacts, RouteRule
-from delegation_service.transport.oauth_http import OAuthHttpServer
+from delegation_service.transport.oauth.protocol import OAuthServer
 from tests.edge.conftest import EdgeFactory
 from tests.integration.harness import Harness
-from tests.oauth.conftest import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, dpop_proof
+from tests.oauth.conftest import ACCESS_TOKEN_TYPE, OAUTH_SERVERS, TOKEN_EXCHANGE, dpop_proof
 
 RESOURCE = "https://api.example/items/42"
 
 
-@pytest.fixture
-def oauth(service: Harness) -> Iterator[OAuthHttpServer]:
-    server = service.app.oauth_server("127.0.0.1:0").start()
+@pytest.fixture(params=OAUTH_SERVERS)
+def oauth(service: Harness, request: pytest.FixtureRequest) -> Iterator[OAuthServer]:
+    """The OAuth port of the service on each of its servers (``oauth.server``)."""
+    config = dataclasses.replace(service.app.config, oauth_server=request.param)
+    server = dataclasses.replace(service.app, config=config).oauth_server("127.0.0.1:0").start()
     yield server
     server.stop()
 
 
-def exchange(oauth: OAuthHttpServer, parent: str, **extra: str) -> str:
+def exchange(oauth: OAuthServer, parent: str, **extra: str) -> str:
     form = {
         "grant_type": TOKEN_EXCHANGE,
         "subject_token": parent,
@@ -41,7 +44,7 @@ def exchange(oauth: OAuthHttpServer, parent: str, **extra: str) -> str:
 
 
 def test_a_dpop_bound_child_passes_only_with_a_proof_by_its_key(
-    service: Harness, oauth: OAuthHttpServer, start_edge_for: EdgeFactory
+    service: Harness, oauth: OAuthServer, start_edge_for: EdgeFactory
 ) -> None:
     key, other = ECKey.generate_key("P-256"), ECKey.generate_key("P-256")
     child = exchange(oauth, service.parent(), scope="warehouse.items.r", dpop_jkt=key.thumbprint())
@@ -65,7 +68,7 @@ def test_a_dpop_bound_child_passes_only_with_a_proof_by_its_key(
 
 
 def test_forward_auth_rebuilds_the_url_the_proof_names(
-    service: Harness, oauth: OAuthHttpServer, start_edge_for: EdgeFactory
+    service: Harness, oauth: OAuthServer, start_edge_for: EdgeFactory
 ) -> None:
     key = ECKey.generate_key("P-256")
     child = exchange(oauth, service.parent(), scope="warehouse.items.r", dpop_jkt=key.thumbprint())
@@ -96,7 +99,7 @@ def test_forward_auth_rebuilds_the_url_the_proof_names(
 
 
 def test_a_child_narrowed_to_one_audience_is_refused_by_the_others_routes(
-    service: Harness, oauth: OAuthHttpServer, start_edge_for: EdgeFactory
+    service: Harness, oauth: OAuthServer, start_edge_for: EdgeFactory
 ) -> None:
     narrowed = exchange(oauth, service.parent(), resource="warehouse")
     broad = exchange(oauth, service.parent())

@@ -25,6 +25,8 @@ from tests.integration.harness import DELEGATION_SCOPE, build_test_app
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+OAUTH_SERVERS = ("threads", "granian")
+"""Every test of the OAuth port runs on both of its servers (``oauth.server``), through real sockets."""
 
 
 @dataclass
@@ -109,8 +111,14 @@ def dpop_proof(
     return jws.serialize_compact(header, json.dumps(claims), key)
 
 
+@pytest.fixture(scope="module", params=OAUTH_SERVERS)
+def oauth_server(request: pytest.FixtureRequest) -> str:
+    """The ``oauth.server`` a module's tests run on (each module runs on both)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def oauth_service(redis_server: RedisServer) -> Iterator[OAuthService]:
+def oauth_service(redis_server: RedisServer, oauth_server: str) -> Iterator[OAuthService]:
     app, upstream, secret = build_test_app(
         store="redis",
         redis_url=redis_server.url,
@@ -118,6 +126,7 @@ def oauth_service(redis_server: RedisServer) -> Iterator[OAuthService]:
         redis_allow_unsafe_persistence=True,
         admin_listen="127.0.0.1:0",
         oauth_listen="127.0.0.1:0",
+        oauth_server=oauth_server,
     )
     running = app.serve(admin=True)
     assert isinstance(running, RunningApplication)
