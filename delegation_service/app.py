@@ -249,6 +249,12 @@ class RunningApplication(RunningServer):
     admin: AdminHttpServer | None = None
     oauth: OAuthServer | None = None
 
+    def refuse_new_calls(self) -> None:
+        """The OAuth port refuses new requests at the same moment as the gRPC port."""
+        super().refuse_new_calls()
+        if self.oauth is not None:
+            self.oauth.rules.refuse_new_requests()
+
     def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
         """Drain gRPC (readiness turns 503 with health), then close the HTTP ports."""
         super().stop(grace, drain_seconds)

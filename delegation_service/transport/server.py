@@ -134,7 +134,7 @@ class RunningServer:
         self.feed.stop()  # wakes every stream now, however long its heartbeat interval
         if drain_seconds > 0:
             time.sleep(drain_seconds)
-        self.calls.refuse_new_calls()
+        self.refuse_new_calls()
         began = time.monotonic()
         idle = self.calls.wait_idle(grace)
         log.log(
@@ -147,6 +147,10 @@ class RunningServer:
             },
         )
         return idle
+
+    def refuse_new_calls(self) -> None:
+        """From now on new calls are answered UNAVAILABLE (``SERVER_DRAINING``)."""
+        self.calls.refuse_new_calls()
 
     def stop(self, grace: float, drain_seconds: float = 0.0) -> None:
         """Drain, then stop the server in this process (tests, benchmarks; the CLI exits instead).

@@ -138,6 +138,30 @@ def test_stop_lets_the_request_in_flight_finish(
 
 
 @pytest.mark.parametrize("kind", OAUTH_SERVERS)
+def test_a_draining_service_refuses_new_oauth_requests_as_grpc_does(kind: str) -> None:
+    application, _, _ = build_test_app(
+        store="memory", admin_listen="", oauth_listen="127.0.0.1:0", oauth_server=kind
+    )
+    running = application.serve(admin=True)
+    assert isinstance(running, RunningApplication) and running.oauth is not None
+    url = running.oauth.base_url + "/oauth2/revoke"
+    try:
+        assert requests.post(url, data={"token": "t"}, headers=FORM, timeout=5).status_code == 200
+
+        assert running.drain(grace=1.0)
+        answer = requests.post(url, data={"token": "t"}, headers=FORM, timeout=5)
+
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "temporarily_unavailable"
+        assert answer.json()["reason"] == "SERVER_DRAINING"
+        assert answer.headers["Connection"] == "close"
+        # The documents stay: a caller may still read the metadata and the keys of a child it holds.
+        assert requests.get(running.oauth.base_url + JWKS, timeout=5).status_code == 200
+    finally:
+        running.stop(0)
+
+
+@pytest.mark.parametrize("kind", OAUTH_SERVERS)
 def test_connections_past_the_bound(kind: str, start: Callable[..., Server]) -> None:
     """Threads: past the bound a 503 at once. granian: the new connection waits for a free slot."""
     server = start(kind, max_connections=2)

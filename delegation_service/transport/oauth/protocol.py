@@ -33,7 +33,7 @@ from typing import Protocol
 
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.deadlines import call_deadline
-from delegation_service.domain.errors import DelegationError
+from delegation_service.domain.errors import DelegationError, ServerDraining
 from delegation_service.domain.ports import AuditSink
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
@@ -107,6 +107,7 @@ class OAuthServer(Protocol):
     base_url: str
     metadata_members: dict[str, object]
     """The RFC 8414 members naming its endpoints (the admin port's metadata lists them too)."""
+    rules: OAuthHttp
 
     def start(self) -> OAuthServer:
         """Serve in the background; returns once the port accepts."""
@@ -123,6 +124,13 @@ class OAuthHttp:
         self._documents = documents
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._refusing = False
+
+    def refuse_new_requests(self) -> None:
+        """From now on each token, introspection or revocation request is answered 503
+        ``temporarily_unavailable`` (``SERVER_DRAINING``) on a closing connection, when the gRPC port
+        starts answering UNAVAILABLE: a shutdown drains both faces alike, and callers retry elsewhere."""
+        self._refusing = True
 
     def begin(self, request: HttpRequest) -> Answer | int:
         """The answer to send without reading a body, or the number of body bytes to read first.
@@ -165,6 +173,8 @@ class OAuthHttp:
         server calls it, and sends the answer, inside :meth:`serving`)."""
         with call_deadline(REQUEST_SECONDS):
             try:
+                if self._refusing:
+                    raise ServerDraining()
                 if request.query:
                     raise invalid_request("query", "", "parameters go in the request body, never in the URL")
                 form = parse_form(body)
@@ -180,7 +190,7 @@ class OAuthHttp:
                 headers: tuple[tuple[str, str], ...] = NO_STORE
                 if status is HTTPStatus.UNAUTHORIZED:
                     headers = (*headers, UNAUTHORIZED)
-                return Answer(status, payload, headers, error.reason.identifier)
+                return Answer(status, payload, headers, error.reason.identifier, close=self._refusing)
             except Exception:
                 log.exception("unexpected failure in %s", request.path)
                 failure = json_body({"error": "server_error"})
