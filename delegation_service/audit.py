@@ -4,6 +4,11 @@ Events go to the ``delegation_service.audit`` logger (JSON lines with the rest o
 route apart by logger name). Every event carries the same fields, empty when they do not apply:
 ``event``, ``outcome``, ``reason``, ``jti``, ``chain_id``, ``client_id``, ``bearer``, ``caller``.
 
+One line per call: inside an RPC the access interceptor holds the call's audit event (:func:`hold`)
+and writes it as that call's one line, on this logger, with the access line's fields added
+(:mod:`delegation_service.transport.metrics`); outside one (the OAuth HTTP port, tests calling the
+use cases) an event is written at once.
+
 Never a token value or key material: fields are built from verified claims and identifiers, and, as a
 second line of defence, every string is passed through :func:`redact`, which blanks anything shaped
 like a JWT or a PEM block and caps the length (several fields, such as a requested ``client_id``, come
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from contextvars import ContextVar
 
 from delegation_service.logs import emit
 
@@ -27,6 +33,35 @@ _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.D
 MAX_FIELD_LENGTH = 256
 
 _audit = logging.getLogger(AUDIT_LOGGER)
+
+HeldEvent = tuple[str, dict[str, object]]
+"""An audit event not yet written: its message and fields, redacted."""
+_held: ContextVar[list[HeldEvent] | None] = ContextVar("held_audit_event", default=None)
+
+
+def hold() -> list[HeldEvent]:
+    """Hold the audit event the current call records, instead of writing it, in the returned list.
+
+    The caller (the access interceptor) writes it with :func:`write_held` and ends the hold with
+    :func:`release`. A second event in the same call writes the first at once, so at most one is held.
+    """
+    held: list[HeldEvent] = []
+    _held.set(held)
+    return held
+
+
+def release() -> None:
+    """End the hold of the current call (a plain ``set``, as :mod:`delegation_service.deadlines` does)."""
+    _held.set(None)
+
+
+def write_held(event: HeldEvent, more: dict[str, object]) -> None:
+    """Write a held event, with ``more`` fields (the call's access fields) after its own."""
+    message, fields = event
+    for name, value in more.items():
+        if name not in fields:
+            fields[name] = value
+    emit(_audit, logging.INFO, message, (), fields)
 
 
 def redact(value: str) -> str:
@@ -85,7 +120,14 @@ class AuditLog:
         }
         for name, value in fields.items():
             extra[name] = _clean(value)
-        emit(_audit, logging.INFO, redact(message), (), extra)
+        held = _held.get()
+        if held is None:
+            emit(_audit, logging.INFO, redact(message), (), extra)
+            return
+        if held:
+            earlier, earlier_fields = held.pop()
+            emit(_audit, logging.INFO, earlier, (), earlier_fields)
+        held.append((redact(message), extra))
 
 
 def _clean(value: object) -> object:

@@ -2,9 +2,10 @@
 
 Structured fields travel in ``extra={...}``; nothing here ever formats a token.
 
-Every RPC writes an access line and every mint, refusal and revocation an audit line, so the JSON
-formatter is on the hot path: the parts that never change per logger and level are encoded once, the
-time prefix once per second, and the rest in one pass of a pre-built encoder.
+Every RPC writes one line (its access line, or its audit event with the access fields:
+:mod:`delegation_service.audit`), so the JSON formatter is on the hot path: the parts that never change
+per logger and level are encoded once, the time prefix once per second, and the rest in one pass of an
+encoder built once (the C encoder itself, not a ``JSONEncoder`` that builds a new one per line).
 """
 
 from __future__ import annotations
@@ -13,13 +14,29 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
+from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
-# One encoder for every line: ``json.dumps`` with options builds a new encoder per call.
+# One encoder for every line: ``json.dumps`` with options builds a new encoder per call, and even a kept
+# ``JSONEncoder`` builds a new C encoder per ``encode``. Built once here, without the circular-reference
+# check (its state would be per call; log fields are never cyclic, and a cycle still fails, as a
+# RecursionError the handler reports instead of a ValueError).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def _fast_encoder() -> Callable[[dict[str, object]], str]:
+    make: Any = getattr(json.encoder, "c_make_encoder", None)  # the type stubs leave it out
+    if make is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode
+    chunks = make(None, str, encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda fields: "".join(chunks(fields, 0))
+
+
+_encode_fields = _fast_encoder()
 _MAX_CACHED_LOGGERS = 1024
 
 
@@ -51,7 +68,7 @@ class JsonFormatter(logging.Formatter):
         head = f'{cached[1]}.{int(record.msecs):03d}Z",{static}{encode_basestring_ascii(record.getMessage())}'
         if not fields:
             return head + "}"
-        return head + "," + _ENCODER.encode(fields)[1:]
+        return head + "," + _encode_fields(fields)[1:]
 
     def _static_part(self, record: logging.LogRecord) -> str:
         """``"level":...,"logger":...,"message":`` for one logger and level, encoded once."""

@@ -6,6 +6,11 @@ keeps the newest events in a bounded buffer; a stream reads the store itself onl
 snapshot, a resume from an old cursor, or after falling behind the buffer) and otherwise sleeps on a
 condition until the feed has something for it. A cap on open streams makes the next one fail at once
 instead of queueing.
+
+The follower polls only while a stream is subscribed: the streams are its only consumers in the server
+(the edges follow over ``WatchRevocations`` themselves), and an idle process polling 20 times a second
+cost every bench server a few percent of a core for nothing. The first stream to subscribe wakes it at
+once; a stream catching up asks it for a poll and waits for that poll, not for the next interval.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ log = logging.getLogger(__name__)
 PAGE = 500
 """Events read per store call, by the shared follower and by a stream catching up."""
 POLL_SECONDS = 0.05
-"""How often the shared follower reads the log: a revocation reaches every follower within about this
-long (plus delivery), for 20 small reads a second per process, whatever the number of streams."""
+"""How often the shared follower reads the log while a stream is subscribed: a revocation reaches every
+follower within about this long (plus delivery), for 20 small reads a second per process, whatever the
+number of streams; none while no stream is open."""
 IDLE_CHECK_SECONDS = 30.0
 """How often a stream without heartbeats wakes anyway. A follower that goes away wakes its own stream
 (:meth:`FeedStream.wake`, from the call's termination callback), so idle streams need not poll: a
@@ -105,6 +111,10 @@ class RevocationFeed:
         self._head: str | None = None
         self._caught_up = False
         self._polled_at = clock.now()  # when the follower last read to the log's end
+        self._polls = 0  # reads to the log's end so far: a stream catching up waits for the next one
+        self._poll_now = False  # a stream asked for a poll before the interval is up
+        self._follower = threading.Condition(self._lock)  # the follower waits on it, idle or between polls
+        self._polled = threading.Condition(self._lock)  # streams catching up wait on it for a poll
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="revocation-feed", daemon=True)
         self._streams = 0
@@ -124,6 +134,8 @@ class RevocationFeed:
         self._stopping.set()
         with self._lock:
             self._notify_waiting()
+            self._follower.notify_all()
+            self._polled.notify_all()
 
     def _notify_waiting(self) -> None:
         """Wake every waiting stream; the caller holds ``_lock``."""
@@ -145,7 +157,7 @@ class RevocationFeed:
 
     def _follow(self) -> None:
         failing = False
-        while not self._stopping.is_set():
+        while self._wanted():
             began = self._clock.now()
             try:
                 events = self._log.events(self._head, PAGE)
@@ -160,7 +172,7 @@ class RevocationFeed:
                         "revocation feed cannot read the log", extra={"reason": error.reason.identifier}
                     )
                 failing = True
-                self._stopping.wait(self._poll_seconds)
+                self._pause()
                 continue
             if failing:
                 log.info("revocation feed reads the log again")
@@ -171,7 +183,39 @@ class RevocationFeed:
                 with self._lock:
                     self._caught_up = True
                     self._polled_at = began
-                self._stopping.wait(self._poll_seconds)
+                    self._polls += 1
+                    self._polled.notify_all()
+                self._pause()
+
+    def _wanted(self) -> bool:
+        """Whether to poll now: block while no stream is subscribed (until one is, or the feed stops).
+
+        While idle the buffer stops following the log, so it no longer counts as caught up: the first
+        stream to come catches up from the store until the follower has read to the log's end again.
+        """
+        with self._lock:
+            if not self._streams and not self._stopping.is_set():
+                self._caught_up = False
+                while not self._streams and not self._stopping.is_set():
+                    self._follower.wait()
+        return not self._stopping.is_set()
+
+    def _pause(self) -> None:
+        """Wait for the poll interval, or less if a stream asks for a poll (or the feed stops)."""
+        with self._lock:
+            if not self._poll_now and not self._stopping.is_set():
+                self._follower.wait(self._poll_seconds)
+            self._poll_now = False
+
+    def _await_poll(self) -> None:
+        """Ask the follower for a poll now and wait (at most a poll interval) until one has read to the
+        log's end; the caller does not hold ``_lock``."""
+        with self._lock:
+            polls = self._polls
+            self._poll_now = True
+            self._follower.notify()
+            if self._polls == polls and not self._stopping.is_set():
+                self._polled.wait(self._poll_seconds)
 
     def _reset(self) -> None:
         with self._lock:
@@ -206,6 +250,7 @@ class RevocationFeed:
             raise TooManyStreams()
         with self._lock:
             self._streams += 1
+            self._follower.notify()  # the first stream wakes an idle follower at once
         try:
             yield from self._serve(stream)
         finally:
@@ -237,7 +282,7 @@ class RevocationFeed:
                         snapshot_pending = False
                         yield Marker(MarkerType.SNAPSHOT_COMPLETE, cursor or "", began)
                     if read_to_end_at is not None:
-                        self._stopping.wait(self._poll_seconds)  # the feed reaches this end within a poll
+                        self._await_poll()  # the feed reaches this end within a poll
                     read_to_end_at = began
                 continue
             cursor = yield from self._live(stream, position, cursor)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -50,7 +50,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from delegation_service import version
+from delegation_service import audit, version
 from delegation_service.logs import emit
 from delegation_service.transport.wrapping import Handler, WrappingInterceptor
 
@@ -318,6 +318,7 @@ def _received(request: Any, method: _Method) -> Any:
 def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method) -> Any:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         method.started.inc()
+        held = audit.hold()  # the call's audit event, if any, becomes its one line
         start = time.perf_counter()
         response = None
         fallback = _OK
@@ -329,7 +330,8 @@ def _unary(behavior: Callable[[Any, grpc.ServicerContext], Any], method: _Method
             fallback = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            method.finish(context, time.perf_counter() - start, response, fallback)
+            audit.release()
+            method.finish(context, time.perf_counter() - start, response, fallback, held)
 
     return handle
 
@@ -385,9 +387,15 @@ class _Method:
         self._level = logging.DEBUG if method.startswith(QUIET_SERVICE_PREFIX) else logging.INFO
 
     def finish(
-        self, context: grpc.ServicerContext, elapsed: float, response: Any, fallback: grpc.StatusCode
+        self,
+        context: grpc.ServicerContext,
+        elapsed: float,
+        response: Any,
+        fallback: grpc.StatusCode,
+        held: Sequence[audit.HeldEvent] = (),
     ) -> None:
-        """Count, time and log one call."""
+        """Count, time and log one call: its access line or, when it recorded an audit event (``held``),
+        that event with the access line's fields, on the audit logger: one line per call either way."""
         # grpcio's ServicerContext has code() at run time; the type stubs leave it out.
         code: grpc.StatusCode = context.code() or fallback  # type: ignore[attr-defined]
         code_name: str = code.name
@@ -402,6 +410,8 @@ class _Method:
         if self._delegate:
             self._count_delegate(code, code_name, reason, response)
         if not access_log.isEnabledFor(self._level):
+            if held:
+                audit.write_held(held[0], {})
             return
         fields: dict[str, object] = {
             "event": "rpc",
@@ -418,6 +428,9 @@ class _Method:
             chain_id = getattr(response, "chain_id", "")
             if chain_id and isinstance(chain_id, str):
                 fields["chain_id"] = chain_id
+        if held:
+            audit.write_held(held[0], fields)  # its own event ("delegate", "revoke", ...) names the line
+            return
         emit(access_log, self._level, "rpc %s %s", (self.name, code_name), fields)
 
     def _count_delegate(self, code: grpc.StatusCode, code_name: str, reason: str, response: Any) -> None:

@@ -16,6 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from prometheus_client.parser import text_string_to_metric_families
 
+from delegation_service.audit import AUDIT_LOGGER
 from delegation_service.client import error_details
 from tests.integration.harness import DELEGATION_SCOPE, SERVICE_ISSUER
 from tests.operability.conftest import Service, http
@@ -164,24 +165,27 @@ def test_operator_refusals_are_counted_with_their_code(service: Service) -> None
     )
 
 
-def test_one_access_line_per_rpc_and_never_a_token(
-    service: Service, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_one_line_per_rpc_and_never_a_token(service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    """An audited call's one line is its audit event, on the audit logger, with the access fields."""
     parent = service.parent()
     caplog.set_level(logging.INFO)
     with service.client() as client:
         child = client.delegate(parent, "billing", ["warehouse.items.r"])
         with pytest.raises(grpc.RpcError):
             client.delegate(parent, "billing", ["warehouse.nope.r"])
+        client.jwks()
 
-    lines = [r for r in caplog.records if r.name == "delegation_service.access"]
-    assert [(r.method, r.code) for r in lines] == [  # type: ignore[attr-defined]
-        ("/delegation.v1.DelegationService/Delegate", "OK"),
-        ("/delegation.v1.DelegationService/Delegate", "INVALID_ARGUMENT"),
+    lines = [r for r in caplog.records if r.name in ("delegation_service.access", AUDIT_LOGGER)]
+    assert [(r.name, r.method, r.code) for r in lines] == [  # type: ignore[attr-defined]
+        (AUDIT_LOGGER, "/delegation.v1.DelegationService/Delegate", "OK"),
+        (AUDIT_LOGGER, "/delegation.v1.DelegationService/Delegate", "INVALID_ARGUMENT"),
+        ("delegation_service.access", "/delegation.v1.DelegationService/GetJwks", "OK"),
     ]
-    ok, refused = lines
+    ok, refused, jwks = lines
+    assert (ok.event, ok.outcome) == ("delegate", "minted")  # type: ignore[attr-defined]
     assert ok.jti == child.token_id and ok.chain_id == child.chain_id  # type: ignore[attr-defined]
     assert ok.peer.startswith("ipv4:127.0.0.1:") and ok.duration_ms > 0  # type: ignore[attr-defined]
-    assert refused.reason == "INVALID_SCOPE_NAME"  # type: ignore[attr-defined]
+    assert (refused.outcome, refused.reason) == ("denied", "INVALID_SCOPE_NAME")  # type: ignore[attr-defined]
+    assert jwks.event == "rpc" and jwks.getMessage() == "rpc GetJwks OK"  # type: ignore[attr-defined]
     everything = "\n".join(str(vars(r)) for r in caplog.records)
     assert parent not in everything and child.access_token not in everything

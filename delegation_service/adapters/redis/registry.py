@@ -66,6 +66,7 @@ from delegation_service.adapters.redis.records import (
     decode_children,
     decode_event,
     decode_horizons,
+    decode_known_root,
     decode_root,
     encode_child,
     encode_root,
@@ -246,9 +247,10 @@ class RedisRegistry:
             self._chain_marker_key(chain_id),
             self._token_marker_key(chain_id, root.token_id),
         ]
+        encoded_root = encode_root(root)
         args: list[str | int] = [
             self._leeway,
-            *encode_root(root),
+            *encoded_root,
             root.issued_at,
             root.expires_at,
             child.token_id,
@@ -267,7 +269,7 @@ class RedisRegistry:
                 keys += horizon_keys
             reply = list(result(self._scripts.mint(keys=keys, args=args)))
             snapshot = StateSnapshot(
-                record=decode_root(chain_id, reply[1:5]),
+                record=decode_known_root(chain_id, reply[1:5], root, encoded_root),
                 token_revoked=int(reply[5]) == 1,
                 chain_revoked=int(reply[6]) == 1,
                 horizons=decode_horizons([key for key, _ in checks], reply[7:]),

@@ -38,16 +38,19 @@ class Clock:
 
 
 class CountingLog:
-    """A real in-memory registry that counts the log reads streams make (not the shared follower's)."""
+    """A real in-memory registry that counts the log reads of the streams and of the shared follower."""
 
     def __init__(self, registry: MemoryRegistry) -> None:
         self.registry = registry
         self.stream_reads = 0
+        self.follower_reads = 0
         self._lock = threading.Lock()
 
     def events(self, after: str | None, limit: int) -> Sequence[RevocationEvent]:
-        if threading.current_thread().name != "revocation-feed":
-            with self._lock:
+        with self._lock:
+            if threading.current_thread().name == "revocation-feed":
+                self.follower_reads += 1
+            else:
                 self.stream_reads += 1
         return self.registry.events(after, limit)
 
@@ -154,7 +157,7 @@ def test_a_snapshot_holds_what_was_revoked_before_the_stream_even_if_the_feed_is
 ) -> None:
     feed = RevocationFeed(registry, clock, max_streams=2, poll_seconds=30)  # never polls again in this test
     for _ in running(feed):
-        # The follower has read the (empty) log once; a revocation is acknowledged after that read.
+        # The first stream makes the follower read the (empty) log; a revocation is acknowledged after.
         stream = feed.subscribe(Subscription(None, heartbeat_seconds=HEARTBEAT_BOUNDS[0]), lambda: True)
         assert isinstance(next(stream), Marker)  # the first stream waits on the follower: it has caught up
         revoked = revoke_subjects(registry, clock, ["late"])
@@ -208,3 +211,37 @@ def test_a_follower_going_away_wakes_its_own_stream_and_no_other(
     for reader in readers[1:]:
         reader.join(WAIT_SECONDS)
         assert not reader.is_alive()
+
+
+def test_an_idle_feed_reads_nothing_and_the_first_stream_starts_the_follower(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    """No stream, no polling: an idle server read the log 20 times a second for nobody."""
+    log = CountingLog(registry)
+    feed = RevocationFeed(log, clock, max_streams=2, poll_seconds=POLL)
+    for _ in running(feed):
+        time.sleep(20 * POLL)
+        assert log.follower_reads == 0
+        stream = feed.subscribe(Subscription(None, heartbeat_seconds=HEARTBEAT_BOUNDS[0]), lambda: True)
+        assert isinstance(next(stream), Marker)
+        published = revoke_subjects(registry, clock, ["a"])
+        assert take(stream, 1) == published  # from the follower's buffer
+        assert log.follower_reads > 0
+        stream.close()
+        time.sleep(5 * POLL)  # the follower notices at its next poll that nobody is subscribed
+        idle_reads = log.follower_reads
+        time.sleep(20 * POLL)
+        assert log.follower_reads == idle_reads
+
+
+def test_a_stream_that_subscribes_to_an_idle_feed_does_not_wait_a_poll_interval(
+    registry: MemoryRegistry, clock: Clock
+) -> None:
+    old = revoke_subjects(registry, clock, ["a", "b"])
+    feed = RevocationFeed(registry, clock, max_streams=2, poll_seconds=30)
+    for _ in running(feed):
+        began = time.monotonic()
+        stream = feed.subscribe(Subscription(None, heartbeat_seconds=HEARTBEAT_BOUNDS[0]), lambda: True)
+        assert take(stream, 3) == [*old, Marker(MarkerType.HEARTBEAT, old[-1].cursor, clock.now())]
+        # Caught up and live (the heartbeat comes from the feed) after about one heartbeat interval.
+        assert time.monotonic() - began < HEARTBEAT_BOUNDS[0] + 5

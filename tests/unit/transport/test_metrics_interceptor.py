@@ -10,6 +10,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
+from delegation_service.audit import AUDIT_LOGGER, AuditLog
 from delegation_service.transport import metrics as metrics_module
 from delegation_service.transport.metrics import DELEGATE_METHOD, MetricsInterceptor, ServiceMetrics
 
@@ -109,6 +110,81 @@ def test_codes_outcomes_and_the_access_line(caplog: pytest.LogCaptureFixture) ->
         ("rpc Delegate PERMISSION_DENIED", None, None),
     ]
     assert all(r.peer == "ipv4:127.0.0.1:5555" and r.duration_ms >= 0 for r in lines)  # type: ignore[attr-defined]
+
+
+def audited_delegate(events: int) -> grpc.RpcMethodHandler[Any, Any]:
+    """A Delegate handler whose use case records ``events`` audit events, as the service's do."""
+    audit = AuditLog()
+
+    def behaviour(request: Any, context: Any) -> Response:
+        for index in range(events):
+            audit.record(f"delegate minted {index}", event="delegate", outcome="minted", jti=f"j{index}")
+        return Response(access_token="t", client_id="billing", token_id="j1", chain_id="c1")
+
+    interceptor = MetricsInterceptor(ServiceMetrics(process_metrics=False))
+    handler = interceptor.intercept_service(lambda _: unary(behaviour), Details(DELEGATE_METHOD))  # type: ignore[arg-type]
+    assert handler is not None
+    return handler
+
+
+def lines_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name in ("delegation_service.access", AUDIT_LOGGER)]
+
+
+def test_an_audited_call_writes_one_line_its_audit_event_with_the_access_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    handler = audited_delegate(1)
+    assert handler.unary_unary is not None
+    handler.unary_unary(None, context())
+    (line,) = lines_of(caplog)
+    assert line.name == AUDIT_LOGGER and line.getMessage() == "delegate minted 0"
+    fields = vars(line)
+    assert (fields["event"], fields["outcome"], fields["jti"], fields["chain_id"]) == (
+        "delegate",
+        "minted",
+        "j0",
+        "",
+    )
+    assert (fields["method"], fields["code"], fields["peer"]) == (
+        DELEGATE_METHOD,
+        "OK",
+        "ipv4:127.0.0.1:5555",
+    )
+    assert fields["duration_ms"] >= 0 and fields["audit"] is True
+    # Outside a call (no interceptor holding it) an event is written at once, without access fields.
+    AuditLog().record("revoke", event="revoke", outcome="revoked")
+    assert not hasattr(lines_of(caplog)[-1], "method")
+
+
+def test_a_second_audit_event_writes_the_first_and_the_access_logger_off_keeps_the_audit_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    handler = audited_delegate(2)
+    assert handler.unary_unary is not None
+    handler.unary_unary(None, context())
+    assert [(r.getMessage(), hasattr(r, "method")) for r in lines_of(caplog)] == [
+        ("delegate minted 0", False),
+        ("delegate minted 1", True),
+    ]
+    access, audit = logging.getLogger("delegation_service.access"), logging.getLogger(AUDIT_LOGGER)
+    try:
+        caplog.clear()
+        access.setLevel(logging.WARNING)
+        handler.unary_unary(None, context())
+        assert [(r.name, hasattr(r, "method")) for r in lines_of(caplog)] == [(AUDIT_LOGGER, False)] * 2
+        caplog.clear()
+        access.setLevel(logging.INFO)
+        audit.setLevel(logging.WARNING)
+        handler.unary_unary(None, context())
+        assert [(r.name, r.getMessage()) for r in lines_of(caplog)] == [
+            ("delegation_service.access", "rpc Delegate OK")
+        ]
+    finally:
+        access.setLevel(logging.NOTSET)
+        audit.setLevel(logging.NOTSET)
 
 
 def test_a_raising_handler_counts_as_unknown_and_health_logs_at_debug(
