@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
 from delegation_service.adapters.keys import SigningKey
+from delegation_service.transport.oauth.endpoints import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 UPSTREAM_ISSUER = "https://idp.bench.invalid"
 SERVICE_ISSUER = "https://delegation.bench.invalid"
@@ -27,6 +29,19 @@ SUBJECTS = 64
 """Parents are spread over this many subjects (so over as many subject horizons)."""
 
 ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def token_exchange_body(parent: str) -> bytes:
+    """An RFC 8693 token request (a form body) for the child a bench ``Delegate`` asks for."""
+    return urllib.parse.urlencode(
+        {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": parent,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "audience": CHILD_CLIENT,
+            "scope": " ".join(CHILD_SCOPES),
+        }
+    ).encode()
 
 
 def subject_for(index: int) -> str:

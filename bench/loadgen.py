@@ -52,6 +52,7 @@ from bench.common import (
     SERVICE_ISSUER,
     UPSTREAM_ISSUER,
     subject_for,
+    token_exchange_body,
 )
 from delegation.v1 import admin_pb2, admin_pb2_grpc, delegation_pb2, delegation_pb2_grpc
 from delegation_service.adapters.jwt_codec import JwtSigner
@@ -60,7 +61,6 @@ from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
 from delegation_service.domain.revocation import record_child
 from delegation_service.domain.scopes import Bearer, BearerType, parse_scope
 from delegation_service.domain.tokens import ChildToken
-from delegation_service.transport.oauth.endpoints import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 CALL_TIMEOUT_SECONDS = 10.0
 SETUP_CONCURRENCY = 32
@@ -205,10 +205,10 @@ class LoadGenerator:
             return lambda _index: GRANT_BODY
         if phase.rpc == "TokenExchange":
             # Delegate's fresh scenario over HTTP: a new parent, hence a new chain, every call.
-            exchanges = [_token_exchange_body(self.parent()) for _ in range(total)]
+            exchanges = [token_exchange_body(self.parent()) for _ in range(total)]
             return exchanges.__getitem__
         if phase.rpc == "TokenExchangeWarm":
-            warm_body = _token_exchange_body(self.parent())
+            warm_body = token_exchange_body(self.parent())
             return lambda _index: warm_body
         raise ValueError(f"unknown rpc {phase.rpc!r}")
 
@@ -398,19 +398,6 @@ class LoadGenerator:
         await self._close()
         self._phase = self._requests = None
         return summarize(outcome)
-
-
-def _token_exchange_body(parent: str) -> bytes:
-    """An RFC 8693 token request for the child a bench ``Delegate`` asks for."""
-    return urllib.parse.urlencode(
-        {
-            "grant_type": TOKEN_EXCHANGE,
-            "subject_token": parent,
-            "subject_token_type": ACCESS_TOKEN_TYPE,
-            "audience": CHILD_CLIENT,
-            "scope": " ".join(CHILD_SCOPES),
-        }
-    ).encode()
 
 
 def _cycle(items: Sequence[Any]) -> Callable[[int], Any]:

@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,6 +39,7 @@ from bench.common import (
     PARENT_SCOPES,
     SERVICE_ISSUER,
     UPSTREAM_ISSUER,
+    token_exchange_body,
 )
 from delegation_service import logs
 from delegation_service.adapters.upstream_dev import DevUpstreamIssuer
@@ -49,8 +49,6 @@ from delegation_service.dev import demo_catalog_path
 from delegation_service.transport.oauth.protocol import OAuthServer
 from devtools.redis_server import start_redis_server
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 FACES = ("grpc_delegate", "http_threads", "http_granian")
 LABELS = {
     "grpc_delegate": "gRPC `Delegate`",
@@ -103,15 +101,7 @@ async def _drive_http(
 ) -> dict[str, Any]:
     import aiohttp  # noqa: PLC0415
 
-    body = urllib.parse.urlencode(
-        {
-            "grant_type": TOKEN_EXCHANGE,
-            "subject_token": parent,
-            "subject_token_type": ACCESS_TOKEN_TYPE,
-            "audience": CHILD_CLIENT,
-            "scope": " ".join(CHILD_SCOPES),
-        }
-    ).encode()
+    body = token_exchange_body(parent)
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_SECONDS)
     connector = aiohttp.TCPConnector(limit=in_flight)
