@@ -8,15 +8,22 @@ child of a bound parent is obtained only with proof of the parent's key, and is 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
+from delegation_service.domain.encoding import b64url_encode
 from delegation_service.domain.errors import InvalidRequest, ProofOfPossessionRequired, Reason, Violation
 
 JKT = "jkt"
 X5T_S256 = "x5t#S256"
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 """A base64url SHA-256 digest without padding: 43 characters."""
+
+
+def certificate_thumbprint(der: bytes) -> str:
+    """RFC 8705 ``x5t#S256`` of a certificate: the base64url SHA-256 of its DER, without padding."""
+    return b64url_encode(hashlib.sha256(der).digest())
 
 
 def is_thumbprint(value: str) -> bool:

@@ -6,7 +6,6 @@ OK with identity headers for the upstream, or a denial with the HTTP status and 
 
 from __future__ import annotations
 
-import hashlib
 import urllib.parse
 
 import grpc
@@ -17,7 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from delegation_service.domain.encoding import b64url_encode
+from delegation_service.domain import binding
 from delegation_service.edge.verifier import IDENTITY_HEADERS, Decision, EdgeVerifier, Outcome, RequestFacts
 
 _RPC_CODES = {
@@ -61,8 +60,7 @@ def certificate_thumbprint(pem: str) -> str | None:
         certificate = x509.load_pem_x509_certificate(urllib.parse.unquote(pem).encode())
     except ValueError:
         return None
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
-    return b64url_encode(digest)
+    return binding.certificate_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:

@@ -11,8 +11,6 @@ an optional one. So a configured client CA means mutual TLS for every connection
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
@@ -22,6 +20,8 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from delegation_service.domain.binding import certificate_thumbprint
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ def certificate_facts(connection: object) -> tuple[tuple[str, ...], str | None]:
         value = str(general_name.value)
         if value not in names:
             names.append(value)
-    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
-    return tuple(n for n in names if n.isprintable()), thumbprint
+    return tuple(n for n in names if n.isprintable()), certificate_thumbprint(der)
 
 
 def channel_credentials(

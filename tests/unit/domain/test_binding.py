@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
 
-from delegation_service.domain.binding import Confirmation, PossessionProof, child_confirmation
+from delegation_service.domain.binding import (
+    Confirmation,
+    PossessionProof,
+    certificate_thumbprint,
+    child_confirmation,
+    is_thumbprint,
+)
 from delegation_service.domain.dpop import (
     DpopClaims,
     ProofWindow,
@@ -143,3 +152,11 @@ def test_proof_accepted_once_and_ath_required_at_resources() -> None:
     with pytest.raises(InvalidDpopProof) as without_ath:
         run(claims(jti="k"), require_ath=True)
     assert "ath" in without_ath.value.detail
+
+
+def test_a_certificate_thumbprint_is_the_unpadded_base64url_sha256_of_its_der() -> None:
+    der = bytes(range(256)) * 3
+    thumbprint = certificate_thumbprint(der)
+
+    assert thumbprint == base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+    assert is_thumbprint(thumbprint)
