@@ -4,6 +4,7 @@ narrowing; children verified with joserfc against the JWKS the metadata names.""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -216,3 +217,30 @@ def test_no_token_in_the_log(oauth_service: OAuthService, caplog: pytest.LogCapt
     assert "/oauth2/token" in text
     assert parent not in text and child not in text
     assert parent.split(".")[1] not in text
+
+
+def test_one_line_per_request(oauth_service: OAuthService, caplog: pytest.LogCaptureFixture) -> None:
+    """A token exchange's one line is its audit event with the access fields; a document's is the
+    access line; as on gRPC."""
+    parent = oauth_service.parent()
+    with caplog.at_level(logging.INFO):
+        minted = post(oauth_service, "/oauth2/token", oauth_service.exchange_form(parent))
+        post(oauth_service, "/oauth2/token", oauth_service.exchange_form(parent, scope="warehouse.nope.r"))
+        requests.get(oauth_service.base_url + "/.well-known/jwks.json", timeout=5)
+
+    lines = [
+        r
+        for r in caplog.records
+        if r.name in ("delegation_service.audit", "delegation_service.transport.oauth_http")
+    ]
+    assert [(r.name, r.event, r.status) for r in lines] == [  # type: ignore[attr-defined]
+        ("delegation_service.audit", "delegate", 200),
+        ("delegation_service.audit", "delegate", 400),
+        ("delegation_service.transport.oauth_http", "http", 200),
+    ]
+    ok, refused, _ = lines
+    assert ok.outcome == "minted" and ok.path == "/oauth2/token"  # type: ignore[attr-defined]
+    payload = minted.json()["access_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert ok.jti == claims["jti"] and ok.duration_ms > 0  # type: ignore[attr-defined]
+    assert (refused.outcome, refused.reason) == ("denied", "INVALID_SCOPE_NAME")  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ from http import HTTPStatus
 
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.adapters.keys import ASYMMETRIC_ALGORITHMS
+from delegation_service.audit import HeldEvent
 from delegation_service.deadlines import remaining
 from delegation_service.domain.access import Operation
 from delegation_service.domain.binding import PossessionProof
@@ -127,6 +128,8 @@ class Answer:
     reason: str = ""
     close: bool = False
     """Close the connection after this answer (the rest of the request was not read)."""
+    audit_event: HeldEvent | None = None
+    """The audit event the request recorded, written with the access fields as its one log line."""
 
 
 class OAuthEndpoints:

@@ -27,14 +27,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Protocol
 
+from delegation_service import audit
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.deadlines import call_deadline
 from delegation_service.domain.errors import DelegationError, ServerDraining
 from delegation_service.domain.ports import AuditSink
+from delegation_service.logs import emit
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
 from delegation_service.transport.errors import oauth_error
@@ -170,7 +172,16 @@ class OAuthHttp:
 
     def answer(self, request: HttpRequest, body: bytes) -> Answer:
         """The endpoint's answer to a POST whose body was read, within the request's deadline (the
-        server calls it, and sends the answer, inside :meth:`serving`)."""
+        server calls it, and sends the answer, inside :meth:`serving`), with the audit event it
+        recorded, if any: :meth:`log_access` writes that event as the request's one line."""
+        held = audit.hold()
+        try:
+            answer = self._answer(request, body)
+        finally:
+            audit.release()
+        return replace(answer, audit_event=held[0]) if held else answer
+
+    def _answer(self, request: HttpRequest, body: bytes) -> Answer:
         with call_deadline(REQUEST_SECONDS):
             try:
                 if self._refusing:
@@ -216,22 +227,26 @@ class OAuthHttp:
 
     @staticmethod
     def log_access(request: HttpRequest, answer: Answer, started: float) -> None:
-        """The access line of one request (``started``: ``time.monotonic()`` when its head arrived)."""
-        log.info(
-            "http %s %s %d",
-            request.method,
-            request.path,
-            answer.status,
-            extra={
-                "event": "http",
-                "method": request.method,
-                "path": request.path,
-                "status": int(answer.status),
-                "duration_ms": round((time.monotonic() - started) * 1000, 2),
-                "reason": answer.reason,
-                "peer": request.peer_host,
-            },
-        )
+        """The one line of a request (``started``: ``time.monotonic()`` when its head arrived): its
+        access line or, when it recorded an audit event, that event with the access fields after its
+        own, on the audit logger, as a gRPC call's (:mod:`delegation_service.transport.metrics`)."""
+        if not log.isEnabledFor(logging.INFO):
+            if answer.audit_event is not None:
+                audit.write_held(answer.audit_event, {})
+            return
+        fields: dict[str, object] = {
+            "event": "http",
+            "method": request.method,
+            "path": request.path,
+            "status": int(answer.status),
+            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            "reason": answer.reason,
+            "peer": request.peer_host,
+        }
+        if answer.audit_event is not None:
+            audit.write_held(answer.audit_event, fields)
+            return
+        emit(log, logging.INFO, "http %s %s %d", (request.method, request.path, answer.status), fields)
 
     @property
     def in_flight(self) -> int:
