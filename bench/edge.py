@@ -28,8 +28,9 @@ from delegation_service.app import build, ephemeral_keys, load_catalog
 from delegation_service.client import DelegationClient
 from delegation_service.config import Config
 from delegation_service.dev import demo_catalog_path
+from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import RevocationKind
-from delegation_service.edge.mirror import Revocation, RevocationMirror
+from delegation_service.edge.mirror import RevocationMirror
 from delegation_service.edge.verifier import EdgeSettings, EdgeVerifier
 from delegation_service.transport.auth import operator_secret_digest
 from devtools.redis_server import start_redis_server
@@ -145,7 +146,7 @@ def mirror_memory() -> dict[str, Any]:
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for chain_id in ids:
-        mirror.apply(Revocation(RevocationKind.CHAIN, chain_id, expires_at=2_000_000_000))
+        mirror.apply(RevocationEvent("", RevocationKind.CHAIN, chain_id, expires_at=2_000_000_000))
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))

@@ -33,16 +33,18 @@ class Clock(Protocol):
 
 @dataclass(frozen=True)
 class RevocationEvent:
-    """One revocation, as published to followers of the revocation stream."""
+    """One revocation, as published to followers of the revocation stream (and mirrored at the edge,
+    where ``cursor`` is the stream's position of it). A kind names only its own target, so the others
+    default to empty; times are seconds since the epoch."""
 
     cursor: str
     kind: RevocationKind
-    chain_id: str
-    token_id: str
-    subject: str
-    client_id: str
-    revoked_at: int
-    expires_at: int
+    chain_id: str = ""
+    token_id: str = ""
+    subject: str = ""
+    client_id: str = ""
+    revoked_at: int = 0
+    expires_at: int = 0
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from google.protobuf import duration_pb2
 
 from delegation.v1 import delegation_pb2, delegation_pb2_grpc
 from delegation_service.client import error_details
+from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import RevocationKind
-from delegation_service.edge.mirror import FeedClock, Revocation, RevocationMirror
+from delegation_service.edge.mirror import FeedClock, RevocationMirror
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,15 @@ _CONTROL_TYPES = frozenset(
 MAX_BACKOFF_SECONDS = 2.0
 
 
-def revocation_of(message: delegation_pb2.WatchRevocationsResponse) -> Revocation | None:
+def revocation_of(message: delegation_pb2.WatchRevocationsResponse) -> RevocationEvent | None:
     """The revocation a stream message carries, or ``None`` for a control message or an unknown kind."""
     if message.type in _CONTROL_TYPES:
         return None
     kind = _KINDS.get(message.kind)
     if kind is None:
         return None
-    return Revocation(
+    return RevocationEvent(
+        cursor=message.cursor,
         kind=kind,
         chain_id=message.chain_id,
         token_id=message.token_id,

@@ -18,8 +18,8 @@ still in force while it resynchronises.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
+from delegation_service.domain.ports import RevocationEvent
 from delegation_service.domain.revocation import (
     HorizonKey,
     HorizonKind,
@@ -32,19 +32,6 @@ from delegation_service.domain.revocation import (
 from delegation_service.domain.tokens import VerifiedToken
 
 
-@dataclass(frozen=True)
-class Revocation:
-    """One revocation as the stream delivers it (times in seconds since the epoch)."""
-
-    kind: RevocationKind
-    chain_id: str = ""
-    token_id: str = ""
-    subject: str = ""
-    client_id: str = ""
-    revoked_at: int = 0
-    expires_at: int = 0
-
-
 class RevocationMirror:
     """Revocations in force, by token, chain, subject and client; safe to share between threads."""
 
@@ -54,7 +41,7 @@ class RevocationMirror:
         self._chains: dict[str, int] = {}
         self._horizons: dict[HorizonKey, tuple[int, int]] = {}  # key -> (horizon, expires_at)
 
-    def apply(self, revocation: Revocation) -> None:
+    def apply(self, revocation: RevocationEvent) -> None:
         """Record one revocation; a later horizon replaces an earlier one (horizons only move on)."""
         with self._lock:
             if revocation.kind is RevocationKind.TOKEN:
