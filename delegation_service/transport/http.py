@@ -21,11 +21,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from delegation_service.transport.http_listen import HttpPortServer, cannot_listen, split_listen
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +69,14 @@ class AdminHttpServer:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
     ) -> None:
-        host, _, port = settings.listen.rpartition(":")
-        host = host.strip("[]")
+        host, port = split_listen(settings.listen)
         handler: type[_AdminHandler] = type(
             "AdminHandler", (_AdminHandler,), {"documents": None, "registry": registry, "ready": ready}
         )
         try:
-            self._server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), handler)  # noqa: S104
+            self._server = HttpPortServer((host or "0.0.0.0", port), handler)  # noqa: S104
         except OSError as error:
-            raise RuntimeError(
-                f"cannot listen on {settings.listen} (admin.listen): {error.strerror}"
-            ) from None
-        self._server.daemon_threads = True
+            raise cannot_listen(settings.listen, "admin.listen", error) from None
         self.port: int = self._server.server_address[1]
         base = (settings.public_url or self._own_url(host, settings.issuer)).rstrip("/")
         self.jwks_uri = base + JWKS_PATH

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -41,18 +40,17 @@ from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.domain.ports import AuditSink
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
+from delegation_service.transport.http_listen import BACKLOG, cannot_listen, split_listen
 from delegation_service.transport.oauth.endpoints import Answer, OAuthSettings
 from delegation_service.transport.oauth.protocol import (
     Headers,
     HttpRequest,
     OAuthHttp,
+    log,
     oauth_http,
     public_base_url,
 )
 
-log = logging.getLogger("delegation_service.transport.oauth_http")
-
-BACKLOG = 128
 START_SECONDS = 10.0
 THREADS_END_SECONDS = 2.0
 # granian configures the logging module when its server is built. Incremental: it only sets the level
@@ -80,11 +78,11 @@ class GranianOAuthServer:
         audit: AuditSink,
         tls: tuple[Path, Path] | None = None,
     ) -> None:
-        host, _, port = settings.listen.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"  # noqa: S104
+        host, port = split_listen(settings.listen)
+        host = host or "0.0.0.0"  # noqa: S104
         # The socket is ours: a taken port fails here, as on the other server, the port is known at
         # once (also for port 0), and SO_REUSEPORT is set only for `serve --workers`.
-        listener = _listen(host, int(port), settings.reuse_port, settings.listen)
+        listener = _listen(host, port, settings.reuse_port, settings.listen)
         self.port: int = listener.getsockname()[1]
         self.base_url = public_base_url(settings, host, self.port, tls is not None)
         self.rules, self.metadata_members = oauth_http(
@@ -227,7 +225,7 @@ def _listen(host: str, port: int, reuse_port: bool, listen: str) -> socket.socke
         listener.listen(BACKLOG)
     except OSError as error:
         listener.close()
-        raise RuntimeError(f"cannot listen on {listen} (oauth.listen): {error.strerror}") from None
+        raise cannot_listen(listen, "oauth.listen", error) from None
     return listener
 
 

@@ -62,6 +62,8 @@ from delegation_service.transport.oauth.endpoints import (
 )
 
 log = logging.getLogger("delegation_service.transport.oauth_http")
+"""The OAuth port's logger, for both servers (its name kept from the single-module days: log routes
+name it)."""
 """The access line's logger (the name it has always had, so log filters keep working)."""
 
 ENDPOINT_PATHS = frozenset({TOKEN_PATH, INTROSPECT_PATH, REVOKE_PATH})

@@ -7,25 +7,28 @@ A socket shell around :class:`~.protocol.OAuthHttp`, which holds every HTTP rule
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 from delegation_service.adapters.dpop import DpopVerifier
 from delegation_service.domain.ports import AuditSink
 from delegation_service.service import DelegationService
 from delegation_service.transport.authz import AccessGate
+from delegation_service.transport.http_listen import HttpPortServer, cannot_listen, split_listen
 from delegation_service.transport.oauth.endpoints import Answer, OAuthSettings
-from delegation_service.transport.oauth.protocol import HttpRequest, OAuthHttp, oauth_http, public_base_url
+from delegation_service.transport.oauth.protocol import (
+    HttpRequest,
+    OAuthHttp,
+    log,
+    oauth_http,
+    public_base_url,
+)
 from delegation_service.transport.tls import certificate_facts
-
-log = logging.getLogger("delegation_service.transport.oauth_http")
 
 
 class OAuthHttpServer:
@@ -42,21 +45,18 @@ class OAuthHttpServer:
         audit: AuditSink,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        host, _, port = settings.listen.rpartition(":")
-        host = host.strip("[]")
+        host, port = split_listen(settings.listen)
         handler: type[_OAuthHandler] = type("OAuthHandler", (_OAuthHandler,), {})
         handler.timeout = settings.idle_seconds
         try:
             self._server = _BoundedServer(
-                (host or "0.0.0.0", int(port)),  # noqa: S104
+                (host or "0.0.0.0", port),  # noqa: S104
                 handler,
                 settings.max_connections,
                 settings.reuse_port,
             )
         except OSError as error:
-            raise RuntimeError(
-                f"cannot listen on {settings.listen} (oauth.listen): {error.strerror}"
-            ) from None
+            raise cannot_listen(settings.listen, "oauth.listen", error) from None
         self._server.tls = tls
         self._server.idle_seconds = settings.idle_seconds
         self.port: int = self._server.server_address[1]
@@ -94,13 +94,9 @@ class OAuthHttpServer:
         self._server.close_connections()
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class _BoundedServer(HttpPortServer):
     """A thread per connection, up to ``max_connections``; past it a 503 at once, and no thread."""
 
-    daemon_threads = True
-    request_queue_size = 128
-    """The listen backlog (socketserver's default is 5: a burst of new connections lost SYNs and waited
-    a second or more for the retransmission)."""
     tls: ssl.SSLContext | None = None
     """TLS, handshaken on the connection's own thread (a slow handshake never holds the accept loop)."""
     idle_seconds: float = 10.0
@@ -121,15 +117,6 @@ class _BoundedServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A caller that left before its answer is no error of ours (socketserver prints a traceback
-        to stderr for it); anything else goes to the log."""
-        failure = sys.exc_info()[1]
-        if isinstance(failure, ConnectionError | TimeoutError):
-            log.debug("oauth http: the caller left (%s)", type(failure).__name__)
-        else:
-            log.error("oauth http: connection failed", exc_info=True, extra={"event": "oauth_error"})
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve on a thread of its own, when a slot is free."""
