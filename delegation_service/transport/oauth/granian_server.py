@@ -132,21 +132,16 @@ class GranianOAuthServer:
         rules = self.rules
         step = rules.begin(request)
         if not isinstance(step, int):
-            answer = step
-        else:
-            try:
-                async with asyncio.timeout(self._idle_seconds):
-                    body = await proto()
-            except TimeoutError:
-                answer = rules.body_timeout()
-            else:
-                with rules.serving():  # until the answer is handed to granian
-                    answer = rules.answer(request, body)
-                    _send(proto, answer)
-                rules.log_access(request, answer, started)
-                return
-        _send(proto, answer)
-        rules.log_access(request, answer, started)
+            _send(proto, rules, request, step, started)
+            return
+        try:
+            async with asyncio.timeout(self._idle_seconds):
+                body = await proto()
+        except TimeoutError:
+            _send(proto, rules, request, rules.body_timeout(), started)
+            return
+        with rules.serving():  # until the answer is handed to granian
+            _send(proto, rules, request, rules.answer(request, body), started)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called by granian as its worker starts on ``loop``: listening from the next loop turn."""
@@ -202,8 +197,12 @@ class GranianOAuthServer:
             time.sleep(0.005)
 
 
-def _send(proto: RSGIHTTPProtocol, answer: Answer) -> None:
-    proto.response_bytes(int(answer.status), OAuthHttp.response_headers(answer), answer.body)
+def _send(
+    proto: RSGIHTTPProtocol, rules: OAuthHttp, request: HttpRequest, answer: Answer, started: float
+) -> None:
+    """Log the request's line, then answer: its audit event is written before the caller has the answer."""
+    rules.log_access(request, answer, started)
+    proto.response_bytes(int(answer.status), rules.response_headers(answer), answer.body)
 
 
 def _native_threads() -> set[str]:

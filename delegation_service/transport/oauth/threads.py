@@ -185,6 +185,8 @@ class _OAuthHandler(BaseHTTPRequestHandler):
             self._send(request, step, started)
 
     def _send(self, request: HttpRequest, answer: Answer, started: float) -> None:
+        # The line first: a request's audit event is written before the caller has the answer.
+        self.rules.log_access(request, answer, started)
         if answer.close:
             self.close_connection = True
         self.send_response(answer.status)
@@ -194,7 +196,6 @@ class _OAuthHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if answer.body:
             self.wfile.write(answer.body)
-        self.rules.log_access(request, answer, started)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve  # noqa: N815 (its names)
 
